@@ -1,0 +1,229 @@
+"""Transplant after treatment: naive, time-dependent, Mantel-Byar, landmark and Simon-Makuch
+analyses (SAP.md section 7).
+
+Input: one row per patient with `time` (days from day 0 to the event or censoring), `event`
+(0/1), `tx_day` (day of the transplant, NaN if none) and any covariates (for example `arm`).
+A transplant after the event or censoring time does not change the patient's exposure; a
+transplant on the day of the event or censoring moves half a day earlier, so that the patient is
+at risk as transplanted when the event happens; a transplant on or before day 0 counts from
+the start.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from lifelines import CoxTimeVaryingFitter, KaplanMeierFitter
+from lifelines.exceptions import ConvergenceError, ConvergenceWarning
+from scipy import stats
+
+from analytics.stats.plain import finite_or_none
+from analytics.stats.survival import (
+    COX_FIT_OPTIONS,
+    DAYS_PER_MONTH,
+    convergence_problem,
+    cox_not_estimable,
+    cox_terms,
+    design_matrix,
+)
+
+LANDMARK_DAYS = 90
+SAME_DAY_SHIFT = 0.5
+# A counting-process interval must have positive length, so a day-0 event or censoring is
+# placed half a day after day 0 (as is usual with R's coxph).
+DAY_ZERO_STOP = 0.5
+
+
+def naive_logrank(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, Any]:
+    """Log-rank from day 0 of ever transplanted versus never (as the study reported it; biased
+    by immortal time). With `strata` (for example "arm"), the stratified log-rank."""
+    ever = df["tx_day"].notna()
+    rows = pd.DataFrame(
+        {
+            "start": 0.0,
+            "stop": df["time"].astype(float),
+            "event": df["event"].astype(int),
+            "transplanted": ever.astype(int),
+        },
+        index=df.index,
+    )
+    if strata:
+        rows["stratum"] = df[strata]
+    result = counting_process_logrank(rows, strata="stratum" if strata else None)
+    return {
+        **result,
+        "n_transplanted": int(ever.sum()),
+        "n_not": int((~ever).sum()),
+    }
+
+
+def counting_process(df: pd.DataFrame, covariates: Sequence[str] = ()) -> pd.DataFrame:
+    """Counting-process rows `id, start, stop, event, transplanted` (plus covariates): one row
+    before the transplant and one after it."""
+    rows: list[dict[str, Any]] = []
+    for patient_id, patient in df.iterrows():
+        time = float(patient["time"])
+        stop = time if time > 0 else DAY_ZERO_STOP
+        event = int(patient["event"])
+        tx_day = patient["tx_day"]
+        extra = {name: patient[name] for name in covariates}
+        base = {"id": patient_id, **extra}
+        if pd.isna(tx_day) or tx_day > time:
+            rows.append({**base, "start": 0.0, "stop": stop, "event": event, "transplanted": 0})
+        elif tx_day <= 0:
+            rows.append({**base, "start": 0.0, "stop": stop, "event": event, "transplanted": 1})
+        else:
+            switch = float(tx_day)
+            if switch == time:
+                switch = max(time - SAME_DAY_SHIFT, time / 2)
+            rows.append({**base, "start": 0.0, "stop": switch, "event": 0, "transplanted": 0})
+            rows.append({**base, "start": switch, "stop": stop, "event": event, "transplanted": 1})
+    columns = ["id", "start", "stop", "event", "transplanted", *covariates]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def time_dependent_cox(df: pd.DataFrame, covariates: Sequence[str] = ()) -> dict[str, Any]:
+    """Cox model with transplant as a time-varying covariate (Efron ties): HR of being
+    transplanted, 95% CI, Wald p; `covariates` (for example "arm") adjust it."""
+    rows = counting_process(df.dropna(subset=["time", "event", *covariates]), covariates)
+    n_transplanted = int(rows.loc[rows["transplanted"] == 1, "id"].nunique())
+    if n_transplanted == 0:
+        return {**cox_not_estimable("no patient transplanted"), "n_transplanted": 0}
+    if rows["event"].sum() == 0:
+        return {**cox_not_estimable("no events"), "n_transplanted": n_transplanted}
+    if rows["transplanted"].nunique() < 2:
+        return {
+            **cox_not_estimable("every patient transplanted from day 0"),
+            "n_transplanted": n_transplanted,
+        }
+    design = pd.concat(
+        [
+            rows[["id", "start", "stop", "event"]],
+            rows[["transplanted"]].astype(float),
+            design_matrix(rows, covariates) if covariates else None,
+        ],
+        axis=1,
+    )
+    reason = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            fit = CoxTimeVaryingFitter().fit(
+                design,
+                event_col="event",
+                start_col="start",
+                stop_col="stop",
+                id_col="id",
+                fit_options=dict(COX_FIT_OPTIONS),
+            )
+        except (ConvergenceError, np.linalg.LinAlgError, ValueError, ZeroDivisionError) as error:
+            reason = f"model could not be fitted: {error}"
+    reason = reason or convergence_problem(caught)
+    if reason:
+        return {**cox_not_estimable(reason), "n_transplanted": n_transplanted}
+    return {**cox_terms(fit.summary, "transplanted"), "n_transplanted": n_transplanted}
+
+
+def mantel_byar(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, Any]:
+    """Mantel-Byar test: the log-rank test in which each patient counts, at each event time,
+    in the group (transplanted or not) they are in at that time."""
+    rows = counting_process(df, (strata,) if strata else ())
+    result = counting_process_logrank(rows, strata=strata)
+    return {**result, "n_transplanted": int(rows.loc[rows["transplanted"] == 1, "id"].nunique())}
+
+
+def landmark(
+    df: pd.DataFrame, days: int = LANDMARK_DAYS, *, strata: str | None = None
+) -> dict[str, Any]:
+    """Landmark analysis: patients still at risk after `days` (no event, follow-up beyond it),
+    grouped by a transplant on or before the landmark, time counted from the landmark."""
+    at_risk = df[df["time"] > days]
+    transplanted = at_risk["tx_day"].notna() & (at_risk["tx_day"] <= days)
+    rows = pd.DataFrame(
+        {
+            "start": 0.0,
+            "stop": at_risk["time"].astype(float) - days,
+            "event": at_risk["event"].astype(int),
+            "transplanted": transplanted.astype(int),
+        },
+        index=at_risk.index,
+    )
+    if strata:
+        rows["stratum"] = at_risk[strata]
+    result = counting_process_logrank(rows, strata="stratum" if strata else None)
+    return {
+        "days": int(days),
+        "n_transplanted": int(transplanted.sum()),
+        "n_not": int((~transplanted).sum()),
+        **result,
+    }
+
+
+def simon_makuch(df: pd.DataFrame) -> dict[str, Any]:
+    """Simon-Makuch curves for plots: Kaplan-Meier by current transplant status, the
+    transplanted curve left-truncated at the transplant. Times `t` in months."""
+    rows = counting_process(df)
+    curves: dict[str, Any] = {}
+    for status, label in ((0, "not_transplanted"), (1, "transplanted")):
+        group = rows[rows["transplanted"] == status]
+        if group.empty:
+            curves[label] = None
+            curves["reason"] = f"no patient-time {label.replace('_', ' ')}"
+            continue
+        fit = KaplanMeierFitter().fit(
+            group["stop"] / DAYS_PER_MONTH,
+            group["event"],
+            entry=group["start"] / DAYS_PER_MONTH,
+        )
+        survival = fit.survival_function_.iloc[:, 0]
+        curves[label] = [
+            {"t": float(t), "s": finite_or_none(s)} for t, s in survival.items() if pd.notna(s)
+        ]
+    return curves
+
+
+def counting_process_logrank(rows: pd.DataFrame, *, strata: str | None = None) -> dict[str, Any]:
+    """Two-group (stratified) log-rank over counting-process rows `start, stop, event,
+    transplanted`: at each event time, the observed and expected events in the transplanted
+    group and the hypergeometric variance, summed over times (and strata).
+
+    lifelines has neither a stratified log-rank nor a Mantel-Byar test (R_REFERENCE.md).
+    """
+    if rows.empty or rows["event"].sum() == 0:
+        return _test_not_estimable("no events")
+    if rows["transplanted"].nunique() < 2:
+        return _test_not_estimable("only one group")
+    observed = expected = variance = 0.0
+    groups = rows.groupby(strata, sort=False) if strata else [(None, rows)]
+    for _, stratum in groups:
+        start = stratum["start"].to_numpy(dtype=float)
+        stop = stratum["stop"].to_numpy(dtype=float)
+        event = stratum["event"].to_numpy(dtype=int)
+        exposed = stratum["transplanted"].to_numpy(dtype=int) == 1
+        for t in np.unique(stop[event == 1]):
+            # At risk at t: entered before t (or on day 0) and not yet out before t.
+            at_risk = ((start < t) | (start == 0)) & (stop >= t)
+            dying = at_risk & (stop == t) & (event == 1)
+            n, n1 = at_risk.sum(), (at_risk & exposed).sum()
+            d, d1 = dying.sum(), (dying & exposed).sum()
+            observed += d1
+            expected += d * n1 / n
+            if n > 1:
+                variance += d * (n1 / n) * (1 - n1 / n) * (n - d) / (n - 1)
+    if variance <= 0:
+        return _test_not_estimable("no variance: no event while both groups were at risk")
+    chi2 = (observed - expected) ** 2 / variance
+    return {
+        "chi2": finite_or_none(chi2),
+        "p": finite_or_none(stats.chi2.sf(chi2, df=1)),
+        "observed": finite_or_none(observed),
+        "expected": finite_or_none(expected),
+    }
+
+
+def _test_not_estimable(reason: str) -> dict[str, Any]:
+    return {"chi2": None, "p": None, "reason": reason}

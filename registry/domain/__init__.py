@@ -1,0 +1,1 @@
+"""Pure clinical rules of the registry (DOMAIN.md). Imports no Django."""

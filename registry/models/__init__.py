@@ -1,0 +1,21 @@
+from .outcomes import FollowUpContact, Relapse, ResponseAssessment, Transplant
+from .patients import Death, Patient, Treatment
+from .people import Site, User
+from .quality import DataQualityQuery, QueryKind
+from .toxicity import CrsEpisode, IcansEpisode
+
+__all__ = [
+    "CrsEpisode",
+    "DataQualityQuery",
+    "Death",
+    "FollowUpContact",
+    "IcansEpisode",
+    "Patient",
+    "QueryKind",
+    "Relapse",
+    "ResponseAssessment",
+    "Site",
+    "Transplant",
+    "Treatment",
+    "User",
+]

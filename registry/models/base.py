@@ -1,0 +1,25 @@
+"""What every clinical record shares: a version for optimistic concurrency, and its history."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
+
+# A percentage of cells: 0-100.
+PERCENT = {"validators": [MinValueValidator(0), MaxValueValidator(100)]}
+
+
+class ClinicalRecord(models.Model):
+    version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    history = HistoricalRecords(inherit=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def patient(self):  # overridden by Patient; every other record reaches its patient
+        return self.treatment.patient

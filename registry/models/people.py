@@ -1,0 +1,44 @@
+"""Sites and the people who work at them."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
+
+from registry.domain.vocabulary import Role
+
+from . import choices
+
+
+class Site(models.Model):
+    code = models.CharField(_("code"), max_length=16, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["code"]
+        verbose_name = _("site")
+        verbose_name_plural = _("sites")
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class User(AbstractUser):
+    """A registry user: one role, scoped to the sites they work at (administrators: all)."""
+
+    role = models.CharField(_("role"), max_length=20, choices=choices.ROLE, default=Role.NURSE)
+    sites = models.ManyToManyField(Site, blank=True, related_name="users", verbose_name=_("sites"))
+    language = models.CharField(_("language"), max_length=10, blank=True, default="")
+    history = HistoricalRecords(excluded_fields=["last_login", "password"])
+
+    @property
+    def is_administrator(self) -> bool:
+        return self.is_superuser or self.role == Role.ADMINISTRATOR
+
+    def save(self, *args, **kwargs) -> None:
+        # The admin site is for data managers and administrators only (INTERFACES.md section 5).
+        self.is_staff = self.is_superuser or self.role in (Role.DATA_MANAGER, Role.ADMINISTRATOR)
+        super().save(*args, **kwargs)

@@ -1,0 +1,60 @@
+"""INTERFACES.md section 5, "Who may do what", as one table and one function."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from registry.domain.vocabulary import Role
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    EDIT = "edit"  # add or edit clinical data
+    DELETE = "delete"
+    RESOLVE_QUERIES = "resolve_queries"
+    IMPORT = "import"
+    EXPORT_IDENTIFIED = "export_identified"
+    EXPORT_DEIDENTIFIED = "export_deidentified"
+    ANALYTICS = "analytics"
+    ADMIN_SITE = "admin_site"
+    MANAGE_USERS = "manage_users"
+
+
+# Which roles may do what at their own sites; administrators may do everything everywhere.
+ALLOWED: dict[Action, frozenset[Role]] = {
+    Action.VIEW: frozenset({Role.NURSE, Role.DATA_MANAGER, Role.PI}),
+    Action.EDIT: frozenset({Role.NURSE, Role.DATA_MANAGER}),
+    Action.DELETE: frozenset(),
+    Action.RESOLVE_QUERIES: frozenset({Role.DATA_MANAGER}),
+    Action.IMPORT: frozenset({Role.DATA_MANAGER}),
+    Action.EXPORT_IDENTIFIED: frozenset({Role.DATA_MANAGER}),
+    Action.EXPORT_DEIDENTIFIED: frozenset({Role.DATA_MANAGER, Role.PI}),
+    Action.ANALYTICS: frozenset({Role.DATA_MANAGER, Role.PI}),
+    Action.ADMIN_SITE: frozenset({Role.DATA_MANAGER}),
+    Action.MANAGE_USERS: frozenset(),
+}
+
+
+def user_site_ids(user) -> set[int] | None:
+    """The sites a user works at; None for administrators, who see all of them."""
+    if not user.is_authenticated or not user.is_active:
+        return set()
+    if user.is_administrator:
+        return None
+    cached = getattr(user, "_site_ids", None)
+    if cached is None:
+        cached = set(user.sites.values_list("pk", flat=True))
+        user._site_ids = cached
+    return cached
+
+
+def can(user, action: Action, site_id: int | None = None) -> bool:
+    """May this user do this, at this site (or, with no site, at some site of theirs)?"""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_administrator:
+        return True
+    if Role(user.role) not in ALLOWED[action]:
+        return False
+    sites = user_site_ids(user)
+    return bool(sites) if site_id is None else site_id in sites

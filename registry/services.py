@@ -1,0 +1,218 @@
+"""Writes: the one path by which every form, admin page, API call, import and task changes data.
+
+Each write checks the permission matrix, applies every DOMAIN.md rule (registry.validation),
+derives what is derived (grades, MRD status), saves atomically with its audit row (who, when,
+why; the history keeps from what to what), and refreshes the patient's data-quality queries.
+A broken rule raises ValidationError with messages by field, and nothing is saved.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models, transaction
+from django.utils.translation import gettext as _
+
+from registry import quality
+from registry.clock import today
+from registry.domain import crs, icans, mrd
+from registry.domain.vocabulary import DeathCause, YesNoUnknown
+from registry.models import (
+    CrsEpisode,
+    Death,
+    IcansEpisode,
+    Patient,
+    ResponseAssessment,
+    Treatment,
+)
+from registry.permissions import Action, can
+from registry.selectors import site_id_of
+from registry.validation import patient_errors, record_errors
+
+Record = TypeVar("Record", bound=models.Model)
+
+
+class StaleVersion(Exception):
+    """The record changed since the caller read it (optimistic concurrency)."""
+
+    def __init__(self, *, current: int, given: int) -> None:
+        super().__init__(
+            _(
+                "This record was changed by someone else (version %(current)s, yours was "
+                "%(given)s); reload it and apply your change again."
+            )
+            % {"current": current, "given": given}
+        )
+        self.current = current
+
+
+def derive(record: models.Model) -> None:
+    """Fill the fields derived by the pure rules (never typed by a person)."""
+    if isinstance(record, CrsEpisode):
+        record.derived_grade = crs.crs_grade(record.findings())
+    elif isinstance(record, IcansEpisode):
+        record.derived_grade = icans.icans_grade(record.findings())
+    elif isinstance(record, ResponseAssessment):
+        record.mrd_status = (
+            mrd.mrd_status(
+                result_pct=None if record.mrd_result_pct is None else float(record.mrd_result_pct),
+                undetectable=record.mrd_undetectable,
+                sensitivity_pct=(
+                    None
+                    if record.mrd_sensitivity_pct is None
+                    else float(record.mrd_sensitivity_pct)
+                ),
+            )
+            or record.mrd_reported
+            or ""
+        )
+
+
+def full_validate(record: models.Model) -> None:
+    """Derive, then apply Django's field checks and every DOMAIN.md rule; raise on any."""
+    derive(record)
+    errors: dict[str, list] = {}
+    try:
+        record.full_clean(validate_constraints=False)
+    except ValidationError as error:
+        errors = error.message_dict
+    for field, messages in record_errors(record, today=today()).items():
+        errors.setdefault(field, [])
+        errors[field] += [m for m in messages if m not in errors[field]]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _require(user, action: Action, site_id: int) -> None:
+    if not can(user, action, site_id):
+        raise PermissionDenied(_("You may not change data at this site."))
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError(
+            {"reason": [_("Give a reason for the change; it goes into the audit trail.")]}
+        )
+    return reason
+
+
+def _save(record: Record, *, user, reason: str) -> Record:
+    full_validate(record)
+    record._change_reason = reason
+    record._history_user = user
+    record.save()
+    return record
+
+
+def _after_write(patient: Patient) -> None:
+    errors = patient_errors(patient)
+    if errors:
+        raise ValidationError(errors)
+    quality.refresh_patient(patient, today=today())
+
+
+def _mark_status_yes(treatment: Treatment, field: str, *, user, reason: str) -> None:
+    """Recording an episode says the toxicity occurred; an unknown status becomes 'yes'."""
+    if getattr(treatment, field) == YesNoUnknown.UNKNOWN:
+        setattr(treatment, field, YesNoUnknown.YES)
+        treatment.version += 1
+        _save(treatment, user=user, reason=reason or _("episode recorded"))
+
+
+@transaction.atomic
+def record_create(model: type[Record], *, user, reason: str = "", **fields: Any) -> Record:
+    """Create any clinical record (patient, treatment, episode, response, ...)."""
+    record = model(**fields)
+    site_id = record.site_id if isinstance(record, Patient) else _site_or_invalid(record)
+    _require(user, Action.EDIT, site_id)
+    if isinstance(record, CrsEpisode | IcansEpisode) and record.treatment_id:
+        field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
+        _mark_status_yes(record.treatment, field, user=user, reason=reason)
+    _save(record, user=user, reason=reason or _("created"))
+    _after_write(record.patient)
+    return record
+
+
+def _site_or_invalid(record: models.Model) -> int:
+    try:
+        return site_id_of(record)
+    except models.ObjectDoesNotExist as missing:
+        raise ValidationError(_("The record must belong to a patient or a treatment.")) from missing
+
+
+@transaction.atomic
+def record_update(
+    record: Record, *, user, reason: str, version: int | None = None, **fields: Any
+) -> Record:
+    """Change fields of a saved record; a reason is required and goes into the audit trail.
+
+    With `version`, the change applies only if the record is still at that version.
+    """
+    reason = _require_reason(reason)
+    locked = type(record).objects.select_for_update().get(pk=record.pk)
+    _require(user, Action.EDIT, site_id_of(locked))
+    if version is not None and locked.version != version:
+        raise StaleVersion(current=locked.version, given=version)
+    for name, value in fields.items():
+        setattr(record, name, value)
+    if "site" in fields or "site_id" in fields:
+        _require(user, Action.EDIT, site_id_of(record))
+    record.version = locked.version + 1
+    _save(record, user=user, reason=reason)
+    _after_write(record.patient)
+    return record
+
+
+@transaction.atomic
+def record_delete(record: models.Model, *, user, reason: str) -> None:
+    """Delete a record: administrators only, always with a reason."""
+    reason = _require_reason(reason)
+    if not can(user, Action.DELETE, site_id_of(record)):
+        raise PermissionDenied(_("Only administrators may delete clinical data."))
+    patient = record.patient
+    record._change_reason = reason
+    record._history_user = user
+    try:
+        record.delete()
+    except models.ProtectedError as protected:
+        raise ValidationError(
+            _("Delete the records that depend on this one first (%(count)s of them).")
+            % {"count": len(protected.protected_objects)}
+        ) from protected
+    if not isinstance(record, Patient):
+        _after_write(patient)
+
+
+@transaction.atomic
+def death_record(
+    *,
+    patient: Patient,
+    user,
+    date,
+    cause: str,
+    reason: str = "",
+    fatal_episode: CrsEpisode | IcansEpisode | None = None,
+) -> Death:
+    """Record a death; with a CRS or ICANS cause, mark the fatal episode (grade 5) with it."""
+    _require(user, Action.EDIT, patient.site_id)
+    death = Death(patient=patient, date=date, cause=cause)
+    _save(death, user=user, reason=reason or _("created"))
+    if fatal_episode is not None:
+        expected = CrsEpisode if cause == DeathCause.CRS else IcansEpisode
+        if not isinstance(fatal_episode, expected) or fatal_episode.patient.pk != patient.pk:
+            raise ValidationError(
+                {
+                    "cause": [
+                        _("The fatal episode must be a %(kind)s episode of this patient.")
+                        % {"kind": expected._meta.verbose_name}
+                    ]
+                }
+            )
+        flag = "died_of_crs" if isinstance(fatal_episode, CrsEpisode) else "died_of_icans"
+        setattr(fatal_episode, flag, True)
+        fatal_episode.version += 1
+        _save(fatal_episode, user=user, reason=reason or _("fatal episode of the recorded death"))
+    _after_write(patient)
+    return death
