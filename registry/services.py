@@ -8,6 +8,7 @@ A broken rule raises ValidationError with messages by field, and nothing is save
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -69,8 +70,17 @@ def derive(record: models.Model) -> None:
         )
 
 
+def _floats_as_typed(record: models.Model) -> None:
+    """A float given for a decimal field means the number as typed (0.1, not 0.1000000000000000055)."""
+    for field in record._meta.concrete_fields:
+        value = getattr(record, field.attname)
+        if isinstance(field, models.DecimalField) and isinstance(value, float):
+            setattr(record, field.attname, Decimal(repr(value)))
+
+
 def full_validate(record: models.Model) -> None:
     """Derive, then apply Django's field checks and every DOMAIN.md rule; raise on any."""
+    _floats_as_typed(record)
     derive(record)
     errors: dict[str, list] = {}
     try:
@@ -122,17 +132,43 @@ def _mark_status_yes(treatment: Treatment, field: str, *, user, reason: str) -> 
 
 
 @transaction.atomic
-def record_create(model: type[Record], *, user, reason: str = "", **fields: Any) -> Record:
-    """Create any clinical record (patient, treatment, episode, response, ...)."""
-    record = model(**fields)
-    site_id = record.site_id if isinstance(record, Patient) else _site_or_invalid(record)
-    _require(user, Action.EDIT, site_id)
-    if isinstance(record, CrsEpisode | IcansEpisode) and record.treatment_id:
-        field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
-        _mark_status_yes(record.treatment, field, user=user, reason=reason)
-    _save(record, user=user, reason=reason or _("created"))
+def record_save(record: Record, *, user, reason: str = "", version: int | None = None) -> Record:
+    """Save a new or changed record (patient, treatment, episode, response, ...).
+
+    A change to a saved record needs a reason, which goes into the audit trail; with `version`,
+    it applies only if the record is still at that version (optimistic concurrency).
+    """
+    if record.pk is None:
+        _require(user, Action.EDIT, _site_or_invalid(record))
+        if isinstance(record, CrsEpisode | IcansEpisode):
+            field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
+            _mark_status_yes(record.treatment, field, user=user, reason=reason)
+        reason = reason or _("created")
+    else:
+        reason = _require_reason(reason)
+        locked = type(record).objects.select_for_update().get(pk=record.pk)
+        _require(user, Action.EDIT, site_id_of(locked))  # where it was
+        _require(user, Action.EDIT, _site_or_invalid(record))  # and where it goes
+        if version is not None and locked.version != version:
+            raise StaleVersion(current=locked.version, given=version)
+        record.version = locked.version + 1
+    _save(record, user=user, reason=reason)
     _after_write(record.patient)
     return record
+
+
+def record_create(model: type[Record], *, user, reason: str = "", **fields: Any) -> Record:
+    """Create any clinical record from its fields."""
+    return record_save(model(**fields), user=user, reason=reason)
+
+
+def record_update(
+    record: Record, *, user, reason: str, version: int | None = None, **fields: Any
+) -> Record:
+    """Change fields of a saved record."""
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record_save(record, user=user, reason=reason, version=version)
 
 
 def _site_or_invalid(record: models.Model) -> int:
@@ -140,29 +176,6 @@ def _site_or_invalid(record: models.Model) -> int:
         return site_id_of(record)
     except models.ObjectDoesNotExist as missing:
         raise ValidationError(_("The record must belong to a patient or a treatment.")) from missing
-
-
-@transaction.atomic
-def record_update(
-    record: Record, *, user, reason: str, version: int | None = None, **fields: Any
-) -> Record:
-    """Change fields of a saved record; a reason is required and goes into the audit trail.
-
-    With `version`, the change applies only if the record is still at that version.
-    """
-    reason = _require_reason(reason)
-    locked = type(record).objects.select_for_update().get(pk=record.pk)
-    _require(user, Action.EDIT, site_id_of(locked))
-    if version is not None and locked.version != version:
-        raise StaleVersion(current=locked.version, given=version)
-    for name, value in fields.items():
-        setattr(record, name, value)
-    if "site" in fields or "site_id" in fields:
-        _require(user, Action.EDIT, site_id_of(record))
-    record.version = locked.version + 1
-    _save(record, user=user, reason=reason)
-    _after_write(record.patient)
-    return record
 
 
 @transaction.atomic

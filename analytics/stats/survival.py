@@ -153,9 +153,9 @@ def cox(
         raise ValueError("cox needs at least one covariate")
     exposure = covariates[0]
     frame = df[[duration_col, event_col, *covariates]].dropna()
-    design = design_matrix(frame, covariates)
     if not pd.api.types.is_numeric_dtype(frame[exposure]):
         raise ValueError(f"the exposure {exposure!r} must be numeric (for example 0/1)")
+    design = design_matrix(frame, covariates)
     design = pd.concat([frame[[duration_col, event_col]].astype(float), design], axis=1)
 
     events = int(design[event_col].sum())
@@ -171,7 +171,7 @@ def cox(
                 design, duration_col, event_col, fit_options=dict(COX_FIT_OPTIONS)
             )
         except (ConvergenceError, np.linalg.LinAlgError, ValueError, ZeroDivisionError) as error:
-            reason = f"model could not be fitted: {error}"
+            reason = f"model could not be fitted: {first_sentence(error)}"
     reason = reason or convergence_problem(caught)
     if reason:
         return cox_not_estimable(reason)
@@ -188,7 +188,8 @@ def cox(
 
 
 def design_matrix(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
-    """Numeric covariates as they are, others dummy-coded against their first level."""
+    """Numeric covariates as they are, others dummy-coded against their first level (levels
+    absent from the data are left out rather than given an all-zero column)."""
     columns = []
     for name in covariates:
         column = frame[name]
@@ -197,6 +198,8 @@ def design_matrix(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFram
         ):
             columns.append(column.astype(float))
         else:
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                column = column.cat.remove_unused_categories()
             columns.append(pd.get_dummies(column, prefix=name, drop_first=True, dtype=float))
     return pd.concat(columns, axis=1)
 
@@ -225,14 +228,15 @@ def cox_not_estimable(reason: str) -> dict[str, Any]:
 
 def convergence_problem(caught: list[warnings.WarningMessage]) -> str | None:
     """lifelines reports separation and non-convergence as warnings and still returns numbers;
-    the SAP wants those reported as not estimable. Warnings about low variance or correlation
-    with the duration are only hints and do not by themselves invalidate the fit."""
+    the SAP wants those reported as not estimable. Its warnings about low variance or correlation
+    with the duration are only hints (they also fire when, say, one arm has no censored
+    patient, which a Cox model handles) and do not by themselves invalidate the fit."""
     for warning in caught:
         message = str(warning.message)
         if issubclass(warning.category, ConvergenceWarning) and (
             "failed to converge" in message
             or "norm(delta) is still high" in message
-            or "complete separation" in message
+            or "suspiciously close to 0" in message
         ):
             return f"model did not converge: {message.strip().splitlines()[0]}"
     return None
@@ -246,3 +250,8 @@ def _clean(times: Times, events: Times) -> tuple[np.ndarray, np.ndarray]:
         }
     ).dropna()
     return frame["time"].to_numpy(), frame["event"].to_numpy()
+
+
+def first_sentence(error: Exception) -> str:
+    """lifelines' errors end in long documentation links; the reason keeps the first sentence."""
+    return str(error).strip().split(". ")[0].rstrip(".")

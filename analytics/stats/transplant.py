@@ -29,6 +29,7 @@ from analytics.stats.survival import (
     cox_not_estimable,
     cox_terms,
     design_matrix,
+    first_sentence,
 )
 
 LANDMARK_DAYS = 90
@@ -121,7 +122,7 @@ def time_dependent_cox(df: pd.DataFrame, covariates: Sequence[str] = ()) -> dict
                 fit_options=dict(COX_FIT_OPTIONS),
             )
         except (ConvergenceError, np.linalg.LinAlgError, ValueError, ZeroDivisionError) as error:
-            reason = f"model could not be fitted: {error}"
+            reason = f"model could not be fitted: {first_sentence(error)}"
     reason = reason or convergence_problem(caught)
     if reason:
         return {**cox_not_estimable(reason), "n_transplanted": n_transplanted}

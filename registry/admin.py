@@ -1,0 +1,465 @@
+"""The Django admin, for data managers and administrators cleaning data.
+
+Every save and delete goes through registry.services (same rules, same audit as the nurses'
+forms and the API); every list is scoped to the user's sites by registry.selectors.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Exists, Max, OuterRef, Q
+from django.http import HttpResponseRedirect
+from django.utils.translation import gettext_lazy as _
+from simple_history.admin import SimpleHistoryAdmin
+
+from registry import quality, services
+from registry.models import (
+    CrsEpisode,
+    DataQualityQuery,
+    Death,
+    FollowUpContact,
+    IcansEpisode,
+    Patient,
+    Relapse,
+    ResponseAssessment,
+    Site,
+    Transplant,
+    Treatment,
+    User,
+)
+from registry.models import choices as labels
+from registry.permissions import Action, can, user_site_ids
+from registry.selectors import SITE_PATH, scope_to_user
+
+admin.site.site_header = _("ImmunoReg data management")
+admin.site.site_title = "ImmunoReg"
+admin.site.index_title = _("Registry data")
+
+
+class ClinicalForm(forms.ModelForm):
+    """Adds the reason for a change (required when editing) and the version being edited."""
+
+    change_reason = forms.CharField(
+        label=_("Reason for the change"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_("Required when you edit a saved record; it is kept in the audit trail."),
+    )
+    edited_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["edited_version"].initial = self.instance.version
+
+    def clean_change_reason(self) -> str:
+        reason = self.cleaned_data.get("change_reason", "").strip()
+        if self.instance.pk and not reason:
+            raise ValidationError(_("Give a reason for the change; it goes into the audit trail."))
+        return reason
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if self.errors:
+            return
+        try:
+            services.full_validate(self.instance)
+        except ValidationError as error:
+            for field, field_messages in error.message_dict.items():
+                target = field if field in self.fields else None
+                for message in field_messages:
+                    self.add_error(
+                        target,
+                        message
+                        if target
+                        else f"{field}: {message}"
+                        if field != "__all__"
+                        else message,
+                    )
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """A patient's or treatment's records, shown in place, each edited on its own page."""
+
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ClinicalAdmin(SimpleHistoryAdmin):
+    form = ClinicalForm
+    actions = None  # no bulk delete: deletions are one at a time, with a reason
+
+    def get_queryset(self, request):
+        return scope_to_user(super().get_queryset(request), user=request.user)
+
+    def has_module_permission(self, request) -> bool:
+        return can(request.user, Action.ADMIN_SITE)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return can(request.user, Action.ADMIN_SITE)
+
+    def has_add_permission(self, request) -> bool:
+        return can(request.user, Action.ADMIN_SITE) and can(request.user, Action.EDIT)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return can(request.user, Action.ADMIN_SITE) and can(request.user, Action.EDIT)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_authenticated and request.user.is_administrator
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        related = db_field.related_model
+        if related in SITE_PATH:
+            kwargs["queryset"] = scope_to_user(related.objects.all(), user=request.user)
+        elif related is Site and user_site_ids(request.user) is not None:
+            kwargs["queryset"] = Site.objects.filter(pk__in=user_site_ids(request.user))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.record_save(
+            obj,
+            user=request.user,
+            reason=form.cleaned_data["change_reason"],
+            version=form.cleaned_data.get("edited_version"),
+        )
+
+    def save_related(self, request, form, formsets, change) -> None:
+        """Inlines are read-only; nothing else is saved behind the services' back."""
+
+    def delete_view(self, request, object_id, extra_context=None):
+        if request.method == "POST" and not request.POST.get("delete_reason", "").strip():
+            messages.error(
+                request, _("Give a reason for the deletion; it goes into the audit trail.")
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj) -> None:
+        services.record_delete(obj, user=request.user, reason=request.POST["delete_reason"])
+
+    def message_user(self, request, message, *args, **kwargs):
+        super().message_user(request, message, *args, **kwargs)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except services.StaleVersion as stale:
+            messages.error(request, str(stale))
+            return HttpResponseRedirect(request.get_full_path())
+        except PermissionDenied:
+            raise
+
+
+# --- Patients -------------------------------------------------------------------------------
+class TreatmentInline(ReadOnlyInline):
+    model = Treatment
+    fields = ("arm", "day0", "disease_burden", "relapse_status", "crs_status", "icans_status")
+    readonly_fields = fields
+
+
+class DeathInline(ReadOnlyInline):
+    model = Death
+    fields = ("date", "cause")
+    readonly_fields = fields
+
+
+class QueryInline(ReadOnlyInline):
+    model = DataQualityQuery
+    fields = ("kind", "message", "is_open", "opened_at", "closed_at")
+    readonly_fields = fields
+    verbose_name_plural = _("data-quality queries")
+
+
+class ArmFilter(admin.SimpleListFilter):
+    title = _("arm")
+    parameter_name = "arm"
+
+    def lookups(self, request, model_admin):
+        return labels.ARM
+
+    def queryset(self, request, queryset):
+        return (
+            queryset.filter(treatments__arm=self.value()).distinct() if self.value() else queryset
+        )
+
+
+class BurdenFilter(admin.SimpleListFilter):
+    title = _("disease burden")
+    parameter_name = "burden"
+
+    def lookups(self, request, model_admin):
+        return labels.DISEASE_BURDEN
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(treatments__disease_burden=self.value()).distinct()
+
+
+class CrsGradeFilter(admin.SimpleListFilter):
+    title = _("worst CRS grade")
+    parameter_name = "crs_grade"
+
+    def lookups(self, request, model_admin):
+        return [("none", _("No CRS episode")), *[(str(g), str(g)) for g in range(1, 6)]]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        if self.value() == "none":
+            return queryset.exclude(treatments__crs_episodes__isnull=False)
+        grade = int(self.value())
+        episodes = CrsEpisode.objects.filter(treatment__patient=OuterRef("pk"))
+        worse = episodes.filter(
+            Q(derived_grade__gt=grade) | Q(derived_grade__isnull=True, recorded_grade__gt=grade)
+        )
+        exact = episodes.filter(
+            Q(derived_grade=grade) | Q(derived_grade__isnull=True, recorded_grade=grade)
+        )
+        return queryset.filter(Exists(exact)).exclude(Exists(worse))
+
+
+class TransplantFilter(admin.SimpleListFilter):
+    title = _("transplant after treatment")
+    parameter_name = "transplant"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        has = Exists(Transplant.objects.filter(treatment__patient=OuterRef("pk")))
+        return {"yes": queryset.filter(has), "no": queryset.exclude(has)}.get(
+            self.value(), queryset
+        )
+
+
+class VitalStatusFilter(admin.SimpleListFilter):
+    title = _("vital status")
+    parameter_name = "vital"
+
+    def lookups(self, request, model_admin):
+        return [("alive", _("Alive")), ("dead", _("Dead"))]
+
+    def queryset(self, request, queryset):
+        dead = Exists(Death.objects.filter(patient=OuterRef("pk")))
+        return {"alive": queryset.exclude(dead), "dead": queryset.filter(dead)}.get(
+            self.value(), queryset
+        )
+
+
+@admin.register(Patient)
+class PatientAdmin(ClinicalAdmin):
+    list_display = ("study_id", "site", "sex", "year_of_birth", "ph_status", "open_queries")
+    list_filter = (
+        "site",
+        ArmFilter,
+        BurdenFilter,
+        CrsGradeFilter,
+        TransplantFilter,
+        VitalStatusFilter,
+    )
+    search_fields = ("study_id",)
+    inlines = [TreatmentInline, DeathInline, QueryInline]
+    list_select_related = ("site",)
+
+    def get_queryset(self, request):
+        open_count = DataQualityQuery.objects.filter(patient=OuterRef("pk"), is_open=True)
+        return super().get_queryset(request).annotate(has_open_queries=Exists(open_count))
+
+    @admin.display(boolean=True, description=_("open queries"))
+    def open_queries(self, patient) -> bool:
+        return patient.has_open_queries
+
+
+# --- Treatments and the records hanging off them --------------------------------------------
+def _inline(model_, fields_):
+    return type(
+        f"{model_.__name__}Inline",
+        (ReadOnlyInline,),
+        {"model": model_, "fields": fields_, "readonly_fields": fields_},
+    )
+
+
+@admin.register(Treatment)
+class TreatmentAdmin(ClinicalAdmin):
+    list_display = (
+        "patient",
+        "arm",
+        "day0",
+        "disease_burden",
+        "relapse_status",
+        "crs_status",
+        "worst_crs_grade",
+    )
+    list_filter = (
+        "patient__site",
+        "arm",
+        "disease_burden",
+        "relapse_status",
+        "crs_status",
+        "icans_status",
+    )
+    search_fields = ("patient__study_id",)
+    list_select_related = ("patient", "patient__site")
+    autocomplete_fields = ("patient",)
+    inlines = [
+        _inline(CrsEpisode, ("onset", "grading_system", "recorded_grade", "derived_grade")),
+        _inline(IcansEpisode, ("onset", "grading_system", "recorded_grade", "derived_grade")),
+        _inline(ResponseAssessment, ("date", "response", "mrd_status")),
+        _inline(Transplant, ("date", "type")),
+        _inline(Relapse, ("date", "kind", "cd19_status")),
+        _inline(FollowUpContact, ("date", "disease_status", "b_cell_aplasia")),
+    ]
+
+    def get_queryset(self, request):
+        worst = Max("crs_episodes__derived_grade")
+        return super().get_queryset(request).annotate(worst_crs=worst)
+
+    @admin.display(description=_("worst CRS grade (ASTCT)"), ordering="worst_crs")
+    def worst_crs_grade(self, treatment):
+        return treatment.worst_crs
+
+
+class TreatmentChildAdmin(ClinicalAdmin):
+    list_select_related = ("treatment", "treatment__patient", "treatment__patient__site")
+    search_fields = ("treatment__patient__study_id",)
+    autocomplete_fields = ("treatment",)
+    list_filter = ("treatment__patient__site", "treatment__arm")
+
+
+@admin.register(CrsEpisode)
+class CrsEpisodeAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "onset", "grading_system", "recorded_grade", "derived_grade")
+    list_filter = (*TreatmentChildAdmin.list_filter, "grading_system", "derived_grade")
+    readonly_fields = ("derived_grade",)
+
+
+@admin.register(IcansEpisode)
+class IcansEpisodeAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "onset", "grading_system", "recorded_grade", "derived_grade")
+    list_filter = (*TreatmentChildAdmin.list_filter, "grading_system", "derived_grade")
+    readonly_fields = ("derived_grade",)
+
+
+@admin.register(ResponseAssessment)
+class ResponseAssessmentAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "response", "mrd_status")
+    list_filter = (*TreatmentChildAdmin.list_filter, "response", "mrd_status")
+    readonly_fields = ("mrd_status",)
+
+
+@admin.register(Transplant)
+class TransplantAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "type")
+    list_filter = (*TreatmentChildAdmin.list_filter, "type")
+
+
+@admin.register(FollowUpContact)
+class FollowUpContactAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "disease_status", "b_cell_aplasia")
+
+
+@admin.register(Relapse)
+class RelapseAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "kind", "cd19_status")
+
+
+@admin.register(Death)
+class DeathAdmin(ClinicalAdmin):
+    list_display = ("patient", "date", "cause")
+    list_filter = ("patient__site", "cause")
+    search_fields = ("patient__study_id",)
+    list_select_related = ("patient", "patient__site")
+    autocomplete_fields = ("patient",)
+
+
+# --- Data-quality queries -------------------------------------------------------------------
+class QueryCloseForm(forms.ModelForm):
+    class Meta:
+        model = DataQualityQuery
+        fields = ("close_reason",)
+
+
+@admin.register(DataQualityQuery)
+class DataQualityQueryAdmin(SimpleHistoryAdmin):
+    """Queries open and close themselves; a data manager may close one the data cannot fix."""
+
+    form = QueryCloseForm
+    list_display = ("patient", "kind", "message", "is_open", "opened_at", "closed_at", "closed_by")
+    list_filter = ("is_open", "kind", "patient__site")
+    search_fields = ("patient__study_id",)
+    list_select_related = ("patient", "patient__site", "closed_by")
+    readonly_fields = (
+        "patient",
+        "kind",
+        "message",
+        "is_open",
+        "opened_at",
+        "closed_at",
+        "closed_by",
+    )
+    actions = None
+
+    def get_queryset(self, request):
+        return scope_to_user(super().get_queryset(request), user=request.user)
+
+    def has_module_permission(self, request) -> bool:
+        return can(request.user, Action.ADMIN_SITE)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return can(request.user, Action.ADMIN_SITE)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return can(request.user, Action.RESOLVE_QUERIES) and (obj is None or obj.is_open)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        quality.query_close(obj, user=request.user, reason=form.cleaned_data["close_reason"])
+
+    def get_changeform_initial_data(self, request):
+        return {}
+
+
+# --- Sites and users: administrators only -----------------------------------------------------
+class AdministratorsOnly:
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_authenticated and request.user.is_administrator
+
+    has_view_permission = has_add_permission = has_change_permission = (
+        lambda self, request, obj=None: (
+            request.user.is_authenticated and request.user.is_administrator
+        )
+    )
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Site)
+class SiteAdmin(AdministratorsOnly, SimpleHistoryAdmin):
+    list_display = ("code", "name")
+    search_fields = ("code", "name")
+
+
+@admin.register(User)
+class RegistryUserAdmin(AdministratorsOnly, UserAdmin):
+    list_display = ("username", "first_name", "last_name", "role", "is_active")
+    list_filter = ("role", "sites", "is_active")
+    fieldsets = (*UserAdmin.fieldsets, (_("Registry"), {"fields": ("role", "sites", "language")}))
+    add_fieldsets = (*UserAdmin.add_fieldsets, (_("Registry"), {"fields": ("role", "sites")}))
+    filter_horizontal = ("sites", "groups", "user_permissions")

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from registry.domain.vocabulary import Role
+from tests import factories
+
+
+@pytest.fixture
+def site(db):
+    return factories.SiteFactory(code="AHP", name="Anhui Provincial Hospital")
+
+
+@pytest.fixture
+def other_site(db):
+    return factories.SiteFactory(code="XHC", name="Xinhua Hospital")
+
+
+@pytest.fixture
+def users(site, other_site):
+    """One user per role at `site`; the administrator sees every site."""
+    return {
+        role: factories.UserFactory(
+            username=role.value, role=role, sites=[site], is_superuser=False
+        )
+        for role in Role
+    }
+
+
+@pytest.fixture
+def nurse(users):
+    return users[Role.NURSE]
+
+
+@pytest.fixture
+def data_manager(users):
+    return users[Role.DATA_MANAGER]
+
+
+@pytest.fixture
+def administrator(users):
+    return users[Role.ADMINISTRATOR]
+
+
+@pytest.fixture
+def patient(nurse, site):
+    return factories.patient(user=nurse, site=site)
+
+
+@pytest.fixture
+def treatment(nurse, patient):
+    return factories.treatment(user=nurse, patient=patient)
