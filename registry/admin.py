@@ -147,8 +147,11 @@ class ClinicalAdmin(SimpleHistoryAdmin):
     def delete_model(self, request, obj) -> None:
         services.record_delete(obj, user=request.user, reason=request.POST["delete_reason"])
 
-    def message_user(self, request, message, *args, **kwargs):
-        super().message_user(request, message, *args, **kwargs)
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        """Past versions are for reading: a change is made on the record's own page."""
+        if request.method != "GET":
+            raise PermissionDenied(_("Past versions cannot be restored; edit the record instead."))
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -156,8 +159,6 @@ class ClinicalAdmin(SimpleHistoryAdmin):
         except services.StaleVersion as stale:
             messages.error(request, str(stale))
             return HttpResponseRedirect(request.get_full_path())
-        except PermissionDenied:
-            raise
 
 
 # --- Patients -------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from registry.domain.vocabulary import Role
@@ -50,3 +52,11 @@ def patient(nurse, site):
 @pytest.fixture
 def treatment(nurse, patient):
     return factories.treatment(user=nurse, patient=patient)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI nothing may be skipped: a skipped test there fails the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("CI") and reporter and reporter.stats.get("skipped"):
+        reporter.write_line(f"CI: {len(reporter.stats['skipped'])} tests were skipped; failing.")
+        session.exitstatus = 1

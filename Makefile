@@ -1,0 +1,35 @@
+# ImmunoReg: `make demo` serves the app with the demo cohort; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MANAGE := $(BIN)/python manage.py
+
+.PHONY: demo test lint format bootstrap migrate messages
+
+bootstrap: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $(STAMP)
+
+migrate: bootstrap
+	$(MANAGE) migrate --noinput
+
+demo: migrate
+	@test -f var/.demo-seeded || ($(MANAGE) seed_demo && touch var/.demo-seeded)
+	$(MANAGE) collectstatic --noinput --verbosity 0
+	$(MANAGE) runserver 127.0.0.1:8000
+
+test: bootstrap
+	$(BIN)/pytest
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: bootstrap
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
