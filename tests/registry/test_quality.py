@@ -82,3 +82,24 @@ def test_a_last_contact_before_the_latest_event_opens_a_query(nurse, treatment):
         Transplant, user=nurse, treatment=treatment, date=DAY0 + timedelta(days=60), type="ucbt"
     )
     assert QueryKind.CONTACT_BEFORE_EVENT in open_kinds(treatment.patient)
+
+
+def test_the_nightly_task_refreshes_every_patient_and_is_scheduled_in_the_database(
+    nurse, treatment, settings
+):
+    from django_celery_beat.models import PeriodicTask
+
+    from registry.tasks import refresh_quality_queries
+
+    services.record_create(
+        FollowUpContact,
+        user=nurse,
+        treatment=treatment,
+        date=DAY0 + timedelta(days=28),
+        disease_status="remission",
+    )
+    settings.IMMUNOREG_TODAY = (DAY0 + timedelta(days=400)).isoformat()
+    assert refresh_quality_queries.apply().get() == 1
+    assert QueryKind.LOST_TO_FOLLOW_UP in open_kinds(treatment.patient)
+    schedule = PeriodicTask.objects.get(task="registry.tasks.refresh_quality_queries")
+    assert schedule.enabled and schedule.crontab.hour == "1"

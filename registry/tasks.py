@@ -1,0 +1,15 @@
+"""Celery entry points of the registry: thin, each calls a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from registry import quality
+from registry.clock import today
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def refresh_quality_queries() -> int:
+    """Nightly: open and close the queries that depend on the date (overdue, lost)."""
+    return quality.refresh_all(today=today())
