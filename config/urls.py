@@ -3,5 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("registry.api.urls")),
+    path("analytics/", include("analytics.urls")),
     path("", include("registry.urls")),
 ]

@@ -1,0 +1,4 @@
+"""Analytics pages for PIs and data managers."""
+
+app_name = "analytics"
+urlpatterns: list = []
