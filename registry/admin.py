@@ -9,13 +9,14 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Max, OuterRef, Q
 from django.http import HttpResponseRedirect
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from registry import quality, services
+from registry.forms import ClinicalForm
 from registry.models import (
     CrsEpisode,
     DataQualityQuery,
@@ -37,48 +38,6 @@ from registry.selectors import SITE_PATH, scope_to_user
 admin.site.site_header = _("ImmunoReg data management")
 admin.site.site_title = "ImmunoReg"
 admin.site.index_title = _("Registry data")
-
-
-class ClinicalForm(forms.ModelForm):
-    """Adds the reason for a change (required when editing) and the version being edited."""
-
-    change_reason = forms.CharField(
-        label=_("Reason for the change"),
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text=_("Required when you edit a saved record; it is kept in the audit trail."),
-    )
-    edited_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.fields["edited_version"].initial = self.instance.version
-
-    def clean_change_reason(self) -> str:
-        reason = self.cleaned_data.get("change_reason", "").strip()
-        if self.instance.pk and not reason:
-            raise ValidationError(_("Give a reason for the change; it goes into the audit trail."))
-        return reason
-
-    def _post_clean(self) -> None:
-        super()._post_clean()
-        if self.errors:
-            return
-        try:
-            services.full_validate(self.instance)
-        except ValidationError as error:
-            for field, field_messages in error.message_dict.items():
-                target = field if field in self.fields else None
-                for message in field_messages:
-                    self.add_error(
-                        target,
-                        message
-                        if target
-                        else f"{field}: {message}"
-                        if field != "__all__"
-                        else message,
-                    )
 
 
 class ReadOnlyInline(admin.TabularInline):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Model, QuerySet
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
 
+from django.db.models import Count, Exists, Model, OuterRef, Q, QuerySet, Subquery
+
+from registry.domain.followup import VisitState, lost_to_follow_up, visit_statuses
 from registry.models import (
     CrsEpisode,
     DataQualityQuery,
@@ -64,3 +69,146 @@ def open_queries(*, user) -> QuerySet[DataQualityQuery]:
         .filter(is_open=True)
         .select_related("patient", "patient__site")
     )
+
+
+# --- The research nurses' pages ------------------------------------------------------------
+@dataclass(frozen=True)
+class WorklistLine:
+    patient_pk: int
+    study_id: str
+    site: str
+    treatment_pk: int
+    arm: str
+    day0: date
+    visit: str
+    opens: date
+    closes: date
+    state: str
+
+
+@dataclass
+class Worklist:
+    due: list[WorklistLine] = field(default_factory=list)
+    overdue: list[WorklistLine] = field(default_factory=list)
+    lost: list[WorklistLine] = field(default_factory=list)
+
+
+def worklist_for(*, user, today: date) -> Worklist:
+    """Follow-up visits due now and overdue, and patients lost to follow-up, at the user's sites.
+
+    Two queries whatever the number of patients: the treatments of living patients, and their
+    contact dates.
+    """
+    treatments = list(
+        scope_to_user(Treatment.objects.filter(patient__death__isnull=True), user=user)
+        .values("pk", "arm", "day0", "patient_id", "patient__study_id", "patient__site__code")
+        .order_by("patient__site__code", "patient__study_id", "day0")
+    )
+    contacts: dict[int, list[date]] = defaultdict(list)
+    for treatment_id, contact_date in FollowUpContact.objects.filter(
+        treatment_id__in=[t["pk"] for t in treatments]
+    ).values_list("treatment_id", "date"):
+        contacts[treatment_id].append(contact_date)
+    worklist = Worklist()
+    for row in treatments:
+        seen = contacts[row["pk"]]
+        statuses = visit_statuses(day0=row["day0"], contacts=seen, today=today)
+        last_seen = max(seen, default=row["day0"])
+
+        def line(status, *, row=row) -> WorklistLine:
+            return WorklistLine(
+                row["patient_id"],
+                row["patient__study_id"],
+                row["patient__site__code"],
+                row["pk"],
+                row["arm"],
+                row["day0"],
+                status.visit.name,
+                status.opens,
+                status.closes,
+                status.state,
+            )
+
+        if lost_to_follow_up(last_contact=last_seen, today=today, alive=True):
+            missed = [s for s in statuses if s.state == VisitState.OVERDUE]
+            if missed:
+                worklist.lost.append(line(missed[-1]))
+            continue
+        for status in statuses:
+            if status.state == VisitState.DUE:
+                worklist.due.append(line(status))
+        missed = [s for s in statuses if s.state == VisitState.OVERDUE and last_seen < s.opens]
+        if missed:
+            worklist.overdue.append(line(missed[-1]))
+    worklist.due.sort(key=lambda w: w.closes)
+    worklist.overdue.sort(key=lambda w: w.closes)
+    return worklist
+
+
+def patient_list(
+    *, user, study_id: str = "", arm: str = "", site: str = "", vital_status: str = ""
+) -> QuerySet[Patient]:
+    """Patients with their first treatment's arm and day 0 and whether they died: one query."""
+    first = Treatment.objects.filter(patient=OuterRef("pk")).order_by("day0")
+    patients = (
+        patients_visible_to(user=user)
+        .annotate(
+            arm=Subquery(first.values("arm")[:1]),
+            day0=Subquery(first.values("day0")[:1]),
+            is_dead=Exists(Death.objects.filter(patient=OuterRef("pk"))),
+            open_queries=Count("queries", filter=Q(queries__is_open=True)),
+        )
+        .order_by("site__code", "study_id")
+    )
+    if study_id:
+        patients = patients.filter(study_id__icontains=study_id.strip())
+    if arm:
+        patients = patients.filter(treatments__arm=arm).distinct()
+    if site:
+        patients = patients.filter(site__code=site)
+    if vital_status == "alive":
+        patients = patients.filter(is_dead=False)
+    elif vital_status == "dead":
+        patients = patients.filter(is_dead=True)
+    return patients
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    date: date
+    day: int
+    kind: str
+    record: Model
+
+
+def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEntry]]]:
+    """Each treatment with its records in date order, counted in days from its day 0."""
+    treatments = list(
+        patient.treatments.prefetch_related(
+            "crs_episodes", "icans_episodes", "responses", "transplants", "contacts", "relapses"
+        )
+    )
+    death = Death.objects.filter(patient=patient).first()
+    timeline = []
+    for treatment in treatments:
+        entries = [(treatment.day0, "treatment", treatment)]
+        entries += [(e.onset, "crs", e) for e in treatment.crs_episodes.all()]
+        entries += [(e.onset, "icans", e) for e in treatment.icans_episodes.all()]
+        entries += [(r.date, "response", r) for r in treatment.responses.all()]
+        entries += [(t.date, "transplant", t) for t in treatment.transplants.all()]
+        entries += [(r.date, "relapse", r) for r in treatment.relapses.all()]
+        entries += [(c.date, "contact", c) for c in treatment.contacts.all()]
+        if death is not None and treatment is treatments[-1]:
+            entries.append((death.date, "death", death))
+        order = {"treatment": 0, "death": 9}
+        entries.sort(key=lambda e: (e[0], order.get(e[1], 5)))
+        timeline.append(
+            (
+                treatment,
+                [
+                    TimelineEntry(d, (d - treatment.day0).days, kind, record)
+                    for d, kind, record in entries
+                ],
+            )
+        )
+    return timeline

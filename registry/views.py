@@ -1,23 +1,330 @@
-"""Pages. The research nurses' pages come with their own issue; these are the entry points."""
+"""The research nurses' pages: worklist, patients, timeline, and a form for every record.
+
+Every read goes through registry.selectors (site-scoped: another site's patient is a 404) and
+every write through registry.services via registry.forms.
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from dataclasses import dataclass
 
-from registry.permissions import Action, can
-from registry.selectors import patients_visible_to
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Model
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import translation
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from registry import forms as record_forms
+from registry import services
+from registry.clock import today
+from registry.domain import crs, icans
+from registry.domain.vocabulary import DeathCause
+from registry.models import (
+    CrsEpisode,
+    Death,
+    FollowUpContact,
+    IcansEpisode,
+    Patient,
+    QueryKind,
+    Relapse,
+    ResponseAssessment,
+    Site,
+    Transplant,
+    Treatment,
+)
+from registry.models import choices as labels
+from registry.permissions import Action, can, user_site_ids
+from registry.selectors import (
+    open_queries,
+    patient_list,
+    patient_timeline,
+    records_visible_to,
+    site_id_of,
+    worklist_for,
+)
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    model: type[Model]
+    form: type[record_forms.ClinicalForm]
+    parent: type[Model] | None  # what a new record hangs off
+    title: str
+
+
+KINDS: dict[str, RecordKind] = {
+    "patient": RecordKind(Patient, record_forms.PatientForm, None, "patient"),
+    "treatment": RecordKind(Treatment, record_forms.TreatmentForm, Patient, "treatment"),
+    "death": RecordKind(Death, record_forms.DeathForm, Patient, "death"),
+    "crs": RecordKind(CrsEpisode, record_forms.CrsEpisodeForm, Treatment, "CRS episode"),
+    "icans": RecordKind(IcansEpisode, record_forms.IcansEpisodeForm, Treatment, "ICANS episode"),
+    "response": RecordKind(
+        ResponseAssessment, record_forms.ResponseForm, Treatment, "response assessment"
+    ),
+    "transplant": RecordKind(Transplant, record_forms.TransplantForm, Treatment, "transplant"),
+    "contact": RecordKind(
+        FollowUpContact, record_forms.ContactForm, Treatment, "follow-up contact"
+    ),
+    "relapse": RecordKind(Relapse, record_forms.RelapseForm, Treatment, "relapse"),
+}
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    if can(request.user, Action.ADMIN_SITE):
-        return redirect("admin:index")
-    patients = patients_visible_to(user=request.user).order_by("site__code", "study_id")[:200]
-    return render(request, "registry/home.html", {"patients": patients})
+    return redirect("worklist")
+
+
+@login_required
+def worklist(request: HttpRequest) -> HttpResponse:
+    """What is due at the user's sites: visits due and overdue, lost patients, open queries."""
+    context = {
+        "worklist": worklist_for(user=request.user, today=today()),
+        "queries": [(query, resolving_url(query)) for query in open_queries(user=request.user)],
+        "today": today(),
+    }
+    return render(request, "registry/worklist.html", context)
+
+
+def resolving_url(query) -> str:
+    """The form that fixes the data behind a data-quality query."""
+    treatment_pk = query.key[1:].split(":")[0] if query.key.startswith("t") else None
+    match query.kind:
+        case QueryKind.BASELINE_INCOMPLETE | QueryKind.CRS_STATUS_UNKNOWN if treatment_pk:
+            return reverse("record-edit", args=["treatment", treatment_pk])
+        case QueryKind.RESPONSE_NOT_ASSESSED if treatment_pk:
+            return reverse("record-new", args=[treatment_pk, "response"])
+        case QueryKind.FOLLOW_UP_OVERDUE if treatment_pk:
+            return reverse("record-new", args=[treatment_pk, "contact"])
+        case QueryKind.GRADE_MISMATCH:
+            kind = "crs" if query.key.startswith("crsepisode") else "icans"
+            return reverse("record-edit", args=[kind, query.key.removeprefix(f"{kind}episode")])
+    return reverse("patient-detail", args=[query.patient_id])
+
+
+@login_required
+def patients(request: HttpRequest) -> HttpResponse:
+    filters = {
+        name: request.GET.get(name, "") for name in ("study_id", "arm", "site", "vital_status")
+    }
+    page = Paginator(patient_list(user=request.user, **filters), 25).get_page(
+        request.GET.get("page")
+    )
+    sites = user_site_ids(request.user)
+    context = {
+        "page": page,
+        "filters": filters,
+        "arms": labels.ARM,
+        "sites": Site.objects.all() if sites is None else Site.objects.filter(pk__in=sites),
+        "query_string": "&".join(f"{k}={v}" for k, v in filters.items() if v),
+        "can_add": can(request.user, Action.EDIT),
+    }
+    return render(request, "registry/patient_list.html", context)
+
+
+@login_required
+def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = get_object_or_404(
+        records_visible_to(Patient, user=request.user).select_related("site"), pk=pk
+    )
+    context = {
+        "patient": patient,
+        "timeline": patient_timeline(patient),
+        "death": Death.objects.filter(patient=patient).first(),
+        "can_edit": can(request.user, Action.EDIT, patient.site_id),
+        "kinds": ["crs", "icans", "response", "transplant", "contact", "relapse"],
+        "queries": patient.queries.filter(is_open=True),
+    }
+    return render(request, "registry/patient_detail.html", context)
+
+
+def _edit_form(
+    request: HttpRequest, kind: RecordKind, record: Model, *, title: str, back: str
+) -> HttpResponse:
+    if not can(request.user, Action.EDIT, site_id_of(record)):
+        raise PermissionDenied(_("You may read but not change data at this site."))
+    form_class = kind.form
+    if kind.model is Death and record.pk is None:
+        form_class = fatal_episode_form(record.patient)
+    if kind.model is Patient:
+        allowed = user_site_ids(request.user)
+        form = form_class(request.POST or None, instance=record)
+        if allowed is not None:
+            form.fields["site"].queryset = Site.objects.filter(pk__in=allowed)
+    else:
+        form = form_class(
+            request.POST or None,
+            instance=record,
+            initial={"date": today()} if record.pk is None else None,
+        )
+    if request.method == "POST" and form.is_valid():
+        saved = _save(form, kind, user=request.user)
+        if saved is not None:
+            messages.success(request, _("Saved."))
+            return redirect("patient-detail", saved.patient.pk)
+    return render(
+        request,
+        "registry/record_form.html",
+        {
+            "form": form,
+            "title": title,
+            "back": back,
+            "kind": kind,
+            "record": record,
+            "grade_url": {"crs": "crs-grade", "icans": "icans-grade"}.get(
+                next(k for k, v in KINDS.items() if v is kind)
+            ),
+        },
+    )
+
+
+def _save(form, kind: RecordKind, *, user):
+    if kind.model is Death and form.instance.pk is None and form.cleaned_data.get("fatal_episode"):
+        try:
+            return services.death_record(
+                patient=form.instance.patient,
+                user=user,
+                date=form.cleaned_data["date"],
+                cause=form.cleaned_data["cause"],
+                fatal_episode=form.cleaned_data["fatal_episode"],
+            )
+        except services.ValidationError as error:
+            record_forms.add_service_errors(form, error)
+            return None
+    try:
+        return form.save_through_services(user=user)
+    except services.StaleVersion as stale:
+        form.add_error(None, str(stale))
+        return None
+
+
+def fatal_episode_form(patient: Patient) -> type[record_forms.DeathForm]:
+    """The death form, with a choice of the fatal CRS or ICANS episode for those causes."""
+    episodes = [
+        *CrsEpisode.objects.filter(treatment__patient=patient),
+        *IcansEpisode.objects.filter(treatment__patient=patient),
+    ]
+
+    class DeathWithFatalEpisodeForm(record_forms.DeathForm):
+        fatal_episode = forms.TypedChoiceField(
+            label=_("Fatal episode (for a death from CRS or ICANS)"),
+            required=False,
+            choices=[("", "—"), *[(f"{type(e).__name__}:{e.pk}", str(e)) for e in episodes]],
+            coerce=lambda value: next(e for e in episodes if f"{type(e).__name__}:{e.pk}" == value),
+            empty_value=None,
+        )
+
+        def clean(self):
+            cleaned = super().clean()
+            cause = cleaned.get("cause")
+            if cause in (DeathCause.CRS, DeathCause.ICANS) and not cleaned.get("fatal_episode"):
+                self.add_error("fatal_episode", _("Choose the fatal episode for this cause."))
+            return cleaned
+
+    return DeathWithFatalEpisodeForm
+
+
+@login_required
+def record_new(
+    request: HttpRequest, parent_pk: int | None = None, kind_name: str = "patient"
+) -> HttpResponse:
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        raise_404()
+    if kind.parent is None:
+        record = kind.model()
+        back = reverse("patients")
+    else:
+        parent = get_object_or_404(records_visible_to(kind.parent, user=request.user), pk=parent_pk)
+        record = kind.model(**{kind.parent._meta.model_name: parent})
+        back = reverse("patient-detail", args=[record.patient.pk])
+    return _edit_form(
+        request, kind, record, title=_("New %(kind)s") % {"kind": _(kind.title)}, back=back
+    )
+
+
+@login_required
+def record_edit(request: HttpRequest, kind_name: str, pk: int) -> HttpResponse:
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        raise_404()
+    record = get_object_or_404(records_visible_to(kind.model, user=request.user), pk=pk)
+    return _edit_form(
+        request,
+        kind,
+        record,
+        title=_("Edit %(kind)s") % {"kind": _(kind.title)},
+        back=reverse("patient-detail", args=[record.patient.pk]),
+    )
+
+
+def raise_404():
+    raise Http404(_("No such kind of record."))
+
+
+def _grade_response(request: HttpRequest, grade: int | None, complete: bool) -> HttpResponse:
+    return render(request, "registry/partials/grade.html", {"grade": grade, "complete": complete})
+
+
+@login_required
+@require_POST
+def crs_grade(request: HttpRequest) -> HttpResponse:
+    """The ASTCT grade of the findings typed so far, by the same pure function as the save."""
+    form = record_forms.CrsEpisodeForm(request.POST)
+    form.is_valid()  # only the findings matter here; other errors are shown when saving
+    episode = CrsEpisode(
+        **{
+            name: form.cleaned_data.get(name)
+            for name in ("max_temperature_c", "hypotension", "vasopressors", "o2_flow_l_min")
+        },
+        fever_masked=bool(form.cleaned_data.get("fever_masked")),
+        vasopressin=bool(form.cleaned_data.get("vasopressin")),
+        oxygen=form.cleaned_data.get("oxygen") or "",
+        died_of_crs=bool(form.cleaned_data.get("died_of_crs")),
+    )
+    findings = episode.findings()
+    return _grade_response(request, crs.crs_grade(findings), crs.findings_complete(findings))
+
+
+@login_required
+@require_POST
+def icans_grade(request: HttpRequest) -> HttpResponse:
+    form = record_forms.IcansEpisodeForm(request.POST)
+    form.is_valid()
+    episode = IcansEpisode(
+        ice_score=form.cleaned_data.get("ice_score"),
+        consciousness=form.cleaned_data.get("consciousness") or "",
+        seizure=form.cleaned_data.get("seizure") or "",
+        motor_weakness=form.cleaned_data.get("motor_weakness"),
+        cerebral_oedema=form.cleaned_data.get("cerebral_oedema") or "",
+        died_of_icans=bool(form.cleaned_data.get("died_of_icans")),
+    )
+    findings = episode.findings()
+    return _grade_response(request, icans.icans_grade(findings), icans.findings_complete(findings))
+
+
+@login_required
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """Switch the language and remember it for this user."""
+    language = request.POST.get("language", "")
+    if language not in dict(translation.trans_real.get_languages()):
+        language = "en"
+    request.user.language = language
+    request.user.save(update_fields=["language"])
+    translation.activate(language)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = reverse("home")
+    return redirect(target)
 
 
 @require_GET

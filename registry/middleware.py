@@ -1,0 +1,17 @@
+"""Each signed-in user sees the registry in the language they chose last."""
+
+from __future__ import annotations
+
+from django.utils import translation
+
+
+class UserLanguageMiddleware:
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.language:
+            translation.activate(user.language)
+            request.LANGUAGE_CODE = translation.get_language()
+        return self.get_response(request)
