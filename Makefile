@@ -15,7 +15,11 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	touch $(STAMP)
 
-migrate: bootstrap
+# Translations: the .po files are committed, the .mo files are built (needs gettext's msgfmt).
+messages: bootstrap
+	$(MANAGE) compilemessages --ignore=.venv --ignore=var --verbosity 0
+
+migrate: bootstrap messages
 	$(MANAGE) migrate --noinput
 
 demo: migrate
@@ -23,7 +27,7 @@ demo: migrate
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) runserver 127.0.0.1:8000
 
-test: bootstrap
+test: bootstrap messages
 	$(BIN)/pytest
 
 lint: bootstrap

@@ -270,45 +270,54 @@ def raise_404():
     raise Http404(_("No such kind of record."))
 
 
-def _grade_response(request: HttpRequest, grade: int | None, complete: bool) -> HttpResponse:
-    return render(request, "registry/partials/grade.html", {"grade": grade, "complete": complete})
+CRS_FINDINGS = [
+    "max_temperature_c",
+    "fever_masked",
+    "hypotension",
+    "vasopressors",
+    "vasopressin",
+    "oxygen",
+    "o2_flow_l_min",
+    "died_of_crs",
+]
+ICANS_FINDINGS = [
+    "ice_score",
+    "consciousness",
+    "seizure",
+    "motor_weakness",
+    "cerebral_oedema",
+    "died_of_icans",
+]
+
+
+def _findings_so_far(model: type[Model], fields: list[str], data) -> Model:
+    """An unsaved episode holding the findings typed so far that are valid on their own."""
+    form = forms.modelform_factory(model, fields=fields)(data)
+    form.is_valid()  # only the findings matter here; the other errors are shown when saving
+    return model(**{name: value for name, value in form.cleaned_data.items() if value is not None})
 
 
 @login_required
 @require_POST
 def crs_grade(request: HttpRequest) -> HttpResponse:
     """The ASTCT grade of the findings typed so far, by the same pure function as the save."""
-    form = record_forms.CrsEpisodeForm(request.POST)
-    form.is_valid()  # only the findings matter here; other errors are shown when saving
-    episode = CrsEpisode(
-        **{
-            name: form.cleaned_data.get(name)
-            for name in ("max_temperature_c", "hypotension", "vasopressors", "o2_flow_l_min")
-        },
-        fever_masked=bool(form.cleaned_data.get("fever_masked")),
-        vasopressin=bool(form.cleaned_data.get("vasopressin")),
-        oxygen=form.cleaned_data.get("oxygen") or "",
-        died_of_crs=bool(form.cleaned_data.get("died_of_crs")),
+    findings = _findings_so_far(CrsEpisode, CRS_FINDINGS, request.POST).findings()
+    return render(
+        request,
+        "registry/partials/grade.html",
+        {"grade": crs.crs_grade(findings), "complete": crs.findings_complete(findings)},
     )
-    findings = episode.findings()
-    return _grade_response(request, crs.crs_grade(findings), crs.findings_complete(findings))
 
 
 @login_required
 @require_POST
 def icans_grade(request: HttpRequest) -> HttpResponse:
-    form = record_forms.IcansEpisodeForm(request.POST)
-    form.is_valid()
-    episode = IcansEpisode(
-        ice_score=form.cleaned_data.get("ice_score"),
-        consciousness=form.cleaned_data.get("consciousness") or "",
-        seizure=form.cleaned_data.get("seizure") or "",
-        motor_weakness=form.cleaned_data.get("motor_weakness"),
-        cerebral_oedema=form.cleaned_data.get("cerebral_oedema") or "",
-        died_of_icans=bool(form.cleaned_data.get("died_of_icans")),
+    findings = _findings_so_far(IcansEpisode, ICANS_FINDINGS, request.POST).findings()
+    return render(
+        request,
+        "registry/partials/grade.html",
+        {"grade": icans.icans_grade(findings), "complete": icans.findings_complete(findings)},
     )
-    findings = episode.findings()
-    return _grade_response(request, icans.icans_grade(findings), icans.findings_complete(findings))
 
 
 @login_required
