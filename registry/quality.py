@@ -13,7 +13,7 @@ from datetime import date
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS, VisitState, visit_statuses
@@ -175,7 +175,9 @@ def patient_conditions(patient: Patient, *, today: date) -> list[Condition]:
 @transaction.atomic
 def refresh_patient(patient: Patient, *, today: date) -> None:
     now = timezone.now()
-    wanted = {(c.kind, c.key): c for c in patient_conditions(patient, today=today)}
+    # Stored messages are in one language (English); pages show the translated kind beside.
+    with translation.override("en"):
+        wanted = {(c.kind, c.key): c for c in patient_conditions(patient, today=today)}
     existing = {(q.kind, q.key): q for q in DataQualityQuery.objects.filter(patient=patient)}
     for identity, condition in wanted.items():
         query = existing.get(identity)

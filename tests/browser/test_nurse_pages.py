@@ -108,7 +108,7 @@ def test_a_follow_up_contact_after_death_is_refused(page, live_server, ward, scr
 
 def test_a_day_100_follow_up_is_recorded_from_the_worklist(page, live_server, ward, screenshot):
     sign_in(page, live_server)
-    row = page.get_by_role("row").filter(has_text="AHP-B021").filter(has_text="day100")
+    row = page.get_by_role("row").filter(has_text="AHP-B021").filter(has_text="Day 100")
     expect(row).to_contain_text("Record follow-up")
     row.get_by_text("Record follow-up").click()
     expect(page.get_by_label("Date")).to_have_value(today().isoformat())

@@ -37,7 +37,7 @@ def test_a_visit_due_now_is_on_the_worklist_with_a_link_to_its_form(client, nurs
     treatment = factories.treatment(user=nurse, patient=patient, day0=today() - timedelta(days=100))
     client.force_login(nurse)
     page = client.get(reverse("worklist")).content.decode()
-    assert "DUE-1" in page and "day100" in page
+    assert "DUE-1" in page and "Day 100" in page
     assert reverse("record-new", args=[treatment.pk, "contact"]) in page
 
 
