@@ -26,6 +26,7 @@ from registry.models import (
 # Shown beside each number, so nobody has to guess the unit.
 UNITS = {
     "bm_blast_pct": "%",
+    # xgettext:no-python-format
     "mrd_result_pct": _("% of nucleated cells"),
     "mrd_sensitivity_pct": "%",
     "max_temperature_c": "°C",

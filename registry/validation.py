@@ -151,8 +151,9 @@ def _treatment_rules(treatment: Treatment, errors: Errors, today: date) -> None:
         and blasts >= MORPHOLOGIC_BLASTS_PCT
     ):
         errors["bm_blast_pct"].append(
+            # xgettext:no-python-format
             _(
-                "MRD-only disease means morphological remission: marrow blasts below 5%% "
+                "MRD-only disease means morphological remission: marrow blasts below 5% "
                 "(or choose 'not in remission')."
             )
         )

@@ -39,6 +39,7 @@ DISEASE_BURDEN = choices(
     v.DiseaseBurden,
     {
         v.DiseaseBurden.MRD_ONLY: _("MRD-positive only (morphological CR, MRD ≥ 0.01%)"),
+        # xgettext:no-python-format
         v.DiseaseBurden.MORPHOLOGIC: _("Not in remission (blasts ≥ 5% or extramedullary)"),
     },
 )

@@ -38,6 +38,7 @@ class ResponseAssessment(ClinicalRecord):
         help_text=_("For example 0.01 for 10⁻⁴."),
     )
     mrd_result_pct = models.DecimalField(
+        # xgettext:no-python-format
         _("MRD result (% of nucleated cells)"),
         max_digits=9,
         decimal_places=6,
