@@ -22,6 +22,9 @@ messages: bootstrap
 migrate: bootstrap messages
 	$(MANAGE) migrate --noinput
 
+# The demo cohort's data cut-off is 2024-10-31: the demo runs as of that day, so its worklist
+# and queries show what was due then. `make demo IMMUNOREG_TODAY=` uses the real date.
+demo: export IMMUNOREG_TODAY ?= 2024-10-31
 demo: migrate
 	@test -f var/.demo-seeded || ($(MANAGE) seed_demo && touch var/.demo-seeded)
 	$(MANAGE) collectstatic --noinput --verbosity 0
