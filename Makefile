@@ -36,6 +36,7 @@ test: bootstrap messages
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy registry/domain analytics/stats
 
 format: bootstrap
 	$(BIN)/ruff format .

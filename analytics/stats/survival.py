@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ COX_FIT_OPTIONS = {"precision": 1e-12}
 # out as 0.5 + 1e-16 and its median would move to the next event time.
 HALF_TOLERANCE = 1e-9
 
-Times = Sequence[float] | pd.Series | np.ndarray
+Times: TypeAlias = Sequence[float] | pd.Series | np.ndarray
 
 
 def days_to_months(days: Times) -> pd.Series:
@@ -206,7 +206,7 @@ def design_matrix(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFram
 
 def cox_terms(summary: pd.DataFrame, exposure: str) -> dict[str, Any]:
     """Plain numbers from a lifelines summary, the exposure's at the top level."""
-    terms = {
+    terms: dict[str, dict[str, Any]] = {
         str(name): {
             "hr": finite_or_none(row["exp(coef)"]),
             "ci95": interval(row["exp(coef) lower 95%"], row["exp(coef) upper 95%"]),

@@ -77,7 +77,7 @@ def hypotension_grade(findings: CrsFindings) -> int:
 
 
 def hypoxia_grade(findings: CrsFindings) -> int:
-    oxygen = Oxygen(findings.oxygen)
+    oxygen = Oxygen(findings.oxygen or Oxygen.NONE)
     flow = findings.o2_flow_l_min
     # Lee 2019: a cannula above 6 L/min is high flow whatever the device is called.
     if oxygen == Oxygen.LOW_FLOW and flow is not None and flow > LOW_FLOW_MAX_L_MIN:
