@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
-from django.db.models import Count, Exists, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, Model, OuterRef, Q, QuerySet, Subquery
 
 from registry.domain.followup import VisitState, lost_to_follow_up, visit_statuses
 from registry.models import (
@@ -212,3 +212,39 @@ def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEnt
             )
         )
     return timeline
+
+
+# --- The monthly report ----------------------------------------------------------------------
+def monthly_activity(*, site_ids: set[int] | None, first: date, last: date) -> dict:
+    """Enrolment and follow-up of one month at these sites (None: every site)."""
+
+    def scoped(queryset: QuerySet) -> QuerySet:
+        if site_ids is None:
+            return queryset
+        return queryset.filter(**{f"{SITE_PATH[queryset.model]}__in": site_ids})
+
+    first_day0 = Treatment.objects.filter(patient=OuterRef("patient")).order_by("day0")
+    index = (
+        scoped(Treatment.objects.all())
+        .annotate(first_pk=Subquery(first_day0.values("pk")[:1]))
+        .filter(pk=F("first_pk"))
+    )
+    new = Counter(index.filter(day0__range=(first, last)).values_list("arm", flat=True))
+    cumulative = Counter(index.filter(day0__lte=last).values_list("arm", flat=True))
+    contacts = scoped(FollowUpContact.objects.filter(date__range=(first, last))).count()
+    open_queries = (
+        scoped(DataQualityQuery.objects.filter(is_open=True))
+        .values_list("patient__site__code", "kind")
+        .annotate(n=Count("pk"))
+    )
+    by_site: dict[str, dict[str, int]] = defaultdict(dict)
+    for site_code, kind, n in open_queries:
+        by_site[site_code][kind] = n
+    overdue = sum(kinds.get("follow_up_overdue", 0) for kinds in by_site.values())
+    return {
+        "new": dict(new),
+        "cumulative": dict(cumulative),
+        "contacts": contacts,
+        "overdue": overdue,
+        "open_queries_by_site": dict(sorted(by_site.items())),
+    }

@@ -1,0 +1,47 @@
+"""`render_report [--month YYYY-MM] [--site CODE] [--lang en/zh-hans] --out FILE.pdf`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from analytics.report.context import Month
+from analytics.report.services import LANGUAGES, NoSnapshot, report_pdf
+from registry.clock import today
+from registry.models import Site
+
+
+class Command(BaseCommand):
+    help = "Render the monthly PDF summary from the latest analytics snapshot of a scope."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--month", help="YYYY-MM; default: the current month.")
+        parser.add_argument("--site", help="Site code; default: the whole registry.")
+        parser.add_argument("--lang", default="en", choices=LANGUAGES)
+        parser.add_argument("--out", required=True, help="Where to write the PDF.")
+
+    def handle(
+        self, *args: Any, month: str | None, site: str | None, lang: str, out: str, **options: Any
+    ) -> None:
+        try:
+            period = Month.parse(month) if month else Month.containing(today())
+        except ValueError as error:
+            raise CommandError(f"--month must be YYYY-MM, not {month!r}") from error
+        scope = None
+        if site is not None:
+            scope = Site.objects.filter(code=site).first()
+            if scope is None:
+                raise CommandError(f"Unknown site {site!r}.")
+        try:
+            pdf, snapshot = report_pdf(site=scope, month=period, language=lang)
+        except NoSnapshot as missing:
+            raise CommandError(str(missing)) from missing
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pdf)
+        self.stdout.write(
+            f"Wrote {path} ({len(pdf) // 1024} KiB) for {period} from snapshot "
+            f"{snapshot.pk} ({snapshot.fingerprint[:19]})."
+        )

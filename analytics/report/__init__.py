@@ -1,0 +1,1 @@
+"""The monthly PDF summary for PIs: figures (matplotlib -> SVG), context, WeasyPrint render."""
