@@ -27,6 +27,8 @@ migrate: bootstrap messages
 demo: export IMMUNOREG_TODAY ?= 2024-10-31
 demo: migrate
 	@test -f var/.demo-seeded || ($(MANAGE) seed_demo && touch var/.demo-seeded)
+	$(MANAGE) compute_analytics
+	$(MANAGE) render_report --out var/reports/immunoreg-$$(date -d "$$IMMUNOREG_TODAY" +%Y-%m 2>/dev/null || date +%Y-%m).pdf
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) runserver 127.0.0.1:8000
 

@@ -1,0 +1,151 @@
+"""Analytics snapshots (SAP.md section 9): every computation, stored and never changed after.
+
+A snapshot is `running` while it computes, then `complete` (with its output), `failed` (with the
+error; an interrupted run is marked so by the next computation) or `skipped` (a nightly run
+whose input data and code equal the latest complete snapshot's). Once it has left `running`, it
+cannot be saved, updated or deleted: the model and its queryset refuse.
+
+The database allows one `running` snapshot at a time: the registry computes one thing at once.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from registry.models import Site
+
+
+class ImmutableSnapshot(Exception):
+    """A finished snapshot was about to be changed or deleted."""
+
+
+class Status(models.TextChoices):
+    RUNNING = "running", _("Running")
+    COMPLETE = "complete", _("Complete")
+    FAILED = "failed", _("Failed")
+    SKIPPED = "skipped", _("Skipped: data unchanged")
+
+
+class Stage(models.TextChoices):
+    QUEUED = "queued", _("Waiting for a worker")
+    FRAMES = "frames", _("Reading the registry")
+    STATISTICS = "statistics", _("Computing the statistics")
+    SAVING = "saving", _("Saving")
+    DONE = "done", _("Done")
+
+
+class Trigger(models.TextChoices):
+    NIGHTLY = "nightly", _("Nightly")
+    ON_DEMAND = "on_demand", _("On demand")
+    COMMAND = "command", _("Command line")
+
+
+class SnapshotQuerySet(models.QuerySet):
+    def complete(self) -> SnapshotQuerySet:
+        return self.filter(status=Status.COMPLETE)
+
+    def for_scope(self, site: Site | int | None) -> SnapshotQuerySet:
+        """The whole registry's snapshots (site None) or one site's."""
+        return self.filter(site__isnull=True) if site is None else self.filter(site=site)
+
+    def latest_complete(self, site: Site | int | None = None) -> Snapshot | None:
+        """What pages, the API and reports show for this scope."""
+        return self.complete().for_scope(site).order_by("-finished_at", "-pk").first()
+
+    def update(self, **fields) -> int:
+        if self.exclude(status=Status.RUNNING).exists():
+            raise ImmutableSnapshot("a finished analytics snapshot cannot be changed")
+        return super().update(**fields)
+
+    def delete(self):
+        if self.exclude(status=Status.RUNNING).exists():
+            raise ImmutableSnapshot("a finished analytics snapshot cannot be deleted")
+        return super().delete()
+
+
+class Snapshot(models.Model):
+    site = models.ForeignKey(
+        Site,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("site"),
+        help_text=_("Empty: the whole registry."),
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.RUNNING
+    )
+    stage = models.CharField(_("stage"), max_length=12, choices=Stage.choices, default=Stage.QUEUED)
+    trigger = models.CharField(_("trigger"), max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("requested by"),
+    )
+    started_at = models.DateTimeField(_("started"))
+    heartbeat_at = models.DateTimeField(_("last sign of life"))
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # host:pid of the process computing it, so that a dead one on this host is noticed at once.
+    worker = models.CharField(_("worker"), max_length=200, blank=True)
+    fingerprint = models.CharField(_("data fingerprint"), max_length=80, blank=True)
+    code_version = models.CharField(_("code version"), max_length=100, blank=True)
+    parameters = models.JSONField(_("parameters"), default=dict)
+    timings = models.JSONField(_("timings (seconds)"), default=dict)
+    row_counts = models.JSONField(_("row counts"), default=dict)
+    output = models.JSONField(_("output"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    same_as = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("same data as"),
+    )
+
+    objects = SnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        verbose_name = _("analytics snapshot")
+        verbose_name_plural = _("analytics snapshots")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=Q(status="running"),
+                name="one_analytics_computation_at_a_time",
+            ),
+        ]
+        indexes = [models.Index(fields=["site", "status", "finished_at"])]
+
+    def __str__(self) -> str:
+        scope = self.site.code if self.site_id else _("whole registry")
+        return f"{scope} {self.started_at:%Y-%m-%d %H:%M} ({self.get_status_display()})"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and self._stored_as_finished():
+            raise ImmutableSnapshot("a finished analytics snapshot cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        if self._stored_as_finished():
+            raise ImmutableSnapshot("a finished analytics snapshot cannot be deleted")
+        return super().delete(*args, **kwargs)
+
+    def _stored_as_finished(self) -> bool:
+        return (
+            type(self).objects.filter(pk=self.pk).exclude(status=Status.RUNNING).exists()
+            if self.pk is not None
+            else False
+        )
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != Status.RUNNING

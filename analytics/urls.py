@@ -1,4 +1,14 @@
-"""Analytics pages for PIs and data managers."""
+"""Analytics pages for PIs, data managers and administrators."""
+
+from django.urls import path
+
+from analytics import views
 
 app_name = "analytics"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("recompute/", views.recompute, name="recompute"),
+    path("computations/<int:pk>/", views.computation, name="computation"),
+    path("snapshots/<int:pk>/figures/<slug:name>.svg", views.figure, name="figure"),
+    path("scopes/<str:scope>/", views.scope_detail, name="scope"),
+]

@@ -1,0 +1,197 @@
+"""Kaplan-Meier plots as SVG, with the numbers at risk beneath (pages and the monthly PDF).
+
+Input is the snapshot output (SAP.md section 10: curves in months with their CI, and the numbers
+at risk at the SAP's months), never the registry. Text stays text in the SVG (searchable,
+translatable, rendered in the page's CJK-capable fonts), and the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: pages, workers and the PDF render off-screen
+
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+ARM_COLOURS = {"blinatumomab": "#0b6fa4", "car_t": "#c2410c"}
+STATE_COLOURS = {"not_transplanted": "#6b7280", "transplanted": "#15803d"}
+STYLE = {
+    "svg.fonttype": "none",  # text as <text>, not paths
+    "svg.hashsalt": "immunoreg",  # stable element ids
+    # Fallback in order: Latin from DejaVu, CJK from WenQuanYi (README: fonts-wqy-microhei).
+    "font.family": ["DejaVu Sans", "WenQuanYi Micro Hei", "Noto Sans CJK SC", "sans-serif"],
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One step curve: points {"t": months, "s": S(t), "lo": ..., "hi": ...} (band optional)."""
+
+    label: str
+    points: Sequence[Mapping[str, Any]]
+    at_risk: Mapping[str, int]
+    colour: str
+    # Left-truncated curves (Simon-Makuch) also stay flat where patients enter: no ticks there.
+    censoring_ticks: bool = True
+
+
+def km_svg(
+    curves: Sequence[Curve],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    at_risk_label: str,
+) -> str:
+    """A Kaplan-Meier figure: steps, 95% bands where given, censoring ticks, and a table of the
+    numbers at risk aligned with the x axis ticks (the months of `at_risk`)."""
+    months = sorted({float(m) for curve in curves for m in curve.at_risk}) or [0.0]
+    horizon = months[-1] * 1.04 if months[-1] > 0 else 1.0
+    with rc_context(STYLE):
+        figure = Figure(figsize=(7.0, 3.6 + 0.22 * len(curves)), layout="constrained")
+        plot, table = figure.subplots(
+            2, 1, sharex=True, height_ratios=[5.0, 0.55 + 0.3 * len(curves)]
+        )
+        for curve in curves:
+            draw_curve(plot, curve, horizon)
+        plot.set(title=title, ylabel=y_label, ylim=(0, 1.02), xlim=(0, horizon))
+        plot.set_xticks(months)
+        plot.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        plot.grid(axis="y", alpha=0.25)
+        if plot.get_legend_handles_labels()[0]:
+            plot.legend(loc="lower left", frameon=False)
+        draw_at_risk(table, curves, months, at_risk_label)
+        table.set_xlabel(x_label)
+        buffer = io.StringIO()
+        with warnings.catch_warnings():
+            # Text stays text: the viewer's fonts draw it, so a CJK glyph missing from the
+            # fonts matplotlib measures with only shifts the layout by a little.
+            warnings.filterwarnings(
+                "ignore", message="Glyph .* missing from font", category=UserWarning
+            )
+            figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def draw_curve(plot: Any, curve: Curve, horizon: float) -> None:
+    known = [p for p in curve.points if p.get("s") is not None]
+    points = [p for p in known if p["t"] <= horizon]
+    if not points:
+        return
+    times = [float(p["t"]) for p in points]
+    survival = [float(p["s"]) for p in points]
+    if times[0] > 0:  # every curve starts at 1 on day 0
+        times, survival = [0.0, *times], [1.0, *survival]
+    steps_t, steps_s = list(times), list(survival)
+    if len(points) < len(known):  # follow-up goes on beyond the plot: draw to its edge
+        steps_t.append(horizon)
+        steps_s.append(survival[-1])
+    plot.step(steps_t, steps_s, where="post", color=curve.colour, label=curve.label, lw=1.6)
+    band = [p for p in points if p.get("lo") is not None and p.get("hi") is not None]
+    if band:
+        plot.fill_between(
+            [float(p["t"]) for p in band],
+            [float(p["lo"]) for p in band],
+            [float(p["hi"]) for p in band],
+            step="post",
+            color=curve.colour,
+            alpha=0.12,
+            lw=0,
+        )
+    if not curve.censoring_ticks:
+        return
+    # A time where the curve does not drop is a censoring time.
+    censored = [
+        (times[i], survival[i]) for i in range(1, len(times)) if survival[i] == survival[i - 1]
+    ]
+    if censored:
+        plot.plot(
+            [t for t, _ in censored],
+            [s for _, s in censored],
+            ls="none",
+            marker="|",
+            ms=6,
+            color=curve.colour,
+        )
+
+
+def draw_at_risk(table: Any, curves: Sequence[Curve], months: Sequence[float], label: str) -> None:
+    """The numbers at risk, one row per curve, labelled like y ticks so the layout makes room."""
+    rows = range(len(curves) - 1, -1, -1)
+    table.set_ylim(-0.6, len(curves) - 0.4)
+    table.set_yticks(list(rows), [curve.label for curve in curves])
+    table.tick_params(axis="y", length=0, pad=14)
+    for tick, curve in zip(table.get_yticklabels(), curves, strict=True):
+        tick.set_color(curve.colour)
+    for side in ("left", "top", "right"):
+        table.spines[side].set_visible(False)
+    table.set_title(label, loc="left", fontsize="medium", weight="bold")
+    for y, curve in zip(rows, curves, strict=True):
+        for month in months:
+            count = curve.at_risk.get(f"{month:g}")
+            if count is not None:
+                table.text(month, y, str(count), ha="center", va="center", color=curve.colour)
+
+
+# --- the figures of an analytics snapshot -------------------------------------------------------
+
+
+def survival_figure(
+    output: Mapping[str, Any], endpoint: str, *, labels: Mapping[str, str], texts: Mapping[str, str]
+) -> str:
+    """PFS or OS by arm. `labels`: arm -> display name; `texts`: title, x, y, at_risk."""
+    block = output["survival"][endpoint]
+    curves = [
+        Curve(labels[arm], block[arm]["curve"], block[arm]["at_risk"], ARM_COLOURS[arm])
+        for arm in ARM_COLOURS
+        if arm in block
+    ]
+    return km_svg(
+        curves,
+        title=texts["title"],
+        x_label=texts["x"],
+        y_label=texts["y"],
+        at_risk_label=texts["at_risk"],
+    )
+
+
+def simon_makuch_figure(
+    output: Mapping[str, Any],
+    kind: str,
+    group: str,
+    *,
+    labels: Mapping[str, str],
+    texts: Mapping[str, str],
+) -> str:
+    """PFS by current transplant status (Simon-Makuch) for one arm or pooled."""
+    block = output["transplant"][kind][group]["simon_makuch"]
+    curves = [
+        Curve(
+            labels[state],
+            block[state],
+            block["at_risk"][state],
+            STATE_COLOURS[state],
+            censoring_ticks=False,
+        )
+        for state in STATE_COLOURS
+        if block.get(state)
+    ]
+    return km_svg(
+        curves,
+        title=texts["title"],
+        x_label=texts["x"],
+        y_label=texts["y"],
+        at_risk_label=texts["at_risk"],
+    )

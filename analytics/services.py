@@ -1,0 +1,787 @@
+"""The analytics: SAP.md's output from the analysis frames, and the snapshots that keep it.
+
+Two halves:
+- `sap_output(frames, ...)`: the JSON of SAP.md section 10 (and the baseline table and data
+  completeness of sections 2 and 8), from analytics.frames through analytics.stats. No
+  database access.
+- Snapshots (SAP.md section 9): claim one computation at a time, run it (frames, statistics,
+  saving, each stage recorded with a heartbeat), and finish it as complete, failed or skipped
+  in one UPDATE, so a run that dies half-way never becomes the latest complete snapshot.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, OperationalError, transaction
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
+
+from analytics.frames import (
+    KNOWN_STATUS,
+    RELAPSE_GROUPS,
+    RESPONSE_WINDOW_DAYS,
+    AnalysisFrames,
+    analysis_frames,
+)
+from analytics.models import Snapshot, Stage, Status, Trigger
+from analytics.stats import proportions, survival, transplant
+from analytics.stats.plain import finite_or_none
+from registry.clock import today
+from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS
+from registry.domain.vocabulary import (
+    Arm,
+    DiseaseBurden,
+    PhStatus,
+    RelapseStatus,
+    Role,
+    Sex,
+    YesNoUnknown,
+)
+from registry.models import Site, User
+from registry.permissions import Action, can, user_site_ids
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ARMS: tuple[str, str] = (Arm.BLINATUMOMAB.value, Arm.CAR_T.value)
+GRADES = range(6)
+SEVERE_GRADE = 3  # DOMAIN.md: severe CRS (and ICANS) is grade >= 3
+BURDENS = (DiseaseBurden.MRD_ONLY.value, DiseaseBurden.MORPHOLOGIC.value)
+# A running computation that has shown no sign of life for this long was interrupted.
+STALE_AFTER = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The fixed conventions of SAP.md (section 10 "parameters")."""
+
+    landmark_days: int = transplant.LANDMARK_DAYS
+    alpha: float = 0.05
+    days_per_month: float = survival.DAYS_PER_MONTH
+    response_window_days: int = RESPONSE_WINDOW_DAYS
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(section: str) -> None:
+    """Default progress callback: nothing to report to."""
+
+
+# --- the output of SAP.md section 10 ----------------------------------------------------------
+
+
+def sap_output(
+    frames: AnalysisFrames,
+    *,
+    parameters: Parameters = Parameters(),
+    as_of: date,
+    progress: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Every table of the SAP for one analysis set (provenance keys are added by the caller)."""
+    t = frames.treatments
+    output: dict[str, Any] = {
+        "populations": populations(t),
+        "baseline": baseline(t),
+        "crs": toxicity(t, "crs"),
+        "icans": toxicity(t, "icans"),
+        "response": response(t),
+    }
+    progress("subgroups")
+    output["subgroups"] = {
+        "disease_burden": subgroups(t, "disease_burden", BURDENS),
+        "relapse_group": subgroups(t, "relapse_group", RELAPSE_GROUPS),
+    }
+    progress("survival")
+    output["survival"] = survival_block(t)
+    progress("transplant")
+    output["transplant"] = {
+        "any_hsct": transplant_block(t, "any_hsct_day", parameters.landmark_days),
+        "ucbt": transplant_block(t, "ucbt_day", parameters.landmark_days),
+    }
+    progress("completeness")
+    output["completeness"] = completeness(t, frames.open_queries, as_of=as_of)
+    return output
+
+
+def _arm(t: pd.DataFrame, arm: str) -> pd.DataFrame:
+    return t[t["arm"] == arm]
+
+
+def _count(mask: pd.Series) -> int:
+    return int(mask.fillna(False).astype(bool).sum())
+
+
+def populations(t: pd.DataFrame) -> dict[str, dict[str, int]]:
+    return {
+        arm: {
+            "analysis": len(group),
+            "crs_evaluable": _count(group["crs_status"].isin(KNOWN_STATUS)),
+            "icans_evaluable": _count(group["icans_status"].isin(KNOWN_STATUS)),
+            "response_evaluable": _count(group["response_evaluable"]),
+        }
+        for arm in ARMS
+        for group in [_arm(t, arm)]
+    }
+
+
+def compare(t: pd.DataFrame, *, evaluable: pd.Series, outcome: pd.Series) -> dict[str, Any]:
+    """RATE_CMP: n/N per arm over the evaluable rows, and Fisher's exact p."""
+    counts = []
+    for arm in ARMS:
+        in_arm = evaluable & (t["arm"] == arm)
+        counts += [_count(in_arm & outcome), _count(in_arm)]
+    return proportions.rate_compare(*counts, arms=ARMS)
+
+
+def two_by_two(t: pd.DataFrame, *, evaluable: pd.Series, outcome: pd.Series) -> list[list[int]]:
+    """Rows: the arms (blinatumomab first); columns: with and without the outcome."""
+    table = []
+    for arm in ARMS:
+        in_arm = evaluable & (t["arm"] == arm)
+        table.append([_count(in_arm & outcome), _count(in_arm & ~outcome)])
+    return table
+
+
+def toxicity_flags(t: pd.DataFrame, prefix: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(evaluable, any grade, severe) for CRS or ICANS. A `yes` without a known grade counts as
+    any grade; only a known grade >= 3 counts as severe."""
+    evaluable = t[f"{prefix}_status"].isin(KNOWN_STATUS)
+    grade = pd.to_numeric(t[f"{prefix}_grade"], errors="coerce")
+    occurred = (t[f"{prefix}_status"] == YesNoUnknown.YES) & ~(grade == 0)
+    severe = grade >= SEVERE_GRADE
+    return evaluable, occurred & evaluable, severe & evaluable
+
+
+def toxicity(t: pd.DataFrame, prefix: str) -> dict[str, Any]:
+    evaluable, occurred, severe = toxicity_flags(t, prefix)
+    grade = pd.to_numeric(t[f"{prefix}_grade"], errors="coerce")
+    distribution, unknown, sources = {}, {}, {}
+    for arm in ARMS:
+        in_arm = evaluable & (t["arm"] == arm)
+        distribution[arm] = {str(g): _count(in_arm & (grade == g)) for g in GRADES}
+        unknown[arm] = _count(in_arm & grade.isna())
+        sources[arm] = {
+            source: _count(in_arm & (t[f"{prefix}_grade_source"] == source))
+            for source in ("derived", "recorded")
+        }
+    graded = evaluable & grade.notna()
+    return {
+        "any": compare(t, evaluable=evaluable, outcome=occurred),
+        "severe": compare(t, evaluable=evaluable, outcome=severe),
+        "grade_distribution": distribution,
+        "grade_unknown": unknown,
+        # DOMAIN.md: how many grades were the derived ASTCT grade, how many the recorded one.
+        "grade_source": sources,
+        "p_grades_mann_whitney": proportions.mann_whitney(
+            grade[graded & (t["arm"] == ARMS[0])], grade[graded & (t["arm"] == ARMS[1])]
+        ),
+    }
+
+
+def response(t: pd.DataFrame) -> dict[str, Any]:
+    evaluable = t["response_evaluable"].astype(bool)
+    everyone = pd.Series(True, index=t.index)
+    cr, mrd_negative = t["cr"].astype(bool), t["mrd_negative_cr"].astype(bool)
+    return {
+        "cr": compare(t, evaluable=evaluable, outcome=cr),
+        "mrd_negative_cr": compare(t, evaluable=evaluable, outcome=mrd_negative),
+        "mrd_negative_cr_itt": compare(t, evaluable=everyone, outcome=mrd_negative),
+        "cr_itt": compare(t, evaluable=everyone, outcome=cr),
+        "best_response": {
+            arm: {
+                str(level): _count(evaluable & (t["arm"] == arm) & (t["best_response"] == level))
+                for level in ("cr", "cri", "pr", "nr")
+            }
+            for arm in ARMS
+        },
+    }
+
+
+def subgroups(t: pd.DataFrame, column: str, levels: Sequence[str]) -> dict[str, Any]:
+    """CRS per arm within each level of one factor, and the CMH test across the levels."""
+    evaluable, occurred, severe = toxicity_flags(t, "crs")
+    block: dict[str, Any] = {}
+    strata: dict[str, list[list[list[int]]]] = {"crs_any": [], "crs_severe": []}
+    for level in levels:
+        in_level = evaluable & (t[column] == level)
+        block[level] = {
+            "crs_any": compare(t, evaluable=in_level, outcome=occurred),
+            "crs_severe": compare(t, evaluable=in_level, outcome=severe),
+        }
+        strata["crs_any"].append(two_by_two(t, evaluable=in_level, outcome=occurred))
+        strata["crs_severe"].append(two_by_two(t, evaluable=in_level, outcome=severe))
+    block["cmh"] = {
+        name: {**proportions.cmh(tables), "odds_ratio_of": f"{ARMS[0]} vs {ARMS[1]}"}
+        for name, tables in strata.items()
+    }
+    return block
+
+
+# Baseline (SAP.md section 2) ------------------------------------------------------------------
+
+
+def baseline(t: pd.DataFrame) -> dict[str, Any]:
+    yes_no = t["prior_hsct"].map({True: "yes", False: "no"}).fillna("unknown")
+    return {
+        "n": {arm: len(_arm(t, arm)) for arm in ARMS},
+        "age": continuous(t, t["age"]),
+        "sex": categorical(t, t["sex"], [s.value for s in Sex]),
+        "ph_status": categorical(t, t["ph_status"], [s.value for s in PhStatus]),
+        "disease_burden": categorical(t, t["disease_burden"].fillna("unknown"), BURDENS),
+        "bm_blast_pct": continuous(t, t["bm_blast_pct"]),
+        "relapse_status": categorical(
+            t, t["relapse_status"].fillna("unknown"), [s.value for s in RelapseStatus]
+        ),
+        "prior_hsct": categorical(t, yes_no, ["yes", "no"]),
+    }
+
+
+def continuous(t: pd.DataFrame, values: pd.Series) -> dict[str, Any]:
+    """Median and IQR per arm, and the Mann-Whitney U p."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    block: dict[str, Any] = {}
+    for arm in ARMS:
+        present = numbers[t["arm"] == arm].dropna()
+        quartiles = present.quantile([0.25, 0.5, 0.75]) if len(present) else None
+        block[arm] = {
+            "n": len(present),
+            "median": None if quartiles is None else finite_or_none(quartiles[0.5]),
+            "iqr": [None, None]
+            if quartiles is None
+            else [finite_or_none(quartiles[0.25]), finite_or_none(quartiles[0.75])],
+        }
+    block["p"] = proportions.mann_whitney(
+        numbers[t["arm"] == ARMS[0]], numbers[t["arm"] == ARMS[1]]
+    )
+    return block
+
+
+def categorical(t: pd.DataFrame, values: pd.Series, levels: Sequence[str]) -> dict[str, Any]:
+    """Counts per level and arm (others under "unknown"), and Fisher's or chi-square p over
+    the known levels."""
+    block: dict[str, Any] = {}
+    for arm in ARMS:
+        in_arm = values[t["arm"] == arm]
+        counts = {level: _count(in_arm == level) for level in levels}
+        counts["unknown"] = len(in_arm) - sum(counts.values())
+        block[arm] = counts
+    known = [level for level in levels if level != "unknown"]
+    block["p"] = proportions.categorical_test(
+        [[block[arm][level] for level in known] for arm in ARMS]
+    )
+    return block
+
+
+# Survival (SAP.md section 6) -------------------------------------------------------------------
+
+ENDPOINTS = ("pfs", "os")
+
+
+def survival_frame(t: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "car_t": (t["arm"] == Arm.CAR_T).astype(int),
+            "disease_burden": pd.Categorical(t["disease_burden"], categories=BURDENS),
+            "relapse_group": pd.Categorical(t["relapse_group"], categories=RELAPSE_GROUPS),
+        },
+        index=t.index,
+    )
+    for endpoint in ENDPOINTS:
+        frame[f"{endpoint}_days"] = t[f"{endpoint}_days"].astype(float)
+        frame[f"{endpoint}_event"] = t[f"{endpoint}_event"].astype(int)
+    return frame
+
+
+def survival_block(t: pd.DataFrame) -> dict[str, Any]:
+    frame = survival_frame(t)
+    block: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        days, events = frame[f"{endpoint}_days"], frame[f"{endpoint}_event"]
+        result: dict[str, Any] = {
+            arm: survival.km_summary_days(days[t["arm"] == arm], events[t["arm"] == arm])
+            for arm in ARMS
+        }
+        result["logrank"] = survival.logrank(days, events, t["arm"])
+        result["cox"] = cox_model(frame, endpoint, ["car_t"])
+        result["cox_adjusted"] = cox_model(
+            frame, endpoint, ["car_t", "disease_burden", "relapse_group"]
+        )
+        result["cox"]["hr_of"] = result["cox_adjusted"]["hr_of"] = f"{ARMS[1]} vs {ARMS[0]}"
+        block[endpoint] = result
+    block["median_followup_months"] = {
+        arm: survival.median_followup(
+            survival.days_to_months(frame.loc[t["arm"] == arm, "os_days"]),
+            frame.loc[t["arm"] == arm, "os_event"],
+        )
+        for arm in ARMS
+    }
+    return block
+
+
+def cox_model(frame: pd.DataFrame, endpoint: str, covariates: list[str]) -> dict[str, Any]:
+    """Cox model of the endpoint on the exposure (the first covariate), adjusted for the other
+    covariates that vary among the patients with complete data (a constant adjusts nothing)."""
+    duration, event = f"{endpoint}_days", f"{endpoint}_event"
+    complete = frame[[duration, event, *covariates]].dropna()
+    if complete.empty or complete[event].sum() == 0:
+        return {**survival.cox_not_estimable("no events"), "covariates": covariates}
+    used = covariates[:1] + [name for name in covariates[1:] if complete[name].nunique() > 1]
+    return {**survival.cox(complete, duration, event, used), "covariates": used}
+
+
+# Transplant (SAP.md section 7) -----------------------------------------------------------------
+
+
+def transplant_frame(t: pd.DataFrame, tx_column: str) -> pd.DataFrame:
+    """PFS with the day of the first transplant of this kind (NaN: none), one row per patient."""
+    return pd.DataFrame(
+        {
+            "time": t["pfs_days"].astype(float),
+            "event": t["pfs_event"].astype(int),
+            "tx_day": pd.to_numeric(t[tx_column], errors="coerce"),
+            "arm": t["arm"],
+        },
+        index=t.index,
+    )
+
+
+def transplant_block(t: pd.DataFrame, tx_column: str, landmark_days: int) -> dict[str, Any]:
+    frame = transplant_frame(t, tx_column)
+    block = {arm: transplant_tests(frame[frame["arm"] == arm], landmark_days) for arm in ARMS}
+    both_arms = frame["arm"].nunique() > 1
+    block["pooled"] = transplant_tests(frame, landmark_days, strata="arm" if both_arms else None)
+    return block
+
+
+def transplant_tests(
+    frame: pd.DataFrame, landmark_days: int, *, strata: str | None = None
+) -> dict[str, Any]:
+    """TX: the naive test (biased by immortal time: labelled so) beside the correct ones."""
+    return {
+        "n": len(frame),
+        "n_transplanted": int(frame["tx_day"].notna().sum()),
+        "naive_logrank": {
+            **transplant.naive_logrank(frame, strata=strata),
+            "biased": "immortal time: transplanted patients had to survive until the transplant",
+        },
+        "time_dependent_cox": transplant.time_dependent_cox(
+            frame, covariates=(strata,) if strata else ()
+        ),
+        "mantel_byar": transplant.mantel_byar(frame, strata=strata),
+        "landmark": transplant.landmark(frame, landmark_days, strata=strata),
+        "simon_makuch": simon_makuch_with_risk(frame),
+    }
+
+
+def simon_makuch_with_risk(frame: pd.DataFrame) -> dict[str, Any]:
+    """Simon-Makuch curves and, for the plots, the patients at risk in each state."""
+    curves = transplant.simon_makuch(frame)
+    rows = transplant.counting_process(frame)
+    at_risk = {}
+    for status, label in ((0, "not_transplanted"), (1, "transplanted")):
+        group = rows[rows["transplanted"] == status]
+        at_risk[label] = {
+            f"{month:g}": int(
+                (((group["start"] < days) | (group["start"] == 0)) & (group["stop"] >= days)).sum()
+            )
+            for month in survival.AT_RISK_MONTHS
+            for days in [month * survival.DAYS_PER_MONTH]
+        }
+    return {**curves, "at_risk": at_risk}
+
+
+# Data completeness (SAP.md section 8) ---------------------------------------------------------
+
+REQUIRED_FIELDS = (
+    "disease_burden",
+    "relapse_status",
+    "bm_blast_pct",
+    "ph_status",
+    "prior_hsct",
+    "extramedullary",
+    "crs_status",
+    "icans_status",
+)
+
+
+def field_filled(t: pd.DataFrame, name: str) -> pd.Series:
+    values = t[name]
+    if name in ("crs_status", "icans_status"):
+        return values.isin(KNOWN_STATUS)
+    if name == "ph_status":
+        return values.isin([PhStatus.POSITIVE, PhStatus.NEGATIVE])
+    return values.notna()
+
+
+def completeness(t: pd.DataFrame, open_queries: pd.DataFrame, *, as_of: date) -> dict[str, Any]:
+    block: dict[str, Any] = {"as_of": as_of.isoformat(), "required_fields": list(REQUIRED_FIELDS)}
+    for arm in ARMS:
+        group = _arm(t, arm)
+        filled = {name: _count(field_filled(group, name)) for name in REQUIRED_FIELDS}
+        cells = len(group) * len(REQUIRED_FIELDS)
+        alive = group[~group["died"].astype(bool)]
+        seen = pd.Series(
+            [
+                (as_of - (contact if isinstance(contact, date) else day0)).days
+                for contact, day0 in zip(alive["last_contact"], alive["day0"], strict=True)
+            ],
+            dtype=float,
+        )
+        queries = open_queries[open_queries["arm"] == arm]["kind"].value_counts()
+        block[arm] = {
+            "required_fields_filled": sum(filled.values()) / cells if cells else None,
+            "filled_by_field": {
+                name: (count / len(group) if len(group) else None) for name, count in filled.items()
+            },
+            "open_queries": {str(kind): int(n) for kind, n in sorted(queries.items())},
+            "lost_to_follow_up": int((seen > LOST_TO_FOLLOW_UP_DAYS).sum()),
+            "median_days_since_last_contact": finite_or_none(seen.median()) if len(seen) else None,
+        }
+    return block
+
+
+# --- provenance ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def code_version() -> str:
+    """`git describe` of the running code where there is a checkout, else the package version
+    from pyproject.toml (IMMUNOREG_CODE_VERSION, when set, wins: for builds without .git)."""
+    if os.environ.get("IMMUNOREG_CODE_VERSION"):
+        return os.environ["IMMUNOREG_CODE_VERSION"]
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--tags"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},  # read only: never touch the index
+        ).stdout.strip()
+        if described:
+            return f"git:{described}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"immunoreg {package_version()}"
+
+
+def package_version() -> str:
+    try:
+        with open(settings.BASE_DIR / "pyproject.toml", "rb") as pyproject:
+            return tomllib.load(pyproject)["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def json_safe(output: dict[str, Any]) -> dict[str, Any]:
+    """The output as strict JSON gives it back: no NaN or infinity, no numpy values."""
+    return json.loads(json.dumps(output, allow_nan=False, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# --- snapshots ----------------------------------------------------------------------------------
+
+
+class ComputationRunning(Exception):
+    """Another computation holds the lock: one at a time, and never queued twice."""
+
+    def __init__(self, running: Snapshot | None) -> None:
+        self.running = running
+        if running is None:
+            message = _("An analytics computation is already running.")
+        else:
+            since = formats.time_format(timezone.localtime(running.started_at), "H:i")
+            message = _("An analytics computation is already running since %(time)s.") % {
+                "time": since
+            }
+        super().__init__(message)
+
+
+class ComputationLost(Exception):
+    """The computation was declared interrupted by another process while it still ran."""
+
+
+def snapshot_claim(
+    *,
+    site: Site | None,
+    trigger: str,
+    user: User | None = None,
+    parameters: Parameters = Parameters(),
+) -> Snapshot:
+    """Take the lock: a `running` snapshot (stage "queued"), or ComputationRunning."""
+    fail_interrupted()
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return Snapshot.objects.create(
+                site=site,
+                trigger=trigger,
+                requested_by=user,
+                started_at=now,
+                heartbeat_at=now,
+                code_version=code_version(),
+                parameters=parameters.as_dict(),
+            )
+    except IntegrityError:
+        raise ComputationRunning(Snapshot.objects.filter(status=Status.RUNNING).first()) from None
+
+
+def fail_interrupted(*, now: Any = None) -> int:
+    """Mark as failed the running snapshots whose process died: silent for STALE_AFTER, or on
+    this host with its process gone."""
+    now = now or timezone.now()
+    count = 0
+    for snapshot in Snapshot.objects.filter(status=Status.RUNNING):
+        reason = interruption(snapshot, now=now)
+        if reason:
+            count += Snapshot.objects.filter(pk=snapshot.pk, status=Status.RUNNING).update(
+                status=Status.FAILED, finished_at=now, error=reason
+            )
+    return count
+
+
+def interruption(snapshot: Snapshot, *, now: Any) -> str:
+    if now - snapshot.heartbeat_at > STALE_AFTER:
+        return f"interrupted: no sign of life since {snapshot.heartbeat_at.isoformat()}"
+    host, _, pid = snapshot.worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+        return f"interrupted: its process {snapshot.worker} ended before it finished"
+    return ""
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _mark(snapshot: Snapshot, **fields: Any) -> None:
+    """Record progress (and a heartbeat) on a running snapshot; it must still be running."""
+    fields["heartbeat_at"] = timezone.now()
+    updated = Snapshot.objects.filter(pk=snapshot.pk, status=Status.RUNNING).update(**fields)
+    if not updated:
+        raise ComputationLost(f"snapshot {snapshot.pk} is no longer running")
+    for name, value in fields.items():
+        setattr(snapshot, name, value)
+
+
+def _finish(snapshot: Snapshot, **fields: Any) -> Snapshot:
+    """Leave `running`, in one UPDATE: from here on the snapshot never changes."""
+    fields.update(stage=Stage.DONE, finished_at=timezone.now())
+    _mark(snapshot, **fields)
+    return Snapshot.objects.get(pk=snapshot.pk)
+
+
+def snapshot_run(snapshot: Snapshot, *, skip_if_unchanged: bool = False) -> Snapshot:
+    """Compute a claimed snapshot; on any error it is marked failed and the error re-raised."""
+    try:
+        return _compute(snapshot, skip_if_unchanged=skip_if_unchanged)
+    except ComputationLost:
+        raise
+    except BaseException as error:
+        _record_failure(snapshot, error)
+        raise
+
+
+def _compute(snapshot: Snapshot, *, skip_if_unchanged: bool) -> Snapshot:
+    _mark(snapshot, stage=Stage.FRAMES, worker=this_worker())
+    started = time.perf_counter()
+    frames = analysis_frames(site_ids=None if snapshot.site_id is None else [snapshot.site_id])
+    fingerprint = frames.fingerprint
+    timings = {"frames_s": round(time.perf_counter() - started, 3)}
+    latest = Snapshot.objects.latest_complete(snapshot.site_id)
+    if skip_if_unchanged and _same_inputs(latest, snapshot, fingerprint):
+        return _finish(
+            snapshot,
+            status=Status.SKIPPED,
+            same_as=latest,
+            fingerprint=fingerprint,
+            row_counts=frames.row_counts,
+            timings=timings,
+        )
+    _mark(snapshot, stage=Stage.STATISTICS, fingerprint=fingerprint, row_counts=frames.row_counts)
+    started = time.perf_counter()
+    parameters = Parameters(**snapshot.parameters)
+    output = sap_output(
+        frames,
+        parameters=parameters,
+        as_of=today(),
+        progress=lambda section: _mark(snapshot),
+    )
+    timings["stats_s"] = round(time.perf_counter() - started, 3)
+    _mark(snapshot, stage=Stage.SAVING)
+    output = json_safe(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "generated_at": timezone.now().isoformat(),
+            "data_fingerprint": fingerprint,
+            "code_version": snapshot.code_version,
+            "parameters": parameters.as_dict(),
+            "scope": {"site": snapshot.site.code if snapshot.site_id else None},
+            "as_of": today().isoformat(),
+            "row_counts": frames.row_counts,
+            **output,
+        }
+    )
+    return _finish(snapshot, status=Status.COMPLETE, output=output, timings=timings)
+
+
+def _same_inputs(latest: Snapshot | None, snapshot: Snapshot, fingerprint: str) -> bool:
+    return (
+        latest is not None
+        and latest.fingerprint == fingerprint
+        and latest.code_version == snapshot.code_version
+        and latest.parameters == snapshot.parameters
+    )
+
+
+def _record_failure(snapshot: Snapshot, error: BaseException) -> None:
+    """Best effort: the database may be what failed; then the next claim finds it interrupted."""
+    message = f"{type(error).__name__}: {error}"[:5000]
+    try:
+        Snapshot.objects.filter(pk=snapshot.pk, status=Status.RUNNING).update(
+            status=Status.FAILED, stage=Stage.DONE, finished_at=timezone.now(), error=message
+        )
+    except Exception:  # the original error is the one to report
+        logger.exception("could not record the failure of analytics snapshot %s", snapshot.pk)
+
+
+def snapshot_compute(
+    *,
+    site: Site | None,
+    trigger: str,
+    user: User | None = None,
+    skip_if_unchanged: bool = False,
+) -> Snapshot:
+    """Claim and compute one scope now (the command, the nightly run, a task)."""
+    snapshot = snapshot_claim(site=site, trigger=trigger, user=user)
+    return snapshot_run(snapshot, skip_if_unchanged=skip_if_unchanged)
+
+
+def snapshot_recompute(
+    *,
+    trigger: str,
+    site_code: str | None = None,
+    user_id: int | None = None,
+    snapshot_id: int | None = None,
+) -> Snapshot:
+    """What the task runs: the snapshot claimed for it, or (after a retry found it failed, or
+    with none claimed) a new one for the same scope."""
+    if snapshot_id is not None:
+        claimed = Snapshot.objects.select_related("site").get(pk=snapshot_id)
+        if claimed.status == Status.RUNNING:
+            return snapshot_run(claimed)
+        site, user = claimed.site, claimed.requested_by
+    else:
+        site = Site.objects.get(code=site_code) if site_code else None
+        user = User.objects.get(pk=user_id) if user_id else None
+    return snapshot_compute(site=site, trigger=trigger, user=user)
+
+
+def snapshots_refresh_all(*, trigger: str = Trigger.NIGHTLY) -> list[Snapshot]:
+    """The whole registry, then every site, each skipped where nothing changed (SAP.md 9).
+
+    A scope that fails is recorded and the others still computed; transient database errors
+    and a computation already running stop the run (the task retries it later).
+    """
+    done, failed = [], []
+    for site in [None, *Site.objects.order_by("code")]:
+        try:
+            done.append(snapshot_compute(site=site, trigger=trigger, skip_if_unchanged=True))
+        except (OperationalError, ComputationRunning):
+            raise
+        except Exception as error:
+            logger.exception("analytics for %s failed", site or "the whole registry")
+            failed.append(f"{site or 'whole registry'}: {error}")
+    if failed:
+        raise AnalyticsFailed("; ".join(failed))
+    return done
+
+
+class AnalyticsFailed(Exception):
+    """At least one scope of the nightly run failed (each is recorded in its snapshot)."""
+
+
+# --- who sees what ------------------------------------------------------------------------------
+
+
+def scopes_visible_to(user: User) -> list[Site | None]:
+    """The scopes whose sites are all the user's: the whole registry (None) only for those who
+    have every site (administrators), then each of their sites."""
+    if not can(user, Action.ANALYTICS):
+        return []
+    sites = list(Site.objects.order_by("code"))
+    mine = user_site_ids(user)
+    if mine is None:
+        return [None, *sites]
+    whole: list[Site | None] = [None] if {site.pk for site in sites} <= mine else []
+    return whole + [site for site in sites if site.pk in mine]
+
+
+def recompute_scopes(user: User) -> list[Site | None]:
+    """The scopes this user may recompute now: data managers their visible scopes,
+    administrators all of them; nobody else any."""
+    if not (user.is_authenticated and (user.is_administrator or user.role == Role.DATA_MANAGER)):
+        return []
+    return scopes_visible_to(user)
+
+
+def may_recompute(user: User, site: Site | None) -> bool:
+    return site in recompute_scopes(user)
+
+
+def recompute_request(*, user: User, site: Site | None) -> Snapshot:
+    """ "Recompute now": claim the computation and hand it to a worker.
+
+    Raises ComputationRunning while another one runs: the request is refused, not queued.
+    """
+    from analytics import tasks  # tasks call this module
+
+    if not may_recompute(user, site):
+        raise PermissionDenied(_("You may not recompute the analytics of this scope."))
+    snapshot = snapshot_claim(site=site, trigger=Trigger.ON_DEMAND, user=user)
+    try:
+        tasks.recompute_analytics.delay(trigger=Trigger.ON_DEMAND, snapshot_id=snapshot.pk)
+    except Exception as error:
+        # Eagerly run (no broker) its failure is already recorded; a broker that refused the
+        # message leaves the claim to release here.
+        logger.exception("recompute of snapshot %s did not run", snapshot.pk)
+        _record_failure(snapshot, error)
+    snapshot.refresh_from_db()
+    return snapshot
