@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: demo test lint format bootstrap migrate messages
+.PHONY: demo test lint format bootstrap migrate messages report-images
 
 bootstrap: $(STAMP)
 
@@ -43,3 +43,16 @@ lint: bootstrap
 format: bootstrap
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Page images of the demo cohort's monthly report (English and Chinese) for people to look at:
+# var/report-pages/*.png (not committed). Uses the demo database of `make demo`.
+report-images: export IMMUNOREG_TODAY ?= 2024-10-31
+report-images: migrate
+	@test -f var/.demo-seeded || ($(MANAGE) seed_demo && touch var/.demo-seeded)
+	$(MANAGE) compute_analytics
+	mkdir -p var/report-pages
+	for lang in en zh-hans; do \
+	  $(MANAGE) render_report --lang $$lang --out var/report-pages/report-$$lang.pdf && \
+	  pdftoppm -r 80 -png var/report-pages/report-$$lang.pdf var/report-pages/$$lang; \
+	done
+	@ls var/report-pages/*.png

@@ -41,6 +41,7 @@ class Trigger(models.TextChoices):
     NIGHTLY = "nightly", _("Nightly")
     ON_DEMAND = "on_demand", _("On demand")
     COMMAND = "command", _("Command line")
+    MONTHLY = "monthly", _("Monthly")
 
 
 class SnapshotQuerySet(models.QuerySet):
@@ -149,3 +150,67 @@ class Snapshot(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status != Status.RUNNING
+
+
+class Report(models.Model):
+    """A monthly PDF summary in the archive, with the snapshot every number in it came from."""
+
+    site = models.ForeignKey(
+        Site,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reports",
+        verbose_name=_("site"),
+        help_text=_("Empty for the whole registry."),
+    )
+    month = models.DateField(_("month"), help_text=_("The first day of the month reported."))
+    language = models.CharField(_("language"), max_length=10, choices=settings.LANGUAGES)
+    snapshot = models.ForeignKey(
+        Snapshot,
+        on_delete=models.PROTECT,
+        related_name="reports",
+        verbose_name=_("analytics snapshot"),
+    )
+    pdf = models.FileField(_("PDF"), upload_to="reports/%Y/%m/")
+    size_bytes = models.PositiveIntegerField(_("size (bytes)"))
+    trigger = models.CharField(_("trigger"), max_length=10, choices=Trigger.choices)
+    created_at = models.DateTimeField(_("rendered"), auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("rendered by"),
+    )
+
+    class Meta:
+        ordering = ["-month", "site__code", "language", "-created_at"]
+        verbose_name = _("monthly report")
+        verbose_name_plural = _("monthly reports")
+        indexes = [models.Index(fields=["site", "month"])]
+
+    def __str__(self) -> str:
+        scope = self.site.code if self.site_id else _("whole registry")
+        return f"{scope} {self.month:%Y-%m} ({self.language})"
+
+
+class ReportDownload(models.Model):
+    """Who downloaded which report, and when (INTERFACES.md section 6)."""
+
+    report = models.ForeignKey(
+        Report, on_delete=models.PROTECT, related_name="downloads", verbose_name=_("report")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("user")
+    )
+    at = models.DateTimeField(_("downloaded"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = _("report download")
+        verbose_name_plural = _("report downloads")
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.report} {self.at:%Y-%m-%d %H:%M}"

@@ -10,6 +10,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from analytics import services
 from analytics.models import Trigger
+from analytics.report.services import monthly_archive
+from registry.clock import today
 
 # Transient failures of the database or the broker: worth another try a little later.
 TRANSIENT = (OperationalError, BrokerOperationalError, RedisConnectionError, RedisTimeoutError)
@@ -45,3 +47,9 @@ def nightly_analytics() -> list[int]:
     """Nightly at 02:00 (django-celery-beat): the whole registry and every site, skipping the
     scopes whose data did not change; waits its turn if a computation is running."""
     return [snapshot.pk for snapshot in services.snapshots_refresh_all(trigger=Trigger.NIGHTLY)]
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
+def monthly_reports() -> list[int]:
+    """On the 1st of each month: archive last month's reports for every scope."""
+    return [report.pk for report in monthly_archive(today=today())]

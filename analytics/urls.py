@@ -11,4 +11,7 @@ urlpatterns = [
     path("computations/<int:pk>/", views.computation, name="computation"),
     path("snapshots/<int:pk>/figures/<slug:name>.svg", views.figure, name="figure"),
     path("scopes/<str:scope>/", views.scope_detail, name="scope"),
+    path("reports/", views.reports, name="reports"),
+    path("reports/render/", views.report_render, name="report-render"),
+    path("reports/<int:pk>/download/", views.report_download, name="report-download"),
 ]

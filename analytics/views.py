@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -21,10 +23,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from analytics import figures, services
-from analytics.models import Snapshot, Status
+from analytics.models import Snapshot, Status, Trigger
+from analytics.report import services as report_services
+from analytics.report.context import Month
+from registry.clock import today
 from registry.models import Site
 from registry.models.choices import (
     ARM,
@@ -634,3 +639,55 @@ def completeness_table(output: Mapping[str, Any]) -> Table:
         if any(counts):
             table.rows.append([_("Open queries: %(kind)s") % {"kind": label}, *map(str, counts)])
     return table
+
+
+# --- monthly reports ---------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def reports(request: HttpRequest) -> HttpResponse:
+    """The archive of monthly PDFs of the user's scopes, and rendering this month's now."""
+    if not can(request.user, Action.ANALYTICS):
+        raise PermissionDenied(_("Reports are for data managers, PIs and administrators."))
+    scopes = services.scopes_visible_to(request.user)
+    context = {
+        "reports": report_services.reports_visible_to(request.user)[:200],
+        "scopes": [(scope_slug(site), scope_label(site)) for site in scopes],
+        "month": str(Month.containing(today())),
+        "languages": settings.LANGUAGES,
+    }
+    return render(request, "analytics/reports.html", context)
+
+
+@login_required
+@require_GET
+def report_download(request: HttpRequest, pk: int) -> HttpResponse:
+    report = get_object_or_404(report_services.reports_visible_to(request.user), pk=pk)
+    pdf = report_services.report_download(report, user=request.user)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{Path(report.pdf.name).name}"'
+    return response
+
+
+@login_required
+@require_POST
+def report_render(request: HttpRequest) -> HttpResponse:
+    """Render the current month's report for one of the user's scopes now, into the archive."""
+    site = visible_scope(request, request.POST.get("scope", ""))
+    language = request.POST.get("language", "en")
+    if language not in report_services.LANGUAGES:
+        language = "en"
+    try:
+        report = report_services.report_archive(
+            site=site,
+            month=Month.containing(today()),
+            language=language,
+            trigger=Trigger.ON_DEMAND,
+            user=request.user,
+        )
+    except report_services.NoSnapshot as missing:
+        messages.error(request, str(missing))
+        return redirect("analytics:reports")
+    messages.success(request, _("Report rendered: %(report)s.") % {"report": report})
+    return redirect("analytics:reports")

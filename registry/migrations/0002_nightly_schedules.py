@@ -1,5 +1,6 @@
 """The nightly schedule, stored in django-celery-beat so administrators can edit it."""
 
+from django.conf import settings
 from django.db import migrations
 
 TASK = "registry.tasks.refresh_quality_queries"
@@ -10,7 +11,7 @@ def create(apps, schema_editor):
     task_model = apps.get_model("django_celery_beat", "PeriodicTask")
     crontab, _ = crontab_model.objects.get_or_create(
         minute="30", hour="1", day_of_week="*", day_of_month="*", month_of_year="*",
-        timezone="Asia/Shanghai")
+        timezone=settings.TIME_ZONE)
     task_model.objects.get_or_create(
         name="Refresh data-quality queries (nightly)",
         defaults={"task": TASK, "crontab": crontab, "enabled": True})
