@@ -741,6 +741,10 @@ class AnalyticsFailed(Exception):
 # --- who sees what ------------------------------------------------------------------------------
 
 
+def scope_label(site: Site | None) -> str:
+    return _("Whole registry") if site is None else f"{site.code} · {site.name}"
+
+
 def scopes_visible_to(user: User) -> list[Site | None]:
     """The scopes whose sites are all the user's: the whole registry (None) only for those who
     have every site (administrators), then each of their sites."""

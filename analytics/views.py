@@ -29,6 +29,7 @@ from analytics import figures, services
 from analytics.models import Snapshot, Status, Trigger
 from analytics.report import services as report_services
 from analytics.report.context import Month
+from analytics.report.formatting import months, number, p_value, percent
 from registry.clock import today
 from registry.models import Site
 from registry.models.choices import (
@@ -53,10 +54,6 @@ FIGURE_CACHE_SECONDS = 24 * 3600
 
 def scope_slug(site: Site | None) -> str:
     return REGISTRY_SCOPE if site is None else site.code
-
-
-def scope_label(site: Site | None) -> str:
-    return _("Whole registry") if site is None else f"{site.code} · {site.name}"
 
 
 def visible_scope(request: HttpRequest, slug: str) -> Site | None:
@@ -95,7 +92,7 @@ def index(request: HttpRequest) -> HttpResponse:
     rows = [
         {
             "slug": scope_slug(site),
-            "label": scope_label(site),
+            "label": services.scope_label(site),
             "snapshot": latest.get(None if site is None else site.pk),
         }
         for site in scopes
@@ -132,7 +129,7 @@ def scope_detail(request: HttpRequest, scope: str) -> HttpResponse:
     snapshot = Snapshot.objects.latest_complete(site)
     context: dict[str, Any] = {
         "scope": scope,
-        "scope_label": scope_label(site),
+        "scope_label": services.scope_label(site),
         "snapshot": snapshot,
         "may_recompute": services.may_recompute(request.user, site),
     }
@@ -179,7 +176,7 @@ def recompute(request: HttpRequest) -> HttpResponse:
         return redirect("analytics:computation", pk=snapshot.pk)
     recent = recent_computations(scopes)
     context = {
-        "scopes": [(scope_slug(site), scope_label(site)) for site in scopes],
+        "scopes": [(scope_slug(site), services.scope_label(site)) for site in scopes],
         "running": next((s for s in recent if s.status == Status.RUNNING), None),
         "recent": recent,
     }
@@ -203,7 +200,7 @@ def computation(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "snapshot": snapshot,
         "scope": scope_slug(snapshot.site),
-        "scope_label": scope_label(snapshot.site),
+        "scope_label": services.scope_label(snapshot.site),
         "poll_url": reverse("analytics:computation", args=[snapshot.pk]),
     }
     template = "analytics/_progress.html" if request.htmx else "analytics/computation.html"
@@ -284,24 +281,6 @@ def figure_list(snapshot: Snapshot) -> dict[str, list[dict[str, str]]]:
 
 
 # --- numbers to text ----------------------------------------------------------------------------
-
-
-def percent(value: float | None) -> str:
-    return NOT_AVAILABLE if value is None else f"{100 * value:.1f}%"
-
-
-def number(value: float | None, digits: int = 2) -> str:
-    return NOT_AVAILABLE if value is None else f"{value:.{digits}f}"
-
-
-def p_value(value: float | None) -> str:
-    if value is None:
-        return NOT_AVAILABLE
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def months(value: float | None) -> str:
-    return NOT_REACHED if value is None else f"{value:.1f}"
 
 
 def interval(bounds: Sequence[float | None], show: Any = percent) -> str:
@@ -653,7 +632,7 @@ def reports(request: HttpRequest) -> HttpResponse:
     scopes = services.scopes_visible_to(request.user)
     context = {
         "reports": report_services.reports_visible_to(request.user)[:200],
-        "scopes": [(scope_slug(site), scope_label(site)) for site in scopes],
+        "scopes": [(scope_slug(site), services.scope_label(site)) for site in scopes],
         "month": str(Month.containing(today())),
         "languages": settings.LANGUAGES,
     }

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from analytics.models import Report, ReportDownload, Snapshot, Trigger
 from analytics.report.context import Month, report_context
 from analytics.report.render import render_pdf
-from analytics.services import scopes_visible_to
+from analytics.services import scope_label, scopes_visible_to
 from registry.models import Site, User
 from registry.selectors import monthly_activity
 
@@ -24,10 +24,6 @@ LANGUAGES = ("en", "zh-hans")
 
 class NoSnapshot(Exception):
     """There is no complete analytics snapshot for this scope yet."""
-
-
-def scope_label(site: Site | None) -> str:
-    return _("Whole registry") if site is None else f"{site.code} · {site.name}"
 
 
 def report_pdf(*, site: Site | None, month: Month, language: str = "en") -> tuple[bytes, Snapshot]:
