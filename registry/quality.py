@@ -1,20 +1,24 @@
 """DOMAIN.md data-quality queries: found from the data, opened and closed by the registry.
 
-`refresh_patient` runs after every write (inside its transaction) and nightly for everyone
-(the conditions that depend on today's date). A query a person closed stays closed while its
-condition holds; one the registry closed reopens if the condition comes back.
+`refresh_patients` runs after every write (inside its transaction, for that patient), after an
+import (for every imported patient at once) and nightly for everyone (the conditions that
+depend on today's date). It reads each kind of record once per chunk of patients, whatever
+their number. A query a person closed stays closed while its condition holds; one the
+registry closed reopens if the condition comes back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
 from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS, VisitState, visit_statuses
 from registry.domain.vocabulary import GradingSystem, YesNoUnknown
@@ -35,6 +39,7 @@ from registry.permissions import Action, can
 
 CRS_STATUS_DUE_DAYS = 30
 RESPONSE_DUE_DAYS = 60
+CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,82 @@ class Condition:
     message: str
 
 
+@dataclass
+class TreatmentFacts:
+    """What the conditions need to know of one treatment."""
+
+    pk: int
+    patient_id: int
+    day0: date
+    disease_burden: str
+    relapse_status: str
+    bm_blast_pct: object
+    crs_status: str
+    contacts: list[date] = field(default_factory=list)
+    responses: int = 0
+    events: list[date] = field(default_factory=list)  # responses, transplants, relapses, onsets
+    mismatches: list[tuple[str, int, int, int, date]] = field(default_factory=list)
+
+
+def _facts(patient_ids: list[int]) -> tuple[dict[int, list[TreatmentFacts]], dict[int, date]]:
+    """Every treatment of these patients with the facts the conditions use: eight queries."""
+    treatments: dict[int, TreatmentFacts] = {}
+    for row in (
+        Treatment.objects.filter(patient_id__in=patient_ids)
+        .order_by("day0")
+        .values(
+            "pk",
+            "patient_id",
+            "day0",
+            "disease_burden",
+            "relapse_status",
+            "bm_blast_pct",
+            "crs_status",
+        )
+    ):
+        treatments[row["pk"]] = TreatmentFacts(**row)
+    ids = list(treatments)
+    for treatment_id, on in FollowUpContact.objects.filter(treatment_id__in=ids).values_list(
+        "treatment_id", "date"
+    ):
+        treatments[treatment_id].contacts.append(on)
+    for treatment_id, on in ResponseAssessment.objects.filter(treatment_id__in=ids).values_list(
+        "treatment_id", "date"
+    ):
+        treatments[treatment_id].responses += 1
+        treatments[treatment_id].events.append(on)
+    for model in (Transplant, Relapse):
+        for treatment_id, on in model.objects.filter(treatment_id__in=ids).values_list(
+            "treatment_id", "date"
+        ):
+            treatments[treatment_id].events.append(on)
+    for model in (CrsEpisode, IcansEpisode):
+        for treatment_id, pk, onset, system, derived, recorded in model.objects.filter(
+            treatment_id__in=ids
+        ).values_list(
+            "treatment_id", "pk", "onset", "grading_system", "derived_grade", "recorded_grade"
+        ):
+            treatments[treatment_id].events.append(onset)
+            if (
+                system == GradingSystem.ASTCT2019
+                and derived is not None
+                and recorded is not None
+                and derived != recorded
+            ):
+                treatments[treatment_id].mismatches.append(
+                    (model.__name__.lower(), pk, recorded, derived, onset)
+                )
+    by_patient: dict[int, list[TreatmentFacts]] = defaultdict(list)
+    for treatment in treatments.values():
+        by_patient[treatment.patient_id].append(treatment)
+    deaths = dict(
+        Death.objects.filter(patient_id__in=patient_ids).values_list("patient_id", "date")
+    )
+    return by_patient, deaths
+
+
 def _treatment_conditions(
-    treatment: Treatment, *, today: date, death: Death | None, contacts: list[date]
+    treatment: TreatmentFacts, *, today: date, death: date | None
 ) -> list[Condition]:
     found: list[Condition] = []
     key = f"t{treatment.pk}"
@@ -67,7 +146,7 @@ def _treatment_conditions(
                 % {"fields": ", ".join(str(m) for m in missing)},
             )
         )
-    alive_on = death.date if death else today
+    alive_on = death or today
     if (
         treatment.crs_status == YesNoUnknown.UNKNOWN
         and (alive_on - treatment.day0).days > CRS_STATUS_DUE_DAYS
@@ -79,15 +158,12 @@ def _treatment_conditions(
                 _("CRS status still unknown more than 30 days after day 0."),
             )
         )
-    if (
-        not ResponseAssessment.objects.filter(treatment=treatment).exists()
-        and (alive_on - treatment.day0).days > RESPONSE_DUE_DAYS
-    ):
+    if not treatment.responses and (alive_on - treatment.day0).days > RESPONSE_DUE_DAYS:
         found.append(
             Condition(QueryKind.RESPONSE_NOT_ASSESSED, key, _("Response not assessed by day 60."))
         )
     if death is None:
-        for status in visit_statuses(day0=treatment.day0, contacts=contacts, today=today):
+        for status in visit_statuses(day0=treatment.day0, contacts=treatment.contacts, today=today):
             if status.state == VisitState.OVERDUE:
                 found.append(
                     Condition(
@@ -97,57 +173,31 @@ def _treatment_conditions(
                         % {"visit": status.visit.name, "closes": status.closes.isoformat()},
                     )
                 )
-    for model in (CrsEpisode, IcansEpisode):
-        for episode in model.objects.filter(
-            treatment=treatment,
-            grading_system=GradingSystem.ASTCT2019,
-            derived_grade__isnull=False,
-            recorded_grade__isnull=False,
-        ):
-            if episode.derived_grade != episode.recorded_grade:
-                found.append(
-                    Condition(
-                        QueryKind.GRADE_MISMATCH,
-                        f"{model.__name__.lower()}{episode.pk}",
-                        _(
-                            "Recorded ASTCT grade %(recorded)s differs from the grade %(derived)s "
-                            "derived from the findings (episode of %(onset)s)."
-                        )
-                        % {
-                            "recorded": episode.recorded_grade,
-                            "derived": episode.derived_grade,
-                            "onset": episode.onset.isoformat(),
-                        },
-                    )
+    for name, pk, recorded, derived, onset in treatment.mismatches:
+        found.append(
+            Condition(
+                QueryKind.GRADE_MISMATCH,
+                f"{name}{pk}",
+                _(
+                    "Recorded ASTCT grade %(recorded)s differs from the grade %(derived)s derived "
+                    "from the findings (episode of %(onset)s)."
                 )
+                % {"recorded": recorded, "derived": derived, "onset": onset.isoformat()},
+            )
+        )
     return found
 
 
-def latest_event_date(patient: Patient) -> date | None:
-    """The latest dated clinical event other than a follow-up contact."""
-    dates = [
-        ResponseAssessment.objects.filter(treatment__patient=patient).aggregate(d=Max("date"))["d"],
-        Transplant.objects.filter(treatment__patient=patient).aggregate(d=Max("date"))["d"],
-        Relapse.objects.filter(treatment__patient=patient).aggregate(d=Max("date"))["d"],
-        CrsEpisode.objects.filter(treatment__patient=patient).aggregate(d=Max("onset"))["d"],
-        IcansEpisode.objects.filter(treatment__patient=patient).aggregate(d=Max("onset"))["d"],
-    ]
-    return max((d for d in dates if d), default=None)
-
-
-def patient_conditions(patient: Patient, *, today: date) -> list[Condition]:
-    death = Death.objects.filter(patient=patient).first()
+def conditions_of(
+    treatments: list[TreatmentFacts], *, today: date, death: date | None
+) -> list[Condition]:
+    """Every data-quality condition one patient's records show today."""
     found: list[Condition] = []
-    all_contacts: list[date] = []
-    for treatment in Treatment.objects.filter(patient=patient):
-        contacts = list(
-            FollowUpContact.objects.filter(treatment=treatment).values_list("date", flat=True)
-        )
-        all_contacts += contacts
-        found += _treatment_conditions(treatment, today=today, death=death, contacts=contacts)
+    for treatment in treatments:
+        found += _treatment_conditions(treatment, today=today, death=death)
     if death is None:
-        last_contact = max(all_contacts, default=None)
-        latest_event = latest_event_date(patient)
+        last_contact = max((d for t in treatments for d in t.contacts), default=None)
+        latest_event = max((d for t in treatments for d in t.events), default=None)
         if last_contact and (today - last_contact).days > LOST_TO_FOLLOW_UP_DAYS:
             found.append(
                 Condition(
@@ -173,43 +223,74 @@ def patient_conditions(patient: Patient, *, today: date) -> list[Condition]:
 
 
 @transaction.atomic
-def refresh_patient(patient: Patient, *, today: date) -> None:
+def refresh_patients(patient_ids: Iterable[int], *, today: date) -> None:
+    """Open, reopen and close the queries of these patients to match their data."""
+    ids = list(patient_ids)
+    for start in range(0, len(ids), CHUNK):
+        _refresh_chunk(ids[start : start + CHUNK], today=today)
+
+
+def _refresh_chunk(ids: list[int], *, today: date) -> None:
     now = timezone.now()
+    treatments, deaths = _facts(ids)
+    existing = {
+        (q.patient_id, q.kind, q.key): q
+        for q in DataQualityQuery.objects.filter(patient_id__in=ids)
+    }
+    wanted: dict[tuple[int, str, str], Condition] = {}
     # Stored messages are in one language (English); pages show the translated kind beside.
     with translation.override("en"):
-        wanted = {(c.kind, c.key): c for c in patient_conditions(patient, today=today)}
-    existing = {(q.kind, q.key): q for q in DataQualityQuery.objects.filter(patient=patient)}
+        for patient_id in ids:
+            for condition in conditions_of(
+                treatments.get(patient_id, []), today=today, death=deaths.get(patient_id)
+            ):
+                wanted[(patient_id, condition.kind, condition.key)] = condition
+    new, changed = [], []
     for identity, condition in wanted.items():
         query = existing.get(identity)
         if query is None:
-            DataQualityQuery.objects.create(
-                patient=patient,
-                kind=condition.kind,
-                key=condition.key,
-                message=condition.message,
-                opened_at=now,
+            new.append(
+                DataQualityQuery(
+                    patient_id=identity[0],
+                    kind=condition.kind,
+                    key=condition.key,
+                    message=condition.message,
+                    opened_at=now,
+                )
             )
         elif not query.is_open and query.closed_by_id is None:
             query.is_open, query.closed_at, query.message = True, None, condition.message
             query._change_reason = _("condition found again")
-            query.save()
+            changed.append(query)
         elif query.is_open and query.message != condition.message:
             query.message = condition.message
-            query.save(update_fields=["message"])
+            query._change_reason = _("condition changed")
+            changed.append(query)
     for identity, query in existing.items():
         if query.is_open and identity not in wanted:
             query.is_open, query.closed_at = False, now
             query._change_reason = _("closed automatically: the data no longer shows the problem")
-            query.save()
+            changed.append(query)
+    if new:
+        bulk_create_with_history(
+            new, DataQualityQuery, batch_size=500, default_change_reason=_("opened automatically")
+        )
+    if changed:
+        bulk_update_with_history(
+            changed, DataQualityQuery, ["is_open", "closed_at", "message"], batch_size=500
+        )
+
+
+def refresh_patient(patient: Patient, *, today: date) -> None:
+    refresh_patients([patient.pk], today=today)
 
 
 def refresh_all(*, today: date) -> int:
     """Every patient's queries (nightly, for the conditions that depend on the date)."""
-    count = 0
-    for patient in Patient.objects.iterator(chunk_size=500):
-        refresh_patient(patient, today=today)
-        count += 1
-    return count
+    ids = list(Patient.objects.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(ids), CHUNK):
+        refresh_patients(ids[start : start + CHUNK], today=today)
+    return len(ids)
 
 
 @transaction.atomic

@@ -8,6 +8,9 @@ A broken rule raises ValidationError with messages by field, and nothing is save
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -78,13 +81,27 @@ def _floats_as_typed(record: models.Model) -> None:
             setattr(record, field.attname, Decimal(repr(value)))
 
 
+def _attached_parents(record: models.Model) -> list[str]:
+    """Foreign keys whose saved parent object is attached: Django would query again that it
+    exists (the parent came from a scoped read or was just saved; the database checks too).
+    One-to-one keys stay validated: their uniqueness is a rule with a message."""
+    return [
+        field.name
+        for field in record._meta.concrete_fields
+        if field.many_to_one
+        and field.is_cached(record)
+        and getattr(record, field.name) is not None
+        and getattr(record, field.name).pk is not None
+    ]
+
+
 def full_validate(record: models.Model) -> None:
     """Derive, then apply Django's field checks and every DOMAIN.md rule; raise on any."""
     _floats_as_typed(record)
     derive(record)
     errors: dict[str, list] = {}
     try:
-        record.full_clean(validate_constraints=False)
+        record.full_clean(exclude=_attached_parents(record), validate_constraints=False)
     except ValidationError as error:
         errors = error.message_dict
     for field, messages in record_errors(record, today=today()).items():
@@ -116,11 +133,60 @@ def _save(record: Record, *, user, reason: str) -> Record:
     return record
 
 
+# The patients written inside `patient_checks_deferred()`, checked once each at its end.
+_deferred: ContextVar[dict[int, Patient] | None] = ContextVar("deferred_checks", default=None)
+
+
+@contextmanager
+def patient_checks_deferred() -> Iterator[None]:
+    """Check the rules across a patient's records (grade 5 and the cause of death), and refresh
+    the data-quality queries, once per patient when the block ends instead of after each write.
+
+    For the cohort import, which writes each patient's records one after the other. A broken
+    rule raises ValidationError when the block ends, as a single write would: use the block
+    inside transaction.atomic(), so that nothing of it stays saved.
+    """
+    pending: dict[int, Patient] = {}
+    token = _deferred.set(pending)
+    try:
+        yield
+    finally:
+        _deferred.reset(token)
+    for patient in pending.values():
+        _after_write(patient)
+
+
+# The patients whose data-quality queries `queries_refreshed_together()` refreshes at its end.
+_refresh_later: ContextVar[set[int] | None] = ContextVar("refresh_later", default=None)
+
+
+@contextmanager
+def queries_refreshed_together() -> Iterator[None]:
+    """Refresh the data-quality queries of every patient written inside the block at its end,
+    in one set-based pass (the cohort import) instead of after each write."""
+    pending: set[int] = set()
+    token = _refresh_later.set(pending)
+    try:
+        yield
+    finally:
+        _refresh_later.reset(token)
+    if not transaction.get_connection().needs_rollback:  # nothing to refresh in a failed import
+        quality.refresh_patients(sorted(pending), today=today())
+
+
 def _after_write(patient: Patient) -> None:
+    pending = _deferred.get()
+    if pending is not None:
+        pending[patient.pk] = patient
+        return
     errors = patient_errors(patient)
     if errors:
         raise ValidationError(errors)
-    quality.refresh_patient(patient, today=today())
+    later = _refresh_later.get()
+    if later is not None:
+        later.add(patient.pk)
+    else:
+        quality.refresh_patient(patient, today=today())
 
 
 def _mark_status_yes(treatment: Treatment, field: str, *, user, reason: str) -> None:
@@ -194,6 +260,8 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
             _("Delete the records that depend on this one first (%(count)s of them).")
             % {"count": len(protected.protected_objects)}
         ) from protected
+    if isinstance(record, Death):
+        patient._state.fields_cache.pop("death", None)  # the patient is alive again
     if not isinstance(record, Patient):
         _after_write(patient)
 

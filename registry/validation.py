@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal
 
-from django.db.models import Max, Min
+from django.db.models import Min, Q
 from django.utils.translation import gettext as _
 
 from registry.domain.vocabulary import (
@@ -53,9 +53,14 @@ RESOLUTIONS: list[tuple[type, str]] = [(CrsEpisode, "resolution"), (IcansEpisode
 
 
 def _death_of(patient: Patient | None) -> Death | None:
+    """The patient's death, through Django's reverse one-to-one cache: one query per patient
+    object, and a Death built for this patient object is seen at once."""
     if patient is None or patient.pk is None:
         return None
-    return Death.objects.filter(patient=patient).first()
+    try:
+        return patient.death
+    except Death.DoesNotExist:
+        return None
 
 
 def _check_date(
@@ -379,7 +384,10 @@ def patient_errors(patient: Patient) -> Errors:
         (CrsEpisode, DeathCause.CRS, _("CRS")),
         (IcansEpisode, DeathCause.ICANS, _("ICANS")),
     ):
-        fatal = [e for e in model.objects.filter(treatment__patient=patient) if e.grade == 5]
+        fatal = model.objects.filter(
+            Q(derived_grade=5) | Q(derived_grade__isnull=True, recorded_grade=5),
+            treatment__patient=patient,
+        ).exists()
         died_of_it = death is not None and death.cause == cause
         if fatal and not died_of_it:
             errors["grade"].append(
@@ -400,28 +408,34 @@ def patient_errors(patient: Patient) -> Errors:
     return {field: messages for field, messages in errors.items() if messages}
 
 
-def earliest_treatment_child_date(treatment: Treatment) -> date | None:
-    dates = [
-        model.objects.filter(treatment=treatment).aggregate(d=Min(field))["d"]
-        for model, field in TREATMENT_CHILDREN
+def _dates(parts: list[tuple[type, str, dict]]) -> list[date]:
+    """Every date of these kinds of records, in one UNION ALL query (a patient has a few)."""
+    querysets = [
+        model.objects.filter(**where).order_by().values_list(field, flat=True)
+        for model, field, where in parts
     ]
-    return min((d for d in dates if d is not None), default=None)
+    return [d for d in querysets[0].union(*querysets[1:], all=True) if d is not None]
 
 
-def _patient_child_dates(patient: Patient, aggregate) -> list[date]:
-    dates = [Treatment.objects.filter(patient=patient).aggregate(d=aggregate("day0"))["d"]]
-    for model, field in TREATMENT_CHILDREN + RESOLUTIONS:
-        dates.append(
-            model.objects.filter(treatment__patient=patient).aggregate(d=aggregate(field))["d"]
-        )
-    return [d for d in dates if d is not None]
+def earliest_treatment_child_date(treatment: Treatment) -> date | None:
+    parts = [(model, field, {"treatment": treatment}) for model, field in TREATMENT_CHILDREN]
+    return min(_dates(parts), default=None)
+
+
+def _patient_child_dates(patient: Patient) -> list[date]:
+    parts = [(Treatment, "day0", {"patient": patient})]
+    parts += [
+        (model, field, {"treatment__patient": patient})
+        for model, field in TREATMENT_CHILDREN + RESOLUTIONS
+    ]
+    return _dates(parts)
 
 
 def earliest_clinical_date(patient: Patient) -> date | None:
-    dates = _patient_child_dates(patient, Min)
+    dates = _patient_child_dates(patient)
     dates += [d for d in (patient.diagnosis_date, patient.consent_date) if d]
     return min(dates, default=None)
 
 
 def latest_clinical_date(patient: Patient) -> date | None:
-    return max(_patient_child_dates(patient, Max), default=None)
+    return max(_patient_child_dates(patient), default=None)
