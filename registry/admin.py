@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Max, OuterRef, Q
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -106,8 +107,20 @@ class ClinicalAdmin(SimpleHistoryAdmin):
     def delete_model(self, request, obj) -> None:
         services.record_delete(obj, user=request.user, reason=request.POST["delete_reason"])
 
+    def _require_visible(self, request, object_id) -> None:
+        """simple-history shows a record missing from the queryset from its history (for deleted
+        records): another site's record must stay a 404; deleted ones, administrators only."""
+        visible = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
+        if not visible and not request.user.is_administrator:
+            raise Http404
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._require_visible(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
     def history_form_view(self, request, object_id, version_id, extra_context=None):
         """Past versions are for reading: a change is made on the record's own page."""
+        self._require_visible(request, object_id)
         if request.method != "GET":
             raise PermissionDenied(_("Past versions cannot be restored; edit the record instead."))
         return super().history_form_view(request, object_id, version_id, extra_context)
@@ -423,3 +436,6 @@ class RegistryUserAdmin(AdministratorsOnly, UserAdmin):
     fieldsets = (*UserAdmin.fieldsets, (_("Registry"), {"fields": ("role", "sites", "language")}))
     add_fieldsets = (*UserAdmin.add_fieldsets, (_("Registry"), {"fields": ("role", "sites")}))
     filter_horizontal = ("sites", "groups", "user_permissions")
+
+
+from registry import admin_exchange  # noqa: E402, F401  (cohort import upload, import/export logs)

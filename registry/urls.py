@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from registry import views
+from registry import exchange_views, views
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -17,4 +17,6 @@ urlpatterns = [
     path("records/<slug:kind_name>/<int:pk>/", views.record_edit, name="record-edit"),
     path("grade/crs/", views.crs_grade, name="crs-grade"),
     path("grade/icans/", views.icans_grade, name="icans-grade"),
+    path("export/", exchange_views.export_page, name="export"),
+    path("export/codebook.csv", exchange_views.export_codebook, name="export-codebook"),
 ]

@@ -1,10 +1,41 @@
-"""REST API under /api/v1/ (INTERFACES.md section 4)."""
+"""REST API under /api/v1/ (INTERFACES.md section 4), and its OpenAPI schema at /api/schema/."""
 
-from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
+from django.urls import include, path
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
+from rest_framework.routers import DefaultRouter
+
+from registry.api import views
+
+router = DefaultRouter()
+router.register("patients", views.PatientViewSet, basename="patient")
+router.register("treatments", views.TreatmentViewSet, basename="treatment")
+router.register("crs-episodes", views.CrsEpisodeViewSet, basename="crs-episode")
+router.register("icans-episodes", views.IcansEpisodeViewSet, basename="icans-episode")
+router.register("responses", views.ResponseViewSet, basename="response")
+router.register("transplants", views.TransplantViewSet, basename="transplant")
+router.register("contacts", views.ContactViewSet, basename="contact")
+router.register("relapses", views.RelapseViewSet, basename="relapse")
+router.register("deaths", views.DeathViewSet, basename="death")
+
+# The API docs pages style themselves with inline styles (ReDoc does not render without them);
+# their scripts still come from the app itself only (the Swagger split view serves its
+# initialisation as a script URL), so only style-src is relaxed, and only for these two pages.
+docs_page = csp_update({"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]})
 
 urlpatterns = [
+    path("v1/analytics/latest/", views.AnalyticsLatestView.as_view(), name="analytics-latest"),
+    path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "schema/swagger/",
+        docs_page(SpectacularSwaggerSplitView.as_view(url_name="schema")),
+        name="swagger-ui",
+    ),
+    path("schema/redoc/", docs_page(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
 ]

@@ -1,0 +1,140 @@
+"""The cohort import in the admin (data managers and administrators), and the logs of imports
+and exports. Registered by `from registry import admin_exchange` in registry/admin.py.
+
+The upload page runs registry.cohort_file.import_cohort, the same as `import_cohort`: all or
+nothing, every problem listed as `row R, column C: message`, a dry run on request.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.translation import gettext_lazy as _
+
+from registry import cohort_file
+from registry.models import ExportLog, ImportRun
+from registry.permissions import Action, can
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(
+        label=_("Cohort file"),
+        help_text=_(
+            "UTF-8 CSV with a header row, or an .xlsx workbook (the upload limits of the "
+            "settings apply: IMMUNOREG_MAX_UPLOAD_BYTES)."
+        ),
+    )
+    dry_run = forms.BooleanField(
+        label=_("Dry run: check everything, save nothing"), required=False, initial=True
+    )
+    create_sites = forms.BooleanField(
+        label=_("Create the sites the registry does not know (administrators)"), required=False
+    )
+
+
+class LogAdmin(admin.ModelAdmin):
+    """A log is read, never added, changed or deleted by hand (INTERFACES.md section 6)."""
+
+    action = Action.IMPORT
+    actions = None
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return can(request.user, self.action)
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return can(request.user, self.action)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest):
+        queryset = super().get_queryset(request).select_related("user")
+        if request.user.is_administrator:
+            return queryset
+        return queryset.filter(user=request.user)
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(LogAdmin):
+    list_display = (
+        "pk",
+        "started_at",
+        "user",
+        "file_name",
+        "dry_run",
+        "outcome",
+        "rows",
+        "patients_created",
+        "problem_count",
+    )
+    list_filter = ("outcome", "dry_run")
+    change_list_template = "registry/exchange/importrun_change_list.html"
+
+    def get_urls(self):
+        upload = path(
+            "upload/",
+            self.admin_site.admin_view(self.upload_view),
+            name="registry_importrun_upload",
+        )
+        return [upload, *super().get_urls()]
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        if not can(request.user, Action.IMPORT):
+            raise PermissionDenied(_("Only data managers and administrators may import."))
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if not can(request.user, Action.MANAGE_USERS):
+            del form.fields["create_sites"]
+        result, unreadable = None, ""
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                result = cohort_file.import_cohort(
+                    upload.read(),
+                    name=upload.name,
+                    user=request.user,
+                    dry_run=form.cleaned_data["dry_run"],
+                    create_sites=form.cleaned_data.get("create_sites", False),
+                    via="admin",
+                )
+            except cohort_file.UnreadableFile as error:
+                unreadable = str(error)
+            else:
+                if result.ok and result.dry_run:
+                    messages.success(
+                        request,
+                        _("Dry run: %(n)s patients would be imported; nothing was saved.")
+                        % {"n": result.rows},
+                    )
+                elif result.ok:
+                    messages.success(
+                        request,
+                        _("Imported %(n)s patients (run %(run)s).")
+                        % {"n": result.patients_created, "run": result.run.pk},
+                    )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Import a cohort file"),
+            "opts": self.model._meta,
+            "form": form,
+            "result": result,
+            "unreadable": unreadable,
+            "columns": [list(line.values()) for line in cohort_file.codebook()],
+        }
+        return TemplateResponse(request, "registry/exchange/import_upload.html", context)
+
+
+@admin.register(ExportLog)
+class ExportLogAdmin(LogAdmin):
+    action = Action.EXPORT_DEIDENTIFIED
+    list_display = ("created_at", "user", "format", "identified", "scope", "rows", "via")
+    list_filter = ("identified", "format", "via")

@@ -1,0 +1,176 @@
+"""What the API reads and writes: the same fields as the forms, plus id, version and timestamps.
+
+Serializers only check the shape of the input (types, choices, lengths); every DOMAIN.md rule
+is applied by registry.services when the view saves, so the API answers with the same messages
+as the forms. Related records are looked up among those the user may see: another site's
+treatment is "does not exist".
+"""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
+
+from registry import forms as record_forms
+from registry.models import (
+    CrsEpisode,
+    Death,
+    FollowUpContact,
+    IcansEpisode,
+    Patient,
+    Relapse,
+    ResponseAssessment,
+    Site,
+    Transplant,
+    Treatment,
+)
+from registry.selectors import SITE_PATH, records_visible_to
+
+READ_ONLY = ["id", "version", "created_at", "updated_at"]
+
+
+class ClinicalSerializer(serializers.ModelSerializer):
+    """A clinical record. An update must carry the `version` it edits and a `reason`."""
+
+    version = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text=_(
+            "The version you read. Required on update: if the record changed since, the update "
+            "is refused with 409 and nothing changes."
+        ),
+    )
+    reason = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        help_text=_("Why the record is changed (required on update; kept in the audit trail)."),
+    )
+
+    class Meta:
+        validators: list = []  # uniqueness is a DOMAIN.md rule, checked by registry.services
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        for field in fields.values():
+            model = getattr(getattr(field, "queryset", None), "model", None)
+            if model in SITE_PATH and user is not None:
+                field.queryset = records_visible_to(model, user=user)
+            field.validators = [v for v in field.validators if not isinstance(v, UniqueValidator)]
+        return fields
+
+    def validate(self, attrs):
+        if self.instance is not None and "version" not in attrs:
+            raise serializers.ValidationError(
+                {"version": [_("Give the version you edited (optimistic concurrency).")]}
+            )
+        return attrs
+
+
+def _fields(form: type[record_forms.ClinicalForm], parent: str | None, *extra: str) -> list[str]:
+    return [*READ_ONLY, *([parent] if parent else []), *form._meta.fields, *extra, "reason"]
+
+
+class PatientSerializer(ClinicalSerializer):
+    site = serializers.SlugRelatedField(slug_field="code", queryset=Site.objects.all())
+
+    class Meta(ClinicalSerializer.Meta):
+        model = Patient
+        fields = _fields(record_forms.PatientForm, None)
+
+
+class TreatmentSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = Treatment
+        fields = _fields(record_forms.TreatmentForm, "patient")
+
+
+class CrsEpisodeSerializer(ClinicalSerializer):
+    grade = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta(ClinicalSerializer.Meta):
+        model = CrsEpisode
+        fields = _fields(record_forms.CrsEpisodeForm, "treatment", "derived_grade", "grade")
+        read_only_fields = ["derived_grade"]
+
+
+class IcansEpisodeSerializer(ClinicalSerializer):
+    grade = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta(ClinicalSerializer.Meta):
+        model = IcansEpisode
+        fields = _fields(record_forms.IcansEpisodeForm, "treatment", "derived_grade", "grade")
+        read_only_fields = ["derived_grade"]
+
+
+class ResponseSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = ResponseAssessment
+        fields = _fields(record_forms.ResponseForm, "treatment", "mrd_reported", "mrd_status")
+        read_only_fields = ["mrd_status"]
+
+
+class TransplantSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = Transplant
+        fields = _fields(record_forms.TransplantForm, "treatment")
+
+
+class ContactSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = FollowUpContact
+        fields = _fields(record_forms.ContactForm, "treatment")
+
+
+class RelapseSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = Relapse
+        fields = _fields(record_forms.RelapseForm, "treatment")
+
+
+class DeathSerializer(ClinicalSerializer):
+    fatal_crs_episode = serializers.PrimaryKeyRelatedField(
+        queryset=CrsEpisode.objects.all(),
+        write_only=True,
+        required=False,
+        allow_null=True,
+        help_text=_("For a death from CRS: the fatal episode, which becomes grade 5."),
+    )
+    fatal_icans_episode = serializers.PrimaryKeyRelatedField(
+        queryset=IcansEpisode.objects.all(),
+        write_only=True,
+        required=False,
+        allow_null=True,
+        help_text=_("For a death from ICANS: the fatal episode, which becomes grade 5."),
+    )
+
+    class Meta(ClinicalSerializer.Meta):
+        model = Death
+        fields = _fields(
+            record_forms.DeathForm, "patient", "fatal_crs_episode", "fatal_icans_episode"
+        )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if attrs.get("fatal_crs_episode") and attrs.get("fatal_icans_episode"):
+            raise serializers.ValidationError(
+                {"fatal_icans_episode": [_("Name one fatal episode, CRS or ICANS.")]}
+            )
+        return attrs
+
+
+class AnalyticsSnapshotSerializer(serializers.Serializer):
+    """The latest complete analytics snapshot of one scope: its SAP.md section 10 JSON."""
+
+    id = serializers.IntegerField()
+    site = serializers.CharField(
+        source="site.code", allow_null=True, default=None, help_text=_("null: whole registry.")
+    )
+    finished_at = serializers.DateTimeField()
+    fingerprint = serializers.CharField(help_text=_("SHA-256 of the input data."))
+    code_version = serializers.CharField()
+    output = serializers.JSONField(help_text=_("The analytics JSON of SAP.md section 10."))

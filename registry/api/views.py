@@ -1,0 +1,282 @@
+"""REST API under /api/v1/ (INTERFACES.md section 4): list, retrieve, create and update.
+
+Reads go through registry.selectors (another site's record is a 404), writes through
+registry.services (the same rules, messages and audit as the forms). Nothing is deleted here:
+administrators delete, with a reason, in the admin. An update carries the version it edits; a
+stale one is refused with 409 Conflict and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model, QuerySet
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import exceptions, generics, mixins, permissions, status, viewsets
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+from registry import services
+from registry.api import serializers as api
+from registry.models import (
+    CrsEpisode,
+    Death,
+    FollowUpContact,
+    IcansEpisode,
+    Patient,
+    Relapse,
+    ResponseAssessment,
+    Transplant,
+    Treatment,
+)
+from registry.models import choices as labels
+from registry.permissions import Action, can
+from registry.selectors import SITE_PATH, records_visible_to
+
+MAX_ID = 2**63 - 1  # BigAutoField
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("The record changed since you read it.")
+    default_code = "stale_version"
+
+
+@contextmanager
+def service_errors() -> Iterator[None]:
+    """registry.services' refusals as API answers: 400 with messages by field, 409 if stale.
+
+    (Django's PermissionDenied already becomes 403.)
+    """
+    try:
+        yield
+    except DjangoValidationError as error:
+        if hasattr(error, "error_dict"):
+            detail = {
+                api_settings.NON_FIELD_ERRORS_KEY if field == "__all__" else field: messages
+                for field, messages in error.message_dict.items()
+            }
+        else:
+            detail = {api_settings.NON_FIELD_ERRORS_KEY: error.messages}
+        raise exceptions.ValidationError(detail) from error
+    except services.StaleVersion as stale:
+        raise Conflict(str(stale)) from stale
+
+
+class ClinicalDataPermission(permissions.BasePermission):
+    """Any signed-in user reads (their sites, by the querysets); only editors write."""
+
+    def has_permission(self, request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        return can(request.user, Action.EDIT)
+
+
+def clinical_filterset(model: type[Model], *, date_field: str) -> type[django_filters.FilterSet]:
+    """Filters every list has: site code, arm, a date range, and records updated since."""
+    site_path = SITE_PATH[model]
+    arm_path = {Patient: "treatments__arm", Treatment: "arm", Death: "patient__treatments__arm"}
+    arm_field = arm_path.get(model, "treatment__arm")
+    attributes = {
+        "site": django_filters.CharFilter(field_name=f"{site_path}__code", label=_("Site code")),
+        "arm": django_filters.ChoiceFilter(
+            field_name=arm_field, choices=labels.ARM, distinct=True, label=_("Arm")
+        ),
+        "date_from": django_filters.DateFilter(
+            field_name=date_field, lookup_expr="gte", distinct=True, label=_("From this date")
+        ),
+        "date_to": django_filters.DateFilter(
+            field_name=date_field, lookup_expr="lte", distinct=True, label=_("Up to this date")
+        ),
+        "updated_since": django_filters.IsoDateTimeFilter(
+            field_name="updated_at", lookup_expr="gte", label=_("Changed at or after")
+        ),
+        "Meta": type("Meta", (), {"model": model, "fields": []}),
+    }
+    parent = {Patient: None, Treatment: "patient", Death: "patient"}.get(model, "treatment")
+    if parent:
+        attributes[parent] = django_filters.NumberFilter(
+            field_name=f"{parent}_id", min_value=1, max_value=MAX_ID, label=_("Parent record id")
+        )
+    return type(f"{model.__name__}Filter", (django_filters.FilterSet,), attributes)
+
+
+class ClinicalViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    permission_classes = [ClinicalDataPermission]
+    model: type[Model]
+    related: tuple[str, ...] = ()
+
+    def get_queryset(self) -> QuerySet:
+        queryset = records_visible_to(self.model, user=self.request.user)
+        return queryset.select_related(*self.related).order_by("pk")
+
+    def perform_create(self, serializer) -> None:
+        fields = {k: v for k, v in serializer.validated_data.items() if k not in ("version",)}
+        reason = fields.pop("reason", "")
+        with service_errors():
+            serializer.instance = services.record_create(
+                self.model, user=self.request.user, reason=reason, **fields
+            )
+
+    def perform_update(self, serializer) -> None:
+        fields = dict(serializer.validated_data)
+        version = fields.pop("version")
+        reason = fields.pop("reason", "")
+        with service_errors():
+            serializer.instance = services.record_update(
+                serializer.instance,
+                user=self.request.user,
+                reason=reason,
+                version=version,
+                **fields,
+            )
+
+
+def _described(name: str, date_field: str):
+    responses = {409: OpenApiResponse(description=_("Stale version: the record changed."))}
+    return extend_schema_view(
+        list=extend_schema(
+            summary=f"List {name} at your sites",
+            description=f"Paginated; date_from / date_to filter on {date_field}.",
+        ),
+        retrieve=extend_schema(summary=f"One of the {name}"),
+        create=extend_schema(summary=f"Add to the {name}"),
+        update=extend_schema(
+            summary=f"Change one of the {name}", responses={200: None, **responses}
+        ),
+        partial_update=extend_schema(
+            summary=f"Change some fields of one of the {name}", responses={200: None, **responses}
+        ),
+    )
+
+
+def _viewset(
+    model: type[Model],
+    serializer: type[api.ClinicalSerializer],
+    *,
+    name: str,
+    date_field: str,
+    related: tuple[str, ...] = (),
+) -> type[ClinicalViewSet]:
+    viewset = type(
+        f"{model.__name__}ViewSet",
+        (ClinicalViewSet,),
+        {
+            "model": model,
+            "serializer_class": serializer,
+            "filterset_class": clinical_filterset(model, date_field=date_field),
+            "related": related,
+            "__doc__": f"The {name} at your sites.",
+        },
+    )
+    return _described(name, date_field)(viewset)
+
+
+PatientViewSet = _viewset(
+    Patient,
+    api.PatientSerializer,
+    name="patients",
+    date_field="treatments__day0",
+    related=("site",),
+)
+TreatmentViewSet = _viewset(
+    Treatment, api.TreatmentSerializer, name="index treatments", date_field="day0"
+)
+CrsEpisodeViewSet = _viewset(
+    CrsEpisode, api.CrsEpisodeSerializer, name="CRS episodes", date_field="onset"
+)
+IcansEpisodeViewSet = _viewset(
+    IcansEpisode, api.IcansEpisodeSerializer, name="ICANS episodes", date_field="onset"
+)
+ResponseViewSet = _viewset(
+    ResponseAssessment, api.ResponseSerializer, name="response assessments", date_field="date"
+)
+TransplantViewSet = _viewset(
+    Transplant, api.TransplantSerializer, name="transplants", date_field="date"
+)
+ContactViewSet = _viewset(
+    FollowUpContact, api.ContactSerializer, name="follow-up contacts", date_field="date"
+)
+RelapseViewSet = _viewset(Relapse, api.RelapseSerializer, name="relapses", date_field="date")
+
+
+class DeathViewSet(_viewset(Death, api.DeathSerializer, name="deaths", date_field="date")):
+    def perform_create(self, serializer) -> None:
+        data = serializer.validated_data
+        fatal = data.get("fatal_crs_episode") or data.get("fatal_icans_episode")
+        with service_errors():
+            serializer.instance = services.death_record(
+                patient=data["patient"],
+                user=self.request.user,
+                date=data["date"],
+                cause=data["cause"],
+                reason=data.get("reason", ""),
+                fatal_episode=fatal,
+            )
+
+    def perform_update(self, serializer) -> None:
+        for name in ("fatal_crs_episode", "fatal_icans_episode"):
+            serializer.validated_data.pop(name, None)
+        super().perform_update(serializer)
+
+
+class AnalyticsLatestView(generics.GenericAPIView):
+    """The latest complete analytics snapshot (SAP.md section 10) of the whole registry, or of
+    one of your sites with `?site=CODE`. Read-only."""
+
+    serializer_class = api.AnalyticsSnapshotSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    pagination_class = None
+    filter_backends: list = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("site", str, description="Site code; without it, the whole registry.")
+        ],
+        responses={
+            200: api.AnalyticsSnapshotSerializer,
+            403: OpenApiResponse(description="Not your role, or not every site is yours."),
+            404: OpenApiResponse(description="No such site of yours, or nothing computed yet."),
+        },
+    )
+    def get(self, request, *args, **kwargs) -> Response:
+        from analytics import services as analytics  # the analytics app builds on the registry
+        from analytics.models import Snapshot
+
+        if not can(request.user, Action.ANALYTICS):
+            raise exceptions.PermissionDenied(
+                _("Analytics are for data managers, PIs and administrators.")
+            )
+        visible = analytics.scopes_visible_to(request.user)
+        code = request.query_params.get("site") or None
+        if code is None:
+            if None not in visible:
+                raise exceptions.PermissionDenied(
+                    _("The whole registry's analytics need access to every site; ask for ?site=.")
+                )
+            site = None
+        else:
+            site = next((s for s in visible if s is not None and s.code == code), None)
+            if site is None:
+                raise exceptions.NotFound(_("No such site among yours."))
+        snapshot = Snapshot.objects.select_related("site").latest_complete(site)
+        if snapshot is None:
+            raise exceptions.NotFound(_("No complete analytics snapshot for this scope yet."))
+        return Response(self.get_serializer(snapshot).data)

@@ -1,0 +1,1216 @@
+"""The flat cohort file of INTERFACES.md section 3: import it, and export the analysis set in it.
+
+Import. The file (UTF-8 CSV, or the first sheet of an .xlsx) is read and every cell parsed
+first; then, inside one transaction, each row becomes the patient's records written through
+registry.services (the same rules, derivations and audit as the forms), and every problem is
+collected as `row R, column C: message`, not only the first. Any problem rolls everything back;
+a dry run rolls back too. Each record's history names the import run and the user.
+
+Export. The analysis set (SAP.md section 1: each patient's first index treatment by day 0),
+one row per patient in the same columns, so that an exported file imports again. The rows are
+read in chunks with a fixed number of queries per chunk, and written as they are read. A
+de-identified export replaces study IDs by random codes, dates by days from day 0 and the year
+of birth by the age at day 0. Every export is logged (registry.models.ExportLog).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import Exists, OuterRef, Prefetch
+from django.utils import timezone, translation
+
+from registry import services
+from registry.domain import mrd
+from registry.domain.vocabulary import (
+    Arm,
+    DeathCause,
+    DiseaseBurden,
+    DiseaseStatus,
+    GradingSystem,
+    MrdStatus,
+    PhStatus,
+    RelapseKind,
+    RelapseStatus,
+    Response,
+    Role,
+    Sex,
+    TransplantType,
+    YesNoUnknown,
+)
+from registry.models import (
+    CrsEpisode,
+    Death,
+    ExportLog,
+    FollowUpContact,
+    IcansEpisode,
+    ImportRun,
+    Patient,
+    Relapse,
+    ResponseAssessment,
+    Site,
+    Transplant,
+    Treatment,
+    User,
+)
+from registry.permissions import Action, can, user_site_ids
+from registry.selectors import records_visible_to
+
+# SAP.md section 1: the best response between day 0 and day 90 counts.
+RESPONSE_WINDOW_DAYS = 90
+EXPORT_FORMATS = ("csv", "xlsx", "sav", "dta")
+XLSX_MAGIC = b"PK\x03\x04"
+
+
+# --- the columns -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Column:
+    name: str
+    label: str
+    kind: str  # text, site, enum, integer, grade, number, date; in de-identified files also days
+    required: bool = False
+    values: tuple[str, ...] = ()
+    units: str = ""
+
+
+def _values(enum) -> tuple[str, ...]:
+    return tuple(member.value for member in enum)
+
+
+YES_NO = ("yes", "no")
+GRADES = tuple(str(grade) for grade in range(6))
+
+COLUMNS: tuple[Column, ...] = (
+    Column("study_id", "Study ID (unique within the site)", "text", required=True),
+    Column("site", "Site code", "site", required=True),
+    Column("sex", "Sex", "enum", True, _values(Sex)),
+    Column("year_of_birth", "Year of birth", "integer", required=True, units="year"),
+    Column("ph_status", "Ph (BCR::ABL1) status", "enum", values=_values(PhStatus)),
+    Column("arm", "Treatment arm", "enum", True, _values(Arm)),
+    Column(
+        "treatment_start",
+        "Day 0: first day of blinatumomab cycle 1, or the CAR-T infusion",
+        "date",
+        required=True,
+    ),
+    Column("product", "Product / construct", "text"),
+    Column("disease_burden", "Disease burden at day 0", "enum", True, _values(DiseaseBurden)),
+    Column("bm_blast_pct", "Marrow blasts at day 0", "number", units="%"),
+    Column("relapse_status", "Relapse status at day 0", "enum", True, _values(RelapseStatus)),
+    Column("prior_hsct", "Previous allogeneic HSCT", "enum", values=YES_NO),
+    Column("crs_grade", "Worst CRS grade (blank: CRS status unknown)", "grade", values=GRADES),
+    Column(
+        "crs_grading_system",
+        "Grading system of the CRS grade (default astct2019)",
+        "enum",
+        values=_values(GradingSystem),
+    ),
+    Column(
+        "icans_grade", "Worst ICANS grade (blank: ICANS status unknown)", "grade", values=GRADES
+    ),
+    Column("response", "Best response by day 90", "enum", values=_values(Response)),
+    Column("response_date", "Date of the response assessment", "date"),
+    Column("mrd_negative", "MRD negative (< 0.01%) at that assessment", "enum", values=YES_NO),
+    Column(
+        "hsct_type", "Allogeneic HSCT after treatment: type", "enum", values=_values(TransplantType)
+    ),
+    Column("hsct_date", "Allogeneic HSCT after treatment: date", "date"),
+    Column("relapse_date", "First relapse or progression", "date"),
+    Column("death_date", "Date of death", "date"),
+    Column("death_cause", "Cause of death", "enum", values=_values(DeathCause)),
+    Column(
+        "last_contact_date",
+        "Last contact (the date of death for a patient who died)",
+        "date",
+        required=True,
+    ),
+)
+COLUMN_BY_NAME = {column.name: column for column in COLUMNS}
+
+# INTERFACES.md section 3: a required column must be in the header, but a blank cell means
+# unknown there too. These cells cannot be unknown: the patient or treatment needs them.
+VALUE_REQUIRED = frozenset({"study_id", "site", "sex", "year_of_birth", "arm", "treatment_start"})
+
+# Columns that go together: the second is required when the first is given, and vice versa.
+PAIRED = (("response", "response_date"), ("hsct_type", "hsct_date"), ("death_date", "death_cause"))
+
+# De-identified files: random codes for study IDs, days from day 0 for dates, age for birth year.
+DEIDENTIFIED_RENAMES: dict[str, Column | None] = {
+    "study_id": Column("patient_code", "Random patient code (this export only)", "text"),
+    "year_of_birth": Column(
+        "age_at_day0", "Age at day 0 (from the year of birth)", "integer", units="years"
+    ),
+    "treatment_start": None,  # day 0 is the origin of every other time
+    **{
+        name: Column(
+            name.removesuffix("_date") + "_day",
+            COLUMN_BY_NAME[name].label + ", days from day 0",
+            "days",
+            units="days",
+        )
+        for name in (
+            "response_date",
+            "hsct_date",
+            "relapse_date",
+            "death_date",
+            "last_contact_date",
+        )
+    },
+}
+
+
+def export_columns(*, deidentify: bool) -> list[Column]:
+    if not deidentify:
+        return list(COLUMNS)
+    columns = []
+    for column in COLUMNS:
+        replacement = DEIDENTIFIED_RENAMES.get(column.name, column)
+        if replacement is not None:
+            columns.append(replacement)
+    return columns
+
+
+def codes_of(column: Column) -> dict[int, str]:
+    """The numeric codes of an enumeration in .sav and .dta files (1, 2, ... in codebook order)."""
+    if column.kind != "enum":
+        return {}
+    return {number: value for number, value in enumerate(column.values, start=1)}
+
+
+CODEBOOK_HEADER = (
+    "variable",
+    "label",
+    "type",
+    "required",
+    "allowed values",
+    "codes (sav/dta)",
+    "units",
+)
+TYPE_NAMES = {
+    "text": "text",
+    "site": "text (site code)",
+    "enum": "category",
+    "integer": "integer",
+    "grade": "integer 0-5",
+    "number": "number",
+    "date": "date (YYYY-MM-DD)",
+    "days": "integer (days)",
+}
+
+
+def codebook(*, deidentify: bool = False) -> list[dict[str, str]]:
+    """One line per exported variable: name, label, type, allowed values, units."""
+    rows = []
+    for column in export_columns(deidentify=deidentify):
+        codes = codes_of(column)
+        allowed = ", ".join(column.values)
+        if column.name == "bm_blast_pct":
+            allowed = "0-100"
+        rows.append(
+            dict(
+                zip(
+                    CODEBOOK_HEADER,
+                    (
+                        column.name,
+                        column.label,
+                        TYPE_NAMES[column.kind],
+                        "yes" if column.required else "no",
+                        allowed,
+                        "; ".join(f"{code}={value}" for code, value in codes.items()),
+                        column.units,
+                    ),
+                    strict=True,
+                )
+            )
+        )
+    return rows
+
+
+def write_codebook(stream: IO[str], *, deidentify: bool = False) -> None:
+    writer = csv.DictWriter(stream, fieldnames=CODEBOOK_HEADER, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(codebook(deidentify=deidentify))
+
+
+# --- reading a file ----------------------------------------------------------------------------
+class UnreadableFile(Exception):
+    """Not a UTF-8 CSV or an .xlsx, or nothing in it (exit status 2)."""
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[tuple[int, list[Any]]]  # (spreadsheet row number, cells)
+
+
+def read_table(content: bytes) -> Table:
+    """The header and the non-blank rows of a CSV or .xlsx file, numbered as a spreadsheet shows."""
+    if not content.strip():
+        raise UnreadableFile("The file is empty.")
+    lines = _xlsx_lines(content) if content.startswith(XLSX_MAGIC) else _csv_lines(content)
+    header: list[str] | None = None
+    rows: list[tuple[int, list[Any]]] = []
+    for number, cells in enumerate(lines, start=1):
+        if header is None:
+            header = [_text(cell).lower() for cell in cells]
+            while header and header[-1] == "":
+                header.pop()
+            if not header:
+                raise UnreadableFile("The first row must name the columns; it is empty.")
+            continue
+        if any(_text(cell) for cell in cells):
+            rows.append((number, list(cells)))
+    if header is None:
+        raise UnreadableFile("The file is empty.")
+    if not rows:
+        raise UnreadableFile("The file has a header but no patient rows.")
+    return Table(header, rows)
+
+
+def _csv_lines(content: bytes) -> Iterator[list[str]]:
+    if b"\x00" in content:
+        raise UnreadableFile("This is not a CSV file (it holds binary data); use CSV or .xlsx.")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UnreadableFile(
+            f"The file is not UTF-8 text (byte {error.start}); save it as UTF-8 CSV or .xlsx."
+        ) from error
+    try:
+        yield from csv.reader(io.StringIO(text, newline=""))
+    except csv.Error as error:
+        raise UnreadableFile(f"The CSV file cannot be read: {error}.") from error
+
+
+def _xlsx_lines(content: bytes) -> Iterator[list[Any]]:
+    from openpyxl import load_workbook  # imported here: only .xlsx files need it
+
+    try:
+        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises many kinds for a damaged workbook
+        raise UnreadableFile(f"The .xlsx file cannot be read: {error}.") from error
+    try:
+        if not workbook.worksheets:
+            raise UnreadableFile("The .xlsx file has no sheet.")
+        for cells in workbook.worksheets[0].iter_rows(values_only=True):
+            yield list(cells)
+    finally:
+        workbook.close()
+
+
+def _text(cell: Any) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    if isinstance(cell, datetime):
+        return cell.date().isoformat()
+    if isinstance(cell, date):
+        return cell.isoformat()
+    return str(cell).strip()
+
+
+# --- parsing cells -----------------------------------------------------------------------------
+class CellError(ValueError):
+    pass
+
+
+DATE_FORM = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+WHOLE_NUMBER = re.compile(r"^[+-]?\d+(\.0*)?$")
+
+
+def parse_cell(column: Column, cell: Any) -> Any:
+    """The value of one cell, or None when blank; CellError says what would be valid."""
+    text = _text(cell)
+    if text == "":
+        return None
+    match column.kind:
+        case "text" | "site":
+            return text
+        case "enum":
+            for value in column.values:
+                if text.lower() == value.lower():
+                    return value
+            raise CellError(f'"{text}" is not one of: {", ".join(column.values)}')
+        case "integer" | "grade":
+            if not WHOLE_NUMBER.match(text):
+                raise CellError(f'"{text}" is not a whole number')
+            number = int(float(text))
+            if column.kind == "grade" and not 0 <= number <= 5:
+                raise CellError(f"{number} is not a grade: give 0 to 5 (blank if unknown)")
+            return number
+        case "number":
+            try:
+                number = Decimal(text)
+            except InvalidOperation:
+                number = None
+            if number is None or not number.is_finite():
+                raise CellError(f'"{text}" is not a number')
+            return number
+        case "date":
+            if isinstance(cell, datetime):
+                return cell.date()
+            if isinstance(cell, date):
+                return cell
+            if not DATE_FORM.match(text):
+                raise CellError(f'"{text}" is not a date in the form YYYY-MM-DD')
+            try:
+                return date.fromisoformat(text)
+            except ValueError as error:
+                raise CellError(f"{text} is not a real date ({error})") from error
+    raise AssertionError(column.kind)
+
+
+# --- problems ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    row: int
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, column {self.column}: {self.message}"
+
+
+@dataclass
+class ParsedRow:
+    number: int
+    values: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    # Required columns missing from the header: reported once, against row 1.
+    absent: set[str] = field(default_factory=set)
+
+    def add(self, column: str, message: str) -> None:
+        message = str(message)
+        if any(p.column == column and p.message == message for p in self.problems):
+            return
+        self.problems.append(Problem(self.number, column, message))
+
+    def reported(self, column: str) -> bool:
+        return column in self.absent or any(problem.column == column for problem in self.problems)
+
+    def get(self, column: str) -> Any:
+        return self.values.get(column)
+
+
+def check_header(header: list[str]) -> tuple[list[Problem], dict[int, Column]]:
+    """Unknown, unnamed, repeated and missing columns; and which cell index is which column."""
+    problems: list[Problem] = []
+    positions: dict[int, Column] = {}
+    seen: set[str] = set()
+    for index, name in enumerate(header):
+        label = name or f"{index + 1}"
+        if name == "":
+            problems.append(Problem(1, label, "this column has no name"))
+        elif name in seen:
+            problems.append(Problem(1, label, "this column appears twice"))
+        elif name not in COLUMN_BY_NAME:
+            problems.append(
+                Problem(
+                    1,
+                    label,
+                    "unknown column (a typo would silently drop data); the columns are: "
+                    + ", ".join(COLUMN_BY_NAME),
+                )
+            )
+        else:
+            positions[index] = COLUMN_BY_NAME[name]
+        seen.add(name)
+    for column in COLUMNS:
+        if column.required and column.name not in seen:
+            problems.append(Problem(1, column.name, "required column missing from the header"))
+    return problems, positions
+
+
+def parse_row(
+    number: int, cells: list[Any], positions: dict[int, Column], *, width: int
+) -> ParsedRow:
+    """The values of one row; `width` is the number of columns the header names."""
+    row = ParsedRow(number)
+    for index, cell in enumerate(cells):
+        column = positions.get(index)
+        if column is None:
+            if index >= width and _text(cell):
+                row.add(str(index + 1), "a value beyond the last column of the header")
+            continue
+        try:
+            row.values[column.name] = parse_cell(column, cell)
+        except CellError as error:
+            row.add(column.name, str(error))
+    present = {column.name for column in positions.values()}
+    row.absent = {column.name for column in COLUMNS if column.required} - present
+    for column in COLUMNS:
+        missing = column.name in present and row.values.get(column.name) is None
+        if column.name in VALUE_REQUIRED and missing and not row.reported(column.name):
+            row.add(column.name, "a value is required")
+    for first, second in PAIRED:
+        for given, missing in ((first, second), (second, first)):
+            if row.get(given) is not None and row.get(missing) is None:
+                if not row.reported(missing) and missing in present:
+                    row.add(missing, f"required with {given}")
+                elif missing not in present:
+                    row.add(given, f"needs the column {missing}")
+    mrd_alone = row.get("mrd_negative") is not None and row.get("response") is None
+    if mrd_alone and not row.reported("response"):
+        row.add("mrd_negative", "belongs to a response assessment: give response and its date")
+    death_date, last_contact = row.get("death_date"), row.get("last_contact_date")
+    if death_date and last_contact and last_contact > death_date:
+        row.add(
+            "last_contact_date",
+            f"for a patient who died this is the date of death ({death_date.isoformat()}) "
+            "or earlier",
+        )
+    return row
+
+
+# --- import ------------------------------------------------------------------------------------
+# Which file column each model field's messages belong to; "" is the record's own column.
+FIELD_COLUMNS: dict[type[models.Model], dict[str, str]] = {
+    Patient: {
+        "": "study_id",
+        "site": "site",
+        "sex": "sex",
+        "year_of_birth": "year_of_birth",
+        "ph_status": "ph_status",
+    },
+    Treatment: {
+        "": "treatment_start",
+        "patient": "study_id",
+        "day0": "treatment_start",
+        "arm": "arm",
+        "product": "product",
+        "disease_burden": "disease_burden",
+        "bm_blast_pct": "bm_blast_pct",
+        "relapse_status": "relapse_status",
+        "prior_hsct": "prior_hsct",
+        "crs_status": "crs_grade",
+        "icans_status": "icans_grade",
+    },
+    CrsEpisode: {
+        "": "crs_grade",
+        "grade": "crs_grade",
+        "grading_system": "crs_grading_system",
+        "cause": "death_cause",
+    },
+    IcansEpisode: {"": "icans_grade", "grade": "icans_grade", "cause": "death_cause"},
+    ResponseAssessment: {
+        "": "response",
+        "date": "response_date",
+        "mrd_reported": "mrd_negative",
+    },
+    Transplant: {"": "hsct_type", "date": "hsct_date"},
+    Relapse: {"": "relapse_date"},
+    FollowUpContact: {"": "last_contact_date"},
+    Death: {"": "death_date", "cause": "death_cause"},
+}
+# The columns each record is built from: when one of them is already reported, the record is
+# checked but not saved.
+RECORD_COLUMNS: dict[type[models.Model], tuple[str, ...]] = {
+    Patient: ("study_id", "site", "sex", "year_of_birth", "ph_status"),
+    Treatment: (
+        "arm",
+        "treatment_start",
+        "product",
+        "disease_burden",
+        "bm_blast_pct",
+        "relapse_status",
+        "prior_hsct",
+        "crs_grade",
+        "icans_grade",
+    ),
+    CrsEpisode: ("crs_grade", "crs_grading_system"),
+    IcansEpisode: ("icans_grade",),
+    ResponseAssessment: ("response", "response_date", "mrd_negative"),
+    Transplant: ("hsct_type", "hsct_date"),
+    Relapse: ("relapse_date",),
+    FollowUpContact: ("last_contact_date",),
+    Death: ("death_date", "death_cause"),
+}
+PARENT_FIELDS = {"patient", "treatment", "site"}
+
+
+@dataclass
+class ImportResult:
+    run: ImportRun
+    problems: list[Problem]
+    rows: int
+    patients_created: int
+    dry_run: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def system_user(username: str) -> User:
+    """The administrator that commands write as when no --user is given (nobody signs in as it)."""
+    user, created = User.objects.get_or_create(
+        username=username, defaults={"role": Role.ADMINISTRATOR}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save()
+    elif not user.is_administrator:
+        raise PermissionDenied(
+            f"User {username!r} exists and is not an administrator: name the user with --user."
+        )
+    return user
+
+
+CONCURRENT_IMPORT = (
+    "another import saved the same patients meanwhile: nothing of this file was saved"
+)
+
+
+def import_cohort(
+    content: bytes,
+    *,
+    name: str,
+    user: User,
+    dry_run: bool = False,
+    create_sites: bool = False,
+    via: str = "command",
+) -> ImportResult:
+    """Import a cohort file, all or nothing; raises UnreadableFile (logged) for a bad file."""
+    if not can(user, Action.IMPORT):
+        raise PermissionDenied("Only data managers and administrators may import a cohort file.")
+    run = ImportRun.objects.create(
+        user=user,
+        file_name=Path(name).name[:255],
+        file_sha256=hashlib.sha256(content).hexdigest(),
+        dry_run=dry_run,
+        create_sites=create_sites,
+        via=via,
+    )
+    try:
+        table = read_table(content)
+    except UnreadableFile as error:
+        _finish(run, ImportRun.Outcome.UNREADABLE, [Problem(1, "-", str(error))], rows=0)
+        raise
+    reason = f"import of {run.file_name} (run {run.pk}) by {user.username}"
+    # Messages are stored and printed in English, like the data-quality queries.
+    with translation.override("en"):
+        try:
+            problems, created = _import_table(
+                table, user=user, reason=reason, dry_run=dry_run, create_sites=create_sites
+            )
+        except IntegrityError:
+            # Another import saved the same patients meanwhile (the database's unique
+            # constraint refused them here): this one is rejected, nothing of it saved.
+            problems, created = [Problem(1, "study_id", CONCURRENT_IMPORT)], 0
+        except BaseException:
+            _finish(run, ImportRun.Outcome.FAILED, [], rows=len(table.rows))
+            raise
+    if problems:
+        outcome, created = ImportRun.Outcome.REJECTED, 0
+    elif dry_run:
+        outcome, created = ImportRun.Outcome.VALIDATED, 0
+    else:
+        outcome = ImportRun.Outcome.IMPORTED
+    _finish(run, outcome, problems, rows=len(table.rows), created=created)
+    return ImportResult(run, problems, len(table.rows), created, dry_run)
+
+
+def _finish(
+    run: ImportRun, outcome: str, problems: list[Problem], *, rows: int, created: int = 0
+) -> None:
+    run.outcome = outcome
+    run.finished_at = timezone.now()
+    run.rows = rows
+    run.patients_created = created
+    run.problem_count = len(problems)
+    run.problems = "\n".join(str(problem) for problem in problems[:200])
+    run.save()
+
+
+def _import_table(
+    table: Table, *, user: User, reason: str, dry_run: bool, create_sites: bool
+) -> tuple[list[Problem], int]:
+    header_problems, positions = check_header(table.header)
+    width = len(table.header)
+    parsed = [parse_row(number, cells, positions, width=width) for number, cells in table.rows]
+    problems = list(header_problems)
+    created = 0
+    with transaction.atomic(), services.queries_refreshed_together():
+        sites = _Sites(user=user, create=create_sites)
+        first_row: dict[tuple[str, str], int] = {}
+        for row in parsed:
+            site = sites.resolve(row)
+            study_id = row.get("study_id")
+            if study_id is not None and row.get("site") is not None:
+                key = (row.get("site").lower(), study_id)
+                if key in first_row:
+                    row.add(
+                        "study_id",
+                        f"study ID {study_id} appears twice in the file (first on row "
+                        f"{first_row[key]})",
+                    )
+                    problems += row.problems
+                    continue
+                first_row[key] = row.number
+            row_import, patient = _RowImport(row, user=user, reason=reason), None
+            try:
+                # The rules across the patient's records, once the row's records are written.
+                with services.patient_checks_deferred():
+                    patient = row_import.run(site)
+            except ValidationError as error:
+                row_import.report_patient_rules(error)
+            if patient is not None and not row.problems:
+                created += 1
+            problems += row.problems
+        if problems or dry_run:
+            transaction.set_rollback(True)
+    return problems, created
+
+
+class _Sites:
+    """Site codes of the file, matched case-insensitively; created with --create-sites."""
+
+    def __init__(self, *, user: User, create: bool) -> None:
+        self.user, self.create = user, create
+        self.by_code = {site.code.lower(): site for site in Site.objects.all()}
+
+    def resolve(self, row: ParsedRow) -> Site | None:
+        code = row.get("site")
+        if code is None:
+            return None
+        site = self.by_code.get(code.lower())
+        if site is None:
+            if not self.create:
+                row.add(
+                    "site", f"no site has the code {code} (import with --create-sites to add it)"
+                )
+                return None
+            if not can(self.user, Action.MANAGE_USERS):
+                row.add("site", f"no site has the code {code}; only an administrator may add sites")
+                return None
+            site = Site.objects.create(code=code, name=code)
+            self.by_code[code.lower()] = site
+        if not can(self.user, Action.IMPORT, site.pk):
+            row.add("site", f"you may not import patients at site {site.code}")
+            return None
+        return site
+
+
+class _RowImport:
+    """One file row: its records written through registry.services, each problem kept."""
+
+    def __init__(self, row: ParsedRow, *, user: User, reason: str) -> None:
+        self.row, self.user, self.reason = row, user, reason
+        # A cell that did not parse has its message; the model's "cannot be blank" would repeat it.
+        self.unparsed = {problem.column for problem in row.problems} | row.absent
+
+    def run(self, site: Site | None) -> Patient | None:
+        v = self.row.get
+        patient = Patient(
+            site=site,
+            study_id=v("study_id") or "",
+            sex=v("sex") or "",
+            year_of_birth=v("year_of_birth"),
+            ph_status=v("ph_status") or PhStatus.UNKNOWN,
+        )
+        patient_saved = self._save(patient, parent_saved=site is not None)
+        crs_grade, icans_grade = v("crs_grade"), v("icans_grade")
+        treatment = Treatment(
+            patient=patient,
+            arm=v("arm") or "",
+            day0=v("treatment_start"),
+            product=v("product") or "",
+            disease_burden=v("disease_burden") or "",
+            bm_blast_pct=v("bm_blast_pct"),
+            relapse_status=v("relapse_status") or "",
+            prior_hsct=_yes_no(v("prior_hsct")),
+            crs_status=_status(crs_grade),
+            icans_status=_status(icans_grade),
+        )
+        saved = self._save(treatment, parent_saved=patient_saved is not None)
+        fatal = None
+        cause = v("death_cause")
+        for model, grade in ((CrsEpisode, crs_grade), (IcansEpisode, icans_grade)):
+            if not grade:
+                continue
+            episode = model(
+                treatment=treatment,
+                onset=treatment.day0,  # the file holds no onset: day 0 is the earliest it can be
+                recorded_grade=grade,
+                grading_system=(
+                    v("crs_grading_system") or GradingSystem.ASTCT2019
+                    if model is CrsEpisode
+                    else GradingSystem.ASTCT2019
+                ),
+            )
+            if grade == 5 and cause == (
+                DeathCause.CRS if model is CrsEpisode else DeathCause.ICANS
+            ):
+                # DOMAIN.md: grade 5 if and only if death from it. services.death_record saves
+                # the fatal episode with the death, in one transaction; version 0 + 1 = 1.
+                episode.version = 0
+                fatal = episode
+                continue
+            if saved is not None:  # an episode with no saved treatment says nothing more
+                self._save(episode, parent_saved=True)
+        if v("response") is not None:
+            self._save(
+                ResponseAssessment(
+                    treatment=treatment,
+                    date=v("response_date"),
+                    response=v("response"),
+                    mrd_reported=_mrd_reported(v("mrd_negative")),
+                ),
+                parent_saved=saved is not None,
+            )
+        if v("hsct_type") is not None:
+            self._save(
+                Transplant(treatment=treatment, date=v("hsct_date"), type=v("hsct_type")),
+                parent_saved=saved is not None,
+            )
+        if v("relapse_date") is not None:
+            self._save(
+                Relapse(treatment=treatment, date=v("relapse_date"), kind=RelapseKind.MORPHOLOGIC),
+                parent_saved=saved is not None,
+            )
+        death_date, last_contact = v("death_date"), v("last_contact_date")
+        if last_contact is not None and (death_date is None or last_contact < death_date):
+            self._save(
+                FollowUpContact(
+                    treatment=treatment, date=last_contact, disease_status=self._disease_status()
+                ),
+                parent_saved=saved is not None,
+            )
+        if death_date is not None:
+            death = Death(patient=patient, date=death_date, cause=cause or "")
+            if patient_saved is None or (fatal is not None and saved is None):
+                self._check_unsaved(death)
+            else:
+                self._death(death, fatal=fatal)
+        return patient_saved
+
+    def report_patient_rules(self, error: ValidationError) -> None:
+        """Grade 5 and the cause of death, checked once the row's records are written (the
+        messages are in English here: see import_cohort)."""
+        for field_name, messages in error.message_dict.items():
+            for message in messages:
+                if field_name == "cause":
+                    column = "death_cause"
+                elif "ICANS" in message:
+                    column = "icans_grade"
+                else:
+                    column = "crs_grade"
+                self.row.add(column, message)
+
+    def _disease_status(self) -> str:
+        response = self.row.get("response")
+        if self.row.get("relapse_date") is not None or response == Response.NR:
+            return DiseaseStatus.RELAPSED
+        if response in (None, Response.NOT_EVALUABLE):
+            return DiseaseStatus.UNKNOWN
+        return DiseaseStatus.REMISSION
+
+    def _save(self, record: models.Model, *, parent_saved: bool) -> Any:
+        """Save through the services; with a failed parent or cell, only check the record."""
+        model = type(record)
+        if not parent_saved or any(self.row.reported(c) for c in RECORD_COLUMNS[model]):
+            self._check_unsaved(record)
+            return None
+        try:
+            return services.record_save(record, user=self.user, reason=self.reason)
+        except ValidationError as error:
+            self._report(model, error)
+        except PermissionDenied as error:
+            self.row.add("site", str(error))
+        record.pk = None  # rolled back with its savepoint
+        record._state.adding = True
+        return None
+
+    def _death(self, death: Death, *, fatal: CrsEpisode | IcansEpisode | None) -> None:
+        if any(self.row.reported(column) for column in RECORD_COLUMNS[Death]):
+            self._check_unsaved(death)
+            return
+        try:
+            services.death_record(
+                patient=death.patient,
+                user=self.user,
+                date=death.date,
+                cause=death.cause,
+                reason=self.reason,
+                fatal_episode=fatal,
+            )
+        except ValidationError as error:
+            self._report(Death, error)
+        except PermissionDenied as error:
+            self.row.add("site", str(error))
+
+    def _check_unsaved(self, record: models.Model) -> None:
+        """The record's own rules, when it cannot be saved (its parent or a cell failed)."""
+        try:
+            services.full_validate(record)
+        except ValidationError as error:
+            self._report(type(record), error, skip=PARENT_FIELDS)
+        except (ValueError, models.ObjectDoesNotExist):
+            pass  # a rule that needs the saved parent: the parent's problem is reported
+
+    def _report(self, model: type, error: ValidationError, *, skip: Iterable[str] = ()) -> None:
+        columns = FIELD_COLUMNS[model]
+        messages = error.message_dict if hasattr(error, "error_dict") else {"": error.messages}
+        for field_name, field_messages in messages.items():
+            if field_name in skip:
+                continue
+            column = columns.get(field_name)
+            if column is None and field_name == "grade":
+                column = "crs_grade" if self.row.get("crs_grade") == 5 else "icans_grade"
+            column = column or columns[""]
+            if column in self.unparsed:
+                continue
+            for message in field_messages:
+                self.row.add(column, message)
+
+
+def _yes_no(value: str | None) -> bool | None:
+    return None if value is None else value == "yes"
+
+
+def _status(grade: int | None) -> str:
+    if grade is None:
+        return YesNoUnknown.UNKNOWN
+    return YesNoUnknown.YES if grade >= 1 else YesNoUnknown.NO
+
+
+def _mrd_reported(value: str | None) -> str:
+    if value is None:
+        return ""
+    return MrdStatus.NEGATIVE if value == "yes" else MrdStatus.POSITIVE
+
+
+# --- export ------------------------------------------------------------------------------------
+EXPORT_CHUNK = 500
+RESPONSE_RANK = {
+    Response.CR: 0,
+    Response.CRI: 1,
+    Response.PR: 2,
+    Response.NR: 3,
+    Response.NOT_EVALUABLE: 4,
+}
+
+
+def export_allowed(user: User, *, deidentify: bool) -> bool:
+    action = Action.EXPORT_DEIDENTIFIED if deidentify else Action.EXPORT_IDENTIFIED
+    return can(user, action)
+
+
+def analysis_patients(*, user: User) -> models.QuerySet[Patient]:
+    """The user's patients with an index treatment, in a stable order."""
+    return (
+        records_visible_to(Patient, user=user)
+        .filter(Exists(Treatment.objects.filter(patient=OuterRef("pk"))))
+        .order_by("site__code", "study_id", "pk")
+    )
+
+
+def analysis_rows(*, user: User) -> Iterator[dict[str, Any]]:
+    """One row per patient of the analysis set, read EXPORT_CHUNK patients at a time."""
+    children = ("crs_episodes", "icans_episodes", "responses", "transplants", "relapses")
+    patients = (
+        analysis_patients(user=user)
+        .select_related("site", "death")
+        .prefetch_related(
+            Prefetch(
+                "treatments",
+                queryset=Treatment.objects.order_by("day0", "pk").prefetch_related(*children),
+            ),
+            Prefetch(
+                "treatments__contacts", queryset=FollowUpContact.objects.only("treatment", "date")
+            ),
+        )
+    )
+    for patient in patients.iterator(chunk_size=EXPORT_CHUNK):
+        yield analysis_row(patient)
+
+
+def analysis_row(patient: Patient) -> dict[str, Any]:
+    """The flat-file values of one patient's first index treatment (SAP.md section 1)."""
+    treatments = list(patient.treatments.all())
+    treatment = treatments[0]
+    death = getattr(patient, "death", None)
+    crs_grade, crs_system = _worst(treatment.crs_status, treatment.crs_episodes.all())
+    icans_grade, _ = _worst(treatment.icans_status, treatment.icans_episodes.all())
+    response = best_response(list(treatment.responses.all()), day0=treatment.day0)
+    transplant = min(treatment.transplants.all(), key=lambda t: (t.date, t.pk), default=None)
+    relapse = min((r.date for r in treatment.relapses.all()), default=None)
+    contacts = [c.date for t in treatments for c in t.contacts.all()]
+    # INTERFACES.md section 3: the date of death for a patient who died; blank (unknown) for
+    # one with no follow-up contact recorded.
+    last_contact = death.date if death is not None else max(contacts, default=None)
+    return {
+        "study_id": patient.study_id,
+        "site": patient.site.code,
+        "sex": patient.sex,
+        "year_of_birth": patient.year_of_birth,
+        "ph_status": patient.ph_status,
+        "arm": treatment.arm,
+        "treatment_start": treatment.day0,
+        "product": treatment.product,
+        "disease_burden": treatment.disease_burden or None,
+        "bm_blast_pct": treatment.bm_blast_pct,
+        "relapse_status": treatment.relapse_status or None,
+        "prior_hsct": None
+        if treatment.prior_hsct is None
+        else ("yes" if treatment.prior_hsct else "no"),
+        "crs_grade": crs_grade,
+        "crs_grading_system": crs_system,
+        "icans_grade": icans_grade,
+        "response": response.response if response else None,
+        "response_date": response.date if response else None,
+        "mrd_negative": _mrd_negative(response),
+        "hsct_type": transplant.type if transplant else None,
+        "hsct_date": transplant.date if transplant else None,
+        "relapse_date": relapse,
+        "death_date": death.date if death else None,
+        "death_cause": death.cause if death else None,
+        "last_contact_date": last_contact,
+    }
+
+
+def _worst(
+    status: str, episodes: Iterable[CrsEpisode | IcansEpisode]
+) -> tuple[int | None, str | None]:
+    """The grade analytics use (SAP.md section 3) of the worst episode, and its grading system.
+
+    A derived ASTCT grade is exported under astct2019 (it is one); a recorded grade under the
+    system it was recorded in. Status "no" is grade 0; unknown (or "yes" with no episode) blank.
+    """
+    if status == YesNoUnknown.NO:
+        return 0, None
+    graded = [e for e in episodes if e.grade is not None]
+    if status != YesNoUnknown.YES or not graded:
+        return None, None
+    worst = max(graded, key=lambda e: (e.grade, -e.pk))
+    system = GradingSystem.ASTCT2019 if worst.derived_grade is not None else worst.grading_system
+    return worst.grade, system
+
+
+def best_response(responses: list[ResponseAssessment], *, day0: date) -> ResponseAssessment | None:
+    """SAP.md section 1: the best response between day 0 and day 90 (an MRD-negative CR first);
+    with none in that window, the first assessment."""
+    window = [r for r in responses if 0 <= (r.date - day0).days <= RESPONSE_WINDOW_DAYS]
+    if not window:
+        return min(responses, key=lambda r: (r.date, r.pk), default=None)
+    return min(
+        window,
+        key=lambda r: (
+            not mrd.mrd_negative_cr(r.response, r.mrd_status),
+            RESPONSE_RANK[Response(r.response)],
+            r.date,
+            r.pk,
+        ),
+    )
+
+
+def _mrd_negative(response: ResponseAssessment | None) -> str | None:
+    if response is None:
+        return None
+    return {MrdStatus.NEGATIVE: "yes", MrdStatus.POSITIVE: "no"}.get(response.mrd_status)
+
+
+def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Random codes for study IDs, days from day 0 for dates, age at day 0 for year of birth."""
+    used: set[str] = set()
+    for row in rows:
+        day0: date = row.pop("treatment_start")
+        code = f"R{secrets.token_hex(4).upper()}"
+        while code in used:
+            code = f"R{secrets.token_hex(4).upper()}"
+        used.add(code)
+        row["study_id"] = code
+        row["year_of_birth"] = day0.year - row["year_of_birth"]
+        for name in (
+            "response_date",
+            "hsct_date",
+            "relapse_date",
+            "death_date",
+            "last_contact_date",
+        ):
+            value = row[name]
+            row[name] = None if value is None else (value - day0).days
+        yield {
+            (DEIDENTIFIED_RENAMES[name].name if name in DEIDENTIFIED_RENAMES else name): value
+            for name, value in row.items()
+        }
+
+
+def export_rows(*, user: User, deidentify: bool) -> Iterator[dict[str, Any]]:
+    rows = analysis_rows(user=user)
+    return deidentified(rows) if deidentify else rows
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        text = format(value, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return str(value)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator[str]:
+    """The CSV file line by line (for a file or a streaming HTTP response)."""
+    writer = csv.writer(_Echo(), lineterminator="\n")
+    yield writer.writerow([column.name for column in columns])
+    for row in rows:
+        yield writer.writerow([cell_text(row[column.name]) for column in columns])
+
+
+def write_xlsx(
+    path: Path, rows: Iterable[dict[str, Any]], columns: list[Column], *, deidentify: bool
+) -> None:
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("cohort")
+    sheet.append([column.name for column in columns])
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[column.name]
+            if isinstance(value, date):
+                cell = WriteOnlyCell(sheet, value=value)
+                cell.number_format = "yyyy-mm-dd"
+                value = cell
+            elif isinstance(value, Decimal):
+                value = float(value)
+            cells.append(value)
+        sheet.append(cells)
+    book = workbook.create_sheet("codebook")
+    book.append(list(CODEBOOK_HEADER))
+    for line in codebook(deidentify=deidentify):
+        book.append(list(line.values()))
+    workbook.save(path)
+
+
+def write_stat_file(
+    path: Path, rows: Iterable[dict[str, Any]], columns: list[Column], *, fmt: str
+) -> None:
+    """SPSS .sav or Stata .dta with variable labels and, for categories, value labels.
+
+    pyreadstat writes a whole DataFrame, so this holds the analysis set (a few hundred bytes a
+    patient) in memory; the registry's records are still read in chunks.
+    """
+    import pandas as pd
+    import pyreadstat
+
+    data: dict[str, list[Any]] = {column.name: [] for column in columns}
+    codes = {column.name: {v: k for k, v in codes_of(column).items()} for column in columns}
+    for row in rows:
+        for column in columns:
+            value = row[column.name]
+            if column.kind == "enum":
+                value = float("nan") if value is None else float(codes[column.name][value])
+            elif column.kind in ("integer", "grade", "days", "number"):
+                value = float("nan") if value is None else float(value)
+            elif column.kind in ("text", "site"):
+                value = value or ""
+            data[column.name].append(value)
+    frame = pd.DataFrame(data, columns=[column.name for column in columns])
+    labels = {column.name: column.label[:80] for column in columns}
+    value_labels = {column.name: codes_of(column) for column in columns if column.kind == "enum"}
+    whole = "F8.0" if fmt == "sav" else "%8.0g"
+    formats = {
+        column.name: whole
+        for column in columns
+        if column.kind in ("enum", "integer", "grade", "days")
+    }
+    writer = pyreadstat.write_sav if fmt == "sav" else pyreadstat.write_dta
+    writer(
+        frame,
+        str(path),
+        column_labels=labels,
+        variable_value_labels=value_labels,
+        variable_format=formats,
+    )
+
+
+@dataclass
+class ExportResult:
+    log: ExportLog
+    path: Path
+    codebook_path: Path
+
+
+def log_export(*, user: User, fmt: str, deidentify: bool, file_name: str, via: str) -> ExportLog:
+    sites = user_site_ids(user)
+    scope = (
+        "all"
+        if sites is None
+        else ",".join(
+            Site.objects.filter(pk__in=sites).order_by("code").values_list("code", flat=True)
+        )
+    )
+    return ExportLog.objects.create(
+        user=user,
+        format=fmt,
+        identified=not deidentify,
+        scope=scope[:500],
+        rows=analysis_patients(user=user).count(),
+        file_name=file_name[:255],
+        via=via,
+    )
+
+
+def write_export(path: Path, *, user: User, fmt: str, deidentify: bool) -> None:
+    """Write the user's analysis set to `path` in one of EXPORT_FORMATS (not logged here)."""
+    columns = export_columns(deidentify=deidentify)
+    rows = export_rows(user=user, deidentify=deidentify)
+    if fmt == "csv":
+        with Path(path).open("w", encoding="utf-8", newline="") as stream:
+            for line in csv_lines(rows, columns):
+                stream.write(line)
+    elif fmt == "xlsx":
+        write_xlsx(path, rows, columns, deidentify=deidentify)
+    elif fmt in ("sav", "dta"):
+        write_stat_file(path, rows, columns, fmt=fmt)
+    else:
+        raise ValueError(f"unknown export format {fmt!r}")
+
+
+def check_export_allowed(user: User, *, deidentify: bool) -> None:
+    if not export_allowed(user, deidentify=deidentify):
+        raise PermissionDenied(
+            "You may not export de-identified data."
+            if deidentify
+            else "You may not export identified data (only de-identified)."
+        )
+
+
+def export_cohort(
+    path: Path, *, user: User, fmt: str = "csv", deidentify: bool = False, via: str = "command"
+) -> ExportResult:
+    """Write the analysis set to `path` and its codebook beside it (`<name>_codebook.csv`)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    check_export_allowed(user, deidentify=deidentify)
+    path = Path(path)
+    log = log_export(user=user, fmt=fmt, deidentify=deidentify, file_name=path.name, via=via)
+    write_export(path, user=user, fmt=fmt, deidentify=deidentify)
+    codebook_path = path.with_name(f"{path.stem}_codebook.csv")
+    with codebook_path.open("w", encoding="utf-8", newline="") as stream:
+        write_codebook(stream, deidentify=deidentify)
+    return ExportResult(log, path, codebook_path)
