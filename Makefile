@@ -56,3 +56,22 @@ report-images: migrate
 	  pdftoppm -r 80 -png var/report-pages/report-$$lang.pdf var/report-pages/$$lang; \
 	done
 	@ls var/report-pages/*.png
+
+# Backups (docs/DEPLOYMENT.md): the database (pg_dump) and the report archive (MEDIA_ROOT) into
+# var/backups/<timestamp>/; `make restore BACKUP=var/backups/<timestamp>` into an empty database.
+.PHONY: backup restore docker-check
+backup:
+	scripts/backup.sh
+
+restore:
+	@test -n "$(BACKUP)" || (echo "usage: make restore BACKUP=var/backups/<timestamp>" >&2; exit 2)
+	scripts/restore.sh "$(BACKUP)"
+
+# What can be checked of the Docker deployment without a Docker engine: the compose file as
+# Compose reads it (with .env.example as its configuration), and the shell scripts.
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || (command -v docker-compose >/dev/null && echo docker-compose))
+docker-check:
+	@test -n "$(COMPOSE)" || (echo "docker-check needs docker compose or docker-compose" >&2; exit 1)
+	IMMUNOREG_ENV_FILE=../.env.example POSTGRES_PASSWORD=check-only \
+	  $(COMPOSE) --env-file .env.example -f docker/compose.yaml config --quiet
+	shellcheck docker/*.sh scripts/*.sh

@@ -5,5 +5,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("registry.api.urls")),
     path("analytics/", include("analytics.urls")),
+    path("accounts/otp/", include("registry.otp")),
     path("", include("registry.urls")),
 ]

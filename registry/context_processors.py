@@ -9,5 +9,7 @@ def permissions(request) -> dict[str, bool]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {"can_see_analytics": can(user, Action.ANALYTICS),
-            "can_use_admin": can(user, Action.ADMIN_SITE)}
+    return {
+        "can_see_analytics": can(user, Action.ANALYTICS),
+        "can_use_admin": can(user, Action.ADMIN_SITE),
+    }

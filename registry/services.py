@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.utils.translation import gettext as _
 
-from registry import quality
+from registry import outbox, quality
 from registry.clock import today
 from registry.domain import crs, icans, mrd
 from registry.domain.vocabulary import DeathCause, YesNoUnknown
@@ -183,10 +183,11 @@ def _after_write(patient: Patient) -> None:
     if errors:
         raise ValidationError(errors)
     later = _refresh_later.get()
-    if later is not None:
+    if later is not None:  # a cohort import: refreshed together at its end
         later.add(patient.pk)
-    else:
-        quality.refresh_patient(patient, today=today())
+        return
+    quality.refresh_patient(patient, today=today())
+    outbox.patient_changed(patient)
 
 
 def _mark_status_yes(treatment: Treatment, field: str, *, user, reason: str) -> None:

@@ -7,6 +7,7 @@ from django.db import OperationalError
 
 from registry import quality
 from registry.clock import today
+from registry.outbox import dispatch_outbox, run_outbox_message  # noqa: F401 (for the worker)
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)

@@ -222,6 +222,7 @@ def _figures(output: dict[str, Any]) -> dict[str, str]:
         labels=arm_labels(),
         title=_("CRS grade (ASTCT 2019 where derived)"),
         x_label=_("Grade"),
+        # xgettext:no-python-format
         y_label=_("% of CRS-evaluable"),
     )
     pooled = output["transplant"]["ucbt"].get("pooled", {})

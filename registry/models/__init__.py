@@ -1,3 +1,4 @@
+from .exchange import ExportLog, ImportRun
 from .outcomes import FollowUpContact, Relapse, ResponseAssessment, Transplant
 from .patients import Death, Patient, Treatment
 from .people import Site, User
@@ -8,8 +9,10 @@ __all__ = [
     "CrsEpisode",
     "DataQualityQuery",
     "Death",
+    "ExportLog",
     "FollowUpContact",
     "IcansEpisode",
+    "ImportRun",
     "Patient",
     "QueryKind",
     "Relapse",
@@ -19,3 +22,4 @@ __all__ = [
     "Treatment",
     "User",
 ]
+from .outbox import OutboxMessage as OutboxMessage

@@ -38,6 +38,13 @@ class User(AbstractUser):
     def is_administrator(self) -> bool:
         return self.is_superuser or self.role == Role.ADMINISTRATOR
 
+    def has_perm(self, perm, obj=None) -> bool:
+        # Administrators may do everything (INTERFACES.md section 5), in the admin too.
+        return (self.is_active and self.is_administrator) or super().has_perm(perm, obj)
+
+    def has_module_perms(self, app_label) -> bool:
+        return (self.is_active and self.is_administrator) or super().has_module_perms(app_label)
+
     def save(self, *args, **kwargs) -> None:
         # The admin site is for data managers and administrators only (INTERFACES.md section 5).
         self.is_staff = self.is_superuser or self.role in (Role.DATA_MANAGER, Role.ADMINISTRATOR)

@@ -1,0 +1,4 @@
+#!/bin/sh
+# The web app: gunicorn serving config.wsgi on port 8000, behind the hospital's TLS proxy.
+# One line per request is logged by the app itself (JSON, with its request id).
+exec gunicorn config.wsgi --bind 0.0.0.0:8000 --worker-class gthread --workers "${GUNICORN_WORKERS:-3}" --threads "${GUNICORN_THREADS:-4}" --timeout 120 --graceful-timeout 30 --max-requests 1000 --max-requests-jitter 100 --worker-tmp-dir /tmp --error-logfile -

@@ -1,0 +1,158 @@
+"""Production settings: `check --deploy` is clean, sessions time out, passwords are strong,
+signing in is throttled, pages carry a strict Content-Security-Policy, logs are JSON lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+
+import pytest
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.test import override_settings
+
+from config.logging import JsonFormatter, RequestIdFilter, scrub_event
+from tests.deploy.conftest import BASE_DIR, SECRET_KEY
+
+
+def production(command: list[str], **env: str) -> subprocess.CompletedProcess:
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_finds_nothing_to_warn_about():
+    result = production(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_SECRET_KEY=SECRET_KEY,
+        DJANGO_ALLOWED_HOSTS="registry.hospital.example",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = production(["check"], DJANGO_ALLOWED_HOSTS="registry.hospital.example")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+@override_settings(SESSION_COOKIE_AGE=1, SESSION_SAVE_EVERY_REQUEST=True)
+def test_a_session_ends_after_its_time_without_a_request(client, nurse):
+    client.force_login(nurse)
+    assert client.get("/worklist/").status_code == 200
+
+    time.sleep(2.1)
+
+    answer = client.get("/worklist/")
+    assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("password", ["short-1", "password123456", "12345678901234"])
+def test_weak_passwords_are_refused(password, nurse):
+    with pytest.raises(ValidationError):
+        validate_password(password, nurse)
+
+
+def test_a_long_uncommon_password_is_accepted(nurse):
+    validate_password("correct-horse-battery-staple", nurse)
+
+
+def test_signing_in_is_locked_after_five_wrong_passwords(client, nurse, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        answer = client.post("/accounts/login/", {"username": "nurse", "password": "wrong-one"})
+        assert answer.status_code == 200  # the form again, with its error
+    last = client.post("/accounts/login/", {"username": "nurse", "password": "wrong-one"})
+    assert last.status_code == 429
+
+    locked = client.post(
+        "/accounts/login/", {"username": "nurse", "password": "correct-horse-battery"}
+    )
+
+    assert locked.status_code == 429
+    assert "locked" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_pages_carry_a_content_security_policy_without_inline_script_or_style(client, nurse):
+    client.force_login(nurse)
+
+    policy = client.get("/worklist/")["Content-Security-Policy"]
+
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["img-src"] == "'self' data:"
+    assert directives["frame-ancestors"] == "'none'"
+    assert "unsafe" not in policy
+
+
+def test_every_answer_carries_a_request_id_and_keeps_a_sane_one_it_was_given(client):
+    assert len(client.get("/healthz")["X-Request-ID"]) == 32
+    given = client.get("/healthz", HTTP_X_REQUEST_ID="proxy-abc123456")
+    assert given["X-Request-ID"] == "proxy-abc123456"
+    forged = client.get("/healthz", HTTP_X_REQUEST_ID="<script>")
+    assert forged["X-Request-ID"] != "<script>"
+
+
+def test_logs_are_json_lines_with_the_request_id(client, nurse):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("immunoreg.request")
+    logger.addHandler(handler)
+    try:
+        client.force_login(nurse)
+        answer = client.get("/patients/?study_id=P001")
+    finally:
+        logger.removeHandler(handler)
+
+    [line] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["request_id"] == answer["X-Request-ID"]
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/patients/", 200)
+    assert line["user_id"] == nurse.pk
+    assert "P001" not in json.dumps(line)  # no query string: searches name patients
+
+
+def test_error_reports_carry_no_request_body_query_user_or_variables():
+    event = {
+        "request": {
+            "method": "POST",
+            "url": "https://registry.example/patients/?study_id=P001",
+            "data": {"study_id": "P001"},
+            "cookies": {"sessionid": "x"},
+            "headers": {"Cookie": "sessionid=x"},
+        },
+        "user": {"id": 3, "username": "nurse"},
+        "exception": {"values": [{"stacktrace": {"frames": [{"vars": {"patient": "P001"}}]}}]},
+    }
+
+    scrubbed = scrub_event(event)
+
+    assert "P001" not in json.dumps(scrubbed) and "sessionid" not in json.dumps(scrubbed)
+    assert scrubbed["request"] == {"method": "POST", "url": "https://registry.example/patients/"}
+
+
+def test_uploads_are_limited_in_size_and_kind(settings):
+    assert settings.IMMUNOREG_MAX_UPLOAD_BYTES <= 50 * 1024 * 1024
+    assert set(settings.IMMUNOREG_UPLOAD_EXTENSIONS) == {".csv", ".xlsx"}
+    assert settings.FILE_UPLOAD_HANDLERS[0] == "registry.middleware.CheckedUploadHandler"
