@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.utils import translation
 
 from registry.domain.vocabulary import Role
 from tests import factories
@@ -60,3 +61,10 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") and reporter and reporter.stats.get("skipped"):
         reporter.write_line(f"CI: {len(reporter.stats['skipped'])} tests were skipped; failing.")
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def no_language_leaks_between_tests():
+    """A test that activates a language (a request, a task, a report) leaves none behind."""
+    yield
+    translation.deactivate()

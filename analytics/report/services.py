@@ -8,6 +8,7 @@ from datetime import date
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from analytics.models import Report, ReportDownload, Snapshot, Trigger
@@ -39,18 +40,22 @@ def report_pdf(*, site: Site | None, month: Month, language: str = "en") -> tupl
             )
             % {"scope": scope_label(site)}
         )
-    sites = [site.code] if site else list(Site.objects.values_list("code", flat=True))
-    activity = monthly_activity(
-        site_ids=None if site is None else {site.pk}, first=month.first, last=month.last
-    )
-    context = report_context(
-        snapshot=snapshot,
-        month=month,
-        scope_label=scope_label(site),
-        sites=sites,
-        activity=activity,
-    )
-    return render_pdf(context, language=language), snapshot
+    # Everything in the report, figures and labels included, in the report's language,
+    # whatever language the calling request or task has active.
+    with translation.override(language):
+        sites = [site.code] if site else list(Site.objects.values_list("code", flat=True))
+        activity = monthly_activity(
+            site_ids=None if site is None else {site.pk}, first=month.first, last=month.last
+        )
+        context = report_context(
+            snapshot=snapshot,
+            month=month,
+            scope_label=scope_label(site),
+            sites=sites,
+            activity=activity,
+        )
+        pdf = render_pdf(context, language=language)
+    return pdf, snapshot
 
 
 def report_archive(

@@ -46,7 +46,9 @@ def rendered(django_db_setup, django_db_blocker) -> Rendered:
         whole = services.snapshot_compute(site=None, trigger=Trigger.COMMAND)
         ahp = Site.objects.get(code="AHP")
         services.snapshot_compute(site=ahp, trigger=Trigger.COMMAND)
+        translation.activate("zh-hans")  # a language left active must not leak into a report
         english, _ = report_pdf(site=None, month=MONTH, language="en")
+        translation.deactivate()
         chinese, _ = report_pdf(site=None, month=MONTH, language="zh-hans")
         site_pdf, _ = report_pdf(site=ahp, month=MONTH, language="en")
         pages = subprocess.run(
@@ -154,3 +156,8 @@ def test_render_report_refuses_a_malformed_month(tmp_path):
 
     with pytest.raises(CommandError, match="YYYY-MM"):
         call_command("render_report", "--month", "2024-13", "--out", str(tmp_path / "r.pdf"))
+
+
+def test_the_report_language_does_not_depend_on_the_language_active_before(rendered):
+    """The English report was rendered right after the Chinese one in the fixture's thread."""
+    assert "整个" not in rendered.english and "Number at risk" in rendered.english
