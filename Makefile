@@ -75,3 +75,15 @@ docker-check:
 	IMMUNOREG_ENV_FILE=../.env.example POSTGRES_PASSWORD=check-only \
 	  $(COMPOSE) --env-file .env.example -f docker/compose.yaml config --quiet
 	shellcheck docker/*.sh scripts/*.sh
+
+# Performance bench (issue #8, docs/PERFORMANCE.md): PostgreSQL registries of SIZES patients in
+# databases immunoreg_bench_<N> (DATABASE server: BENCH_PG), R's survival package for comparison
+# (Debian packages, installed here only), results in bench/results/*.json and docs/PERFORMANCE.md.
+# Quick run: make bench SIZES="1000 10000"; BENCH_ARGS="--reseed" seeds again.
+SIZES ?= 1000 10000 100000
+BENCH_REPEATS ?= 3
+.PHONY: bench
+bench: bootstrap messages
+	@command -v Rscript >/dev/null && Rscript -e 'library(survival)' >/dev/null 2>&1 && test -x /usr/bin/time || \
+	  (apt-get update && apt-get install -y --no-install-recommends r-base-core r-cran-survival time)
+	$(BIN)/python bench/run.py --sizes "$(SIZES)" --repeats $(BENCH_REPEATS) $(BENCH_ARGS)

@@ -1,0 +1,385 @@
+"""`make bench` (issue #8): the registry at 1,000, 10,000 and 100,000 patients on PostgreSQL.
+
+    python bench/run.py [--sizes "1000 10000 100000"] [--repeats 3] [--reseed]
+
+Per size, its own database immunoreg_bench_<N> (seeded once with `seed_demo --patients N` and
+kept; --reseed starts again): nightly analytics (whole registry and one site: wall time, peak
+memory, frames vs statistics), the same statistics in R's survival package on the same frame
+(ratio ImmunoReg / R), page latency under load against gunicorn with production settings (a
+second process, bench/load.py), the monthly PDF, an import of 10,000 rows (into a fresh
+database) and an export of every patient. Summaries go to bench/results/*.json and the table
+between the bench markers of docs/PERFORMANCE.md. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PY = str(ROOT / ".venv" / "bin" / "python")
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAq"]
+PORT = int(os.environ.get("BENCH_PORT", "8011"))
+TODAY = "2024-10-31"  # the synthetic cohort's data cut-off (registry.demo.CUTOFF)
+SITE = "AHP"
+TARGETS = {
+    "nightly_total_s": 30,
+    "frames_s": 5,
+    "stats_vs_r": 2,
+    "patient_list_p95_ms": 150,
+    "patient_page_p95_ms": 150,
+    "worklist_p95_ms": 300,
+    "crs_save_p95_ms": 300,
+    "pdf_s": 5,
+    "import_10k_s": 60,
+    "export_s": 20,
+    "export_peak_mb": 400,
+}
+WORK = Path(tempfile.mkdtemp(prefix="immunoreg-bench-"))
+# One key for the run: the load test's sessions are made by bench/worker.py (base settings) and
+# read by gunicorn (production settings); the session hash is signed with it.
+SECRET = "bench-" + secrets.token_urlsafe(40)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def env_for(db: str, *, production: bool = False) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+    env.update(
+        DATABASE_URL=f"{PG}/{db}",
+        IMMUNOREG_TODAY=TODAY,
+        LOG_LEVEL="WARNING",
+        IMMUNOREG_VAR_DIR=str(WORK / "var"),
+        DJANGO_SETTINGS_MODULE="config.settings.base",
+        DJANGO_SECRET_KEY=SECRET,
+    )
+    if production:
+        env.update(
+            DJANGO_SETTINGS_MODULE="config.settings.production",
+            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+            DJANGO_SECURE_SSL_REDIRECT="0",
+            IMMUNOREG_REQUIRE_2FA="0",
+            DJANGO_PROXY_COUNT="0",
+            DATABASE_CONN_MAX_AGE="60",
+        )
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str], *, check: bool = True) -> dict:
+    """Run under /usr/bin/time -v: wall seconds, peak RSS (MB), stdout's last line."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *cmd], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return {
+        "wall_s": round(wall, 3),
+        "peak_mb": round(int(peak.group(1)) / 1024, 1) if peak else None,
+        "last": lines[-1] if lines else "",
+        "returncode": proc.returncode,
+        "stdout": proc.stdout,
+    }
+
+
+def spread(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {}
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
+
+
+def sql(db: str, query: str) -> str:
+    return subprocess.run(
+        [*PSQL, "-d", db, "-c", query], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def database(n: int, reseed: bool) -> tuple[str, dict]:
+    db = f"immunoreg_bench_{n}"
+    seed_file = RESULTS / f"seed-{n}.json"
+    exists = sql("postgres", f"SELECT 1 FROM pg_database WHERE datname='{db}'") == "1"
+    if exists and not reseed and sql(db, "SELECT count(*) FROM registry_patient") == str(n):
+        log(f"{db}: {n} patients already seeded, reused")
+        return db, json.loads(seed_file.read_text()) if seed_file.exists() else {"reused": True}
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db], check=True)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+    env = env_for(db)
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+    log(f"{db}: seed_demo --patients {n}")
+    run = timed([PY, "manage.py", "seed_demo", "--patients", str(n)], env)
+    reported = re.search(r"in ([\d.]+) s\.", run["stdout"])
+    seed = {
+        "wall_s": run["wall_s"],
+        "reported_s": float(reported.group(1)) if reported else None,
+        "peak_mb": run["peak_mb"],
+    }
+    subprocess.run([*PSQL, "-d", db, "-c", "VACUUM ANALYZE"], check=True)
+    seed_file.write_text(json.dumps(seed))
+    return db, seed
+
+
+def worker(db: str, *args: str) -> dict:
+    run = timed([PY, "bench/worker.py", *args], env_for(db))
+    return {**json.loads(run["last"]), "process_wall_s": run["wall_s"], "peak_mb": run["peak_mb"]}
+
+
+def nightly(db: str, scope: str, repeats: int) -> dict:
+    runs = [worker(db, "analytics", scope) for _ in range(repeats)]
+    return {
+        key: spread([r[key] for r in runs])
+        for key in ("total_s", "frames_s", "stats_s", "peak_mb", "process_wall_s")
+    } | {"patients": runs[0]["patients"]}
+
+
+def versus_r(db: str, repeats: int) -> dict:
+    out = WORK / f"frame-{db}"
+    py = worker(db, "stats_compare", "all", str(out), str(repeats))
+    r_run = timed(["Rscript", "bench/r/survival.R", str(out), str(repeats)], dict(os.environ))
+    r = json.loads(r_run["last"])
+    return {
+        "immunoreg": py,
+        "r": r,
+        "ratio": {
+            k: round(py[k]["median_s"] / max(r[k]["median_s"], 1e-3), 1)
+            for k in ("km_logrank_cox", "td_cox")
+        }
+        | {"total": round(py["total_median_s"] / max(r["total_median_s"], 1e-3), 1)},
+    }
+
+
+def pdf(db: str, repeats: int) -> dict:
+    runs = [worker(db, "pdf", "all") for _ in range(repeats)]
+    return {
+        "total_s": spread([r["total_s"] for r in runs]),
+        "peak_mb": spread([r["peak_mb"] for r in runs]),
+    }
+
+
+def export(db: str, repeats: int) -> dict:
+    runs = []
+    for i in range(repeats):
+        path = WORK / f"export-{db}-{i}.csv"
+        runs.append(
+            timed([PY, "manage.py", "export_cohort", str(path), "--format", "csv"], env_for(db))
+        )
+        rows = sum(1 for _ in path.open(encoding="utf-8")) - 1
+        path.unlink()
+    return {
+        "wall_s": spread([r["wall_s"] for r in runs]),
+        "peak_mb": spread([r["peak_mb"] for r in runs]),
+        "rows": rows,
+    }
+
+
+def import_10k(repeats: int, reseed: bool) -> dict:
+    """10,000 rows (the export of the 10,000-patient registry) into a fresh migrated database."""
+    source, _ = database(10000, reseed=False)
+    file = WORK / "import-10000.csv"
+    timed([PY, "manage.py", "export_cohort", str(file), "--format", "csv"], env_for(source))
+    template = "immunoreg_bench_empty"
+    if sql("postgres", f"SELECT 1 FROM pg_database WHERE datname='{template}'") != "1":
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", template], check=True)
+        subprocess.run(
+            [PY, "manage.py", "migrate", "--noinput", "-v0"],
+            env=env_for(template),
+            cwd=ROOT,
+            check=True,
+        )
+    runs = []
+    for _ in range(repeats):
+        target = "immunoreg_bench_import"
+        subprocess.run(
+            ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", target], check=True
+        )
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", template, target], check=True
+        )
+        run = timed(
+            [PY, "manage.py", "import_cohort", str(file), "--create-sites"],
+            env_for(target),
+            check=False,
+        )
+        imported = sql(target, "SELECT count(*) FROM registry_patient")
+        runs.append(run | {"imported": int(imported or 0)})
+    return {
+        "rows": sum(1 for _ in file.open(encoding="utf-8")) - 1,
+        "wall_s": spread([r["wall_s"] for r in runs]),
+        "peak_mb": spread([r["peak_mb"] for r in runs]),
+        "imported": runs[-1]["imported"],
+        "returncode": runs[-1]["returncode"],
+        "output_tail": runs[-1]["stdout"][-300:],
+    }
+
+
+def load(db: str, levels: list[int], per_client: dict[int, int]) -> dict:
+    env = env_for(db, production=True)
+    subprocess.run(
+        [PY, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
+    )
+    # docker/web.sh's command line, on loopback
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{PORT}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            os.environ.get("GUNICORN_WORKERS", "3"),
+            "--threads",
+            os.environ.get("GUNICORN_THREADS", "4"),
+            "--timeout",
+            "120",
+            "--max-requests",
+            "1000",
+            "--max-requests-jitter",
+            "100",
+            "--worker-tmp-dir",
+            "/tmp",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(WORK / "gunicorn.log", "w"),  # noqa: SIM115 (open as long as gunicorn runs)
+    )
+    try:
+        setup = WORK / f"setup-{db}.json"
+        setup.write_text(json.dumps(worker(db, "load_setup", "nurse", "32")))
+        for _ in range(50):
+            if (
+                subprocess.run(
+                    ["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{PORT}/healthz"]
+                ).returncode
+                == 0
+            ):
+                break
+            time.sleep(0.3)
+        results = {}
+        for scenario in ("patient_list", "patient_page", "worklist", "crs_save"):
+            # warm-up: every worker process imports and connects before it is measured
+            subprocess.run(
+                [PY, "bench/load.py", f"127.0.0.1:{PORT}", str(setup), scenario, "6", "2"],
+                cwd=ROOT,
+                capture_output=True,
+            )
+            for clients in levels:
+                proc = subprocess.run(
+                    [
+                        PY,
+                        "bench/load.py",
+                        f"127.0.0.1:{PORT}",
+                        str(setup),
+                        scenario,
+                        str(clients),
+                        str(per_client[clients]),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                )
+                results[f"{scenario}@{clients}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+                log(f"  load {scenario} x{clients}: {results[f'{scenario}@{clients}']}")
+        return results
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def machine() -> dict:
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
+    pg = sql("postgres", "SHOW server_version")
+    r = subprocess.run(
+        ["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('survival')))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu.group(1) if cpu else platform.processor(),
+        "memory_gb": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+        "postgresql": pg,
+        "python": platform.python_version(),
+        "r": r,
+        "kernel": platform.release(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000 10000 100000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reseed", action="store_true")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: nightly,site,r,load,pdf,import,export",
+    )
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    sizes = [int(s) for s in args.sizes.split()]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    log(f"machine: {info}")
+    for n in sizes:
+        started = time.perf_counter()
+        db, seed = database(n, args.reseed)
+        result: dict = {
+            "patients": n,
+            "machine": info,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "repeats": args.repeats,
+            "seed": seed,
+        }
+        steps = [
+            ("nightly", lambda db=db: nightly(db, "all", args.repeats)),
+            ("site", lambda db=db: nightly(db, SITE, args.repeats)),
+            ("r", lambda db=db: versus_r(db, args.repeats)),
+            ("pdf", lambda db=db: pdf(db, args.repeats)),
+            ("export", lambda db=db: export(db, args.repeats)),
+            ("load", lambda db=db: load(db, [8, 32], {8: 25, 32: 10})),
+        ]
+        if n == max(sizes) or len(sizes) == 1:
+            steps.append(("import", lambda: import_10k(max(1, args.repeats - 1), args.reseed)))
+        for name, step in steps:
+            if name in skip:
+                continue
+            log(f"{n}: {name}")
+            try:
+                result[name] = step()
+            except Exception as error:
+                result[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+            log(f"{n}: {name} -> {json.dumps(result[name])[:600]}")
+        result["bench_wall_s"] = round(time.perf_counter() - started, 1)
+        (RESULTS / f"bench-{n}.json").write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(WORK, ignore_errors=True)
+    subprocess.run([PY, "bench/report.py"], cwd=ROOT, check=False)
+
+
+if __name__ == "__main__":
+    main()

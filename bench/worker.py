@@ -1,0 +1,156 @@
+"""Bench tasks that run inside Django (one process per task, so that /usr/bin/time -v gives each
+task's own peak memory). Called by bench/run.py: `python bench/worker.py TASK [ARGS]`; prints
+one JSON object on its last stdout line. Needs DATABASE_URL and DJANGO_SETTINGS_MODULE."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+
+import django
+
+django.setup()
+
+
+def _site(code: str):
+    from registry.models import Site
+
+    return None if code == "all" else Site.objects.get(code=code)
+
+
+def analytics(code: str) -> dict:
+    """One nightly computation of one scope, as the nightly run does it (snapshot_compute)."""
+    from analytics import services
+    from analytics.models import Trigger
+
+    started = time.perf_counter()
+    snapshot = services.snapshot_compute(site=_site(code), trigger=Trigger.NIGHTLY)
+    total = time.perf_counter() - started
+    return {
+        "total_s": round(total, 3),
+        "frames_s": snapshot.timings.get("frames_s"),
+        "stats_s": snapshot.timings.get("stats_s"),
+        "patients": snapshot.row_counts.get("analysis_set"),
+        "status": snapshot.status,
+    }
+
+
+def stats_compare(code: str, out_dir: str, repeats: str) -> dict:
+    """The statistics R's survival package also does (KM with CIs per arm, log-rank, Cox
+    unadjusted and adjusted, for PFS and OS; time-dependent Cox for any HSCT and UCBT per arm
+    and pooled), timed on the same frame that is written to out_dir for bench/r/survival.R."""
+    from analytics import services
+    from analytics.frames import analysis_frames
+    from analytics.stats import survival, transplant
+
+    frames = analysis_frames(site_ids=None if code == "all" else [_site(code).pk])
+    t = frames.treatments
+    frame = services.survival_frame(t)
+    frame["arm"] = t["arm"]
+    frame["any_hsct_day"] = pd_num(t["any_hsct_day"])
+    frame["ucbt_day"] = pd_num(t["ucbt_day"])
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    frame.to_csv(Path(out_dir) / "frame.csv", index=False)
+
+    def km_logrank_cox():
+        for endpoint in services.ENDPOINTS:
+            days, events = frame[f"{endpoint}_days"], frame[f"{endpoint}_event"]
+            for arm in services.ARMS:
+                survival.km_summary_days(days[t["arm"] == arm], events[t["arm"] == arm])
+            survival.logrank(days, events, t["arm"])
+            services.cox_model(frame, endpoint, ["car_t"])
+            services.cox_model(frame, endpoint, ["car_t", "disease_burden", "relapse_group"])
+
+    def td_cox():
+        for column in ("any_hsct_day", "ucbt_day"):
+            tf = services.transplant_frame(t, column)
+            for arm in services.ARMS:
+                transplant.time_dependent_cox(tf[tf["arm"] == arm])
+            transplant.time_dependent_cox(tf, covariates=("arm",))
+
+    parts = {}
+    for name, fn in (("km_logrank_cox", km_logrank_cox), ("td_cox", td_cox)):
+        runs = []
+        for _ in range(int(repeats)):
+            started = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - started)
+        parts[name] = {
+            "median_s": round(statistics.median(runs), 4),
+            "runs_s": [round(r, 4) for r in runs],
+        }
+    parts["total_median_s"] = round(sum(p["median_s"] for p in parts.values()), 4)
+    parts["rows"] = len(frame)
+    return parts
+
+
+def pd_num(series):
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce")
+
+
+def pdf(code: str) -> dict:
+    from analytics.report.context import Month
+    from analytics.report.services import report_pdf
+    from registry.clock import today
+
+    started = time.perf_counter()
+    content, _ = report_pdf(site=_site(code), month=Month.containing(today()))
+    return {"total_s": round(time.perf_counter() - started, 3), "bytes": len(content)}
+
+
+def load_setup(username: str, clients: str) -> dict:
+    """Sessions for the load test (signed in as `username`, no login form: production cookies
+    are Secure-only and the bench speaks plain HTTP on loopback), and the pages to request."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from registry.models import CrsEpisode, Patient, User
+    from registry.selectors import patients_visible_to
+
+    user = User.objects.get(username=username)
+    keys = []
+    for _ in range(int(clients)):
+        store = SessionStore()
+        store[SESSION_KEY] = str(user.pk)
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        store.create()
+        keys.append(store.session_key)
+    visible = patients_visible_to(user=user)
+    patient_ids = list(visible.order_by("?").values_list("pk", flat=True)[:2000])
+    crs_ids = (
+        list(
+            CrsEpisode.objects.filter(treatment__patient__in=visible)
+            .order_by("?")
+            .values_list("pk", flat=True)[:2000]
+        )
+        if hasattr(CrsEpisode, "treatment")
+        else []
+    )
+    return {
+        "sessions": keys,
+        "patients": patient_ids,
+        "crs": crs_ids,
+        "visible_patients": visible.count(),
+        "all_patients": Patient.objects.count(),
+    }
+
+
+if __name__ == "__main__":
+    task, *args = sys.argv[1:]
+    result = {
+        "analytics": analytics,
+        "stats_compare": stats_compare,
+        "pdf": pdf,
+        "load_setup": load_setup,
+    }[task](*args)
+    print(json.dumps(result))
