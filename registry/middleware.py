@@ -11,9 +11,11 @@ import uuid
 from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.core.signals import got_request_exception
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import translation
@@ -92,13 +94,25 @@ class RequestIdMiddleware:
 # --- the database is unreachable: 503, no details ------------------------------------------------
 
 DATABASE_DOWN = (OperationalError, InterfaceError)
+AFTER_THE_VIEW = "after_the_view"
 RETRY_AFTER_SECONDS = 30
+
+
+def _caused_by_database(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, DatabaseError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _note_database_failure(sender, request=None, **kwargs) -> None:
     """Django turns an exception raised in any middleware or view into a 500 response; one that
     came from an unreachable database is marked here so that the 500 becomes a 503."""
-    if request is not None and isinstance(sys.exc_info()[1], DATABASE_DOWN):
+    error = sys.exc_info()[1]
+    if request is None:
+        return
+    if isinstance(error, DATABASE_DOWN):
         request.database_unavailable = True
 
 
@@ -108,6 +122,11 @@ got_request_exception.connect(_note_database_failure, dispatch_uid="immunoreg-da
 def database_unavailable_response(request: HttpRequest) -> HttpResponse:
     """Rendered without the database (no user, no session, no context processors)."""
     message = _("The registry is briefly unavailable. Nothing was saved; please try again.")
+    if getattr(request, "database_unavailable", None) == AFTER_THE_VIEW:
+        message = _(
+            "The registry lost its database while finishing your request: your change "
+            "may have been saved. Check it before trying again."
+        )
     if request.path == "/healthz":  # as registry.health answers, for the monitoring
         response: HttpResponse = JsonResponse(
             {"status": "unavailable", "database": "unavailable"}, status=503
@@ -241,3 +260,18 @@ class UploadLimitMiddleware:
             if refused:
                 return upload_refused_response(request, *refused)
         return None
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's, except when the database goes away while the session is saved after the view
+    (SESSION_SAVE_EVERY_REQUEST): Django answers 400 "session interrupted"; this is an outage,
+    and the view's own transaction may have committed, so the person is told to check (503)."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        try:
+            return super().process_response(request, response)
+        except SessionInterrupted as interrupted:
+            if not _caused_by_database(interrupted):
+                raise
+            request.database_unavailable = AFTER_THE_VIEW
+            return response
