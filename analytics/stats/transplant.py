@@ -65,26 +65,41 @@ def naive_logrank(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, A
 def counting_process(df: pd.DataFrame, covariates: Sequence[str] = ()) -> pd.DataFrame:
     """Counting-process rows `id, start, stop, event, transplanted` (plus covariates): one row
     before the transplant and one after it."""
-    rows: list[dict[str, Any]] = []
-    for patient_id, patient in df.iterrows():
-        time = float(patient["time"])
-        stop = time if time > 0 else DAY_ZERO_STOP
-        event = int(patient["event"])
-        tx_day = patient["tx_day"]
-        extra = {name: patient[name] for name in covariates}
-        base = {"id": patient_id, **extra}
-        if pd.isna(tx_day) or tx_day > time:
-            rows.append({**base, "start": 0.0, "stop": stop, "event": event, "transplanted": 0})
-        elif tx_day <= 0:
-            rows.append({**base, "start": 0.0, "stop": stop, "event": event, "transplanted": 1})
-        else:
-            switch = float(tx_day)
-            if switch == time:
-                switch = max(time - SAME_DAY_SHIFT, time / 2)
-            rows.append({**base, "start": 0.0, "stop": switch, "event": 0, "transplanted": 0})
-            rows.append({**base, "start": switch, "stop": stop, "event": event, "transplanted": 1})
+    # Vectorised (the row-by-row version cost seconds at 100,000 patients): patients never
+    # transplanted before their event or censoring, or transplanted on day 0, give one row;
+    # the others give a row before and a row after the transplant, in patient order.
+    time = df["time"].astype(float)
+    stop = time.where(time > 0, DAY_ZERO_STOP)
+    event = df["event"].astype(int)
+    tx_day = pd.to_numeric(df["tx_day"], errors="coerce")
+    never = tx_day.isna() | (tx_day > time)
+    at_zero = ~never & (tx_day <= 0)
+    switched = ~never & ~at_zero
+    # A transplant on the day of the event moves half a day earlier (SAP.md section 7).
+    switch = tx_day.where(tx_day != time, np.maximum(time - SAME_DAY_SHIFT, time / 2))
+    base = pd.DataFrame({"id": df.index, **{name: df[name] for name in covariates}}, index=df.index)
+    base["_order"] = np.arange(len(df)) * 2
+    parts = [
+        base[~switched].assign(
+            start=0.0,
+            stop=stop[~switched],
+            event=event[~switched],
+            transplanted=at_zero[~switched].astype(int),
+        ),
+        base[switched].assign(
+            start=0.0, stop=switch[switched].astype(float), event=0, transplanted=0
+        ),
+        base[switched].assign(
+            start=switch[switched].astype(float),
+            stop=stop[switched],
+            event=event[switched],
+            transplanted=1,
+            _order=base["_order"][switched] + 1,
+        ),
+    ]
+    rows = pd.concat(parts).sort_values("_order", kind="stable")
     columns = ["id", "start", "stop", "event", "transplanted", *covariates]
-    return pd.DataFrame(rows, columns=columns)
+    return rows[columns].reset_index(drop=True)
 
 
 def time_dependent_cox(df: pd.DataFrame, covariates: Sequence[str] = ()) -> dict[str, Any]:
