@@ -17,8 +17,8 @@ from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from lifelines.statistics import multivariate_logrank_test
 
 from analytics.stats.plain import finite_or_none, interval
+from registry.domain.followup import DAYS_PER_MONTH  # pure, like this module: one definition
 
-DAYS_PER_MONTH = 30.4375
 AT_RISK_MONTHS = (0, 3, 6, 9, 12, 18, 24)
 RATE_MONTHS = (12, 24)
 

@@ -23,6 +23,7 @@ from scipy.stats import fisher_exact
 
 from registry import demo
 from registry.domain.crs import crs_grade
+from registry.domain.followup import DAYS_PER_MONTH
 from registry.domain.vocabulary import MrdStatus, Response, Role
 from registry.models import (
     CrsEpisode,
@@ -42,7 +43,6 @@ from registry.models import (
 # the test database only for marked tests).
 pytestmark = pytest.mark.django_db
 
-DAYS_PER_MONTH = 30.4375
 RESPONSE_WINDOW_DAYS = 90  # SAP.md section 1
 CHILD_MODELS = [CrsEpisode, IcansEpisode, ResponseAssessment, Transplant, Relapse, FollowUpContact]
 CLINICAL_MODELS = [Patient, Treatment, *CHILD_MODELS, Death]
