@@ -1,4 +1,7 @@
-"""REST API under /api/v1/ (INTERFACES.md section 4), and its OpenAPI schema at /api/schema/."""
+"""REST API under /api/v1/ (INTERFACES.md section 4), and its OpenAPI schema at /api/schema/.
+
+Its URL names live in the `api` namespace ("api:patient-detail", "api:schema"), apart from the
+pages' names (registry/urls.py has its own "patient-detail")."""
 
 from csp.constants import UNSAFE_INLINE
 from csp.decorators import csp_update
@@ -11,6 +14,8 @@ from drf_spectacular.views import (
 from rest_framework.routers import DefaultRouter
 
 from registry.api import views
+
+app_name = "api"
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -34,8 +39,12 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "schema/swagger/",
-        docs_page(SpectacularSwaggerSplitView.as_view(url_name="schema")),
+        docs_page(SpectacularSwaggerSplitView.as_view(url_name="api:schema")),
         name="swagger-ui",
     ),
-    path("schema/redoc/", docs_page(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
+    path(
+        "schema/redoc/",
+        docs_page(SpectacularRedocView.as_view(url_name="api:schema")),
+        name="redoc",
+    ),
 ]

@@ -90,11 +90,11 @@ EXPECTED: dict[str, dict] = {
         nurse=404, datamanager=(200, 404), pi=(200, 404), admin=200
     ),
     # the REST API and its schema
-    "api-root": API_LIST,
-    "schema": API_LIST,
-    "swagger-ui": API_LIST,
-    "redoc": API_LIST,
-    "analytics-latest": by_role(
+    "api:api-root": API_LIST,
+    "api:schema": API_LIST,
+    "api:swagger-ui": API_LIST,
+    "api:redoc": API_LIST,
+    "api:analytics-latest": by_role(
         anonymous=API_ANONYMOUS, nurse=403, datamanager=403, pi=403, admin=200
     ),
     **{
@@ -202,38 +202,30 @@ def world(db, settings, tmp_path) -> World:
 
 @dataclass(frozen=True)
 class Route:
-    name: str  # the API router's list and detail routes: "api:<name>" (see api_routes)
+    name: str  # namespaced: "analytics:reports", "api:patient-detail"
     arguments: tuple[str, ...]
 
 
-def routes(patterns=None, namespace: str = "", prefix: str = "") -> Iterator[Route]:
+def routes(patterns=None, namespace: str = "") -> Iterator[Route]:
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
         if isinstance(pattern, URLResolver):
             inner = pattern.namespace or ""
             full = f"{namespace}:{inner}" if namespace and inner else inner or namespace
-            yield from routes(pattern.url_patterns, full, prefix + str(pattern.pattern))
+            yield from routes(pattern.url_patterns, full)
         elif isinstance(pattern, URLPattern):
             name = pattern.name and (f"{namespace}:{pattern.name}" if namespace else pattern.name)
-            if name in API_ROUTES and prefix.startswith("api/"):
-                name = f"api:{name}"
             arguments = tuple(sorted(pattern.pattern.regex.groupindex))
             yield Route(name or f"<unnamed {pattern.pattern}>", arguments)
 
 
-def api_routes() -> dict[str, tuple[str, type]]:
-    """The router's list and detail route names: (URL prefix, model). Their names (such as
-    "patient-detail") are not namespaced and may equal a page's, so their URLs are built from
-    the router's prefixes rather than reversed by name."""
+def api_detail_routes() -> dict[str, type]:
+    """The API router's detail route names ("api:patient-detail"), and their models."""
     from registry.api.urls import router
 
-    found = {}
-    for prefix, viewset, basename in router.registry:
-        for suffix in ("list", "detail"):
-            found[f"{basename}-{suffix}"] = (prefix, viewset.model)
-    return found
+    return {f"api:{basename}-detail": viewset.model for _, viewset, basename in router.registry}
 
 
-API_ROUTES = api_routes()
+API_DETAIL_ROUTES = api_detail_routes()
 
 
 def urls_of(route: Route, world: World) -> Iterator[tuple[str, str]]:
@@ -242,7 +234,7 @@ def urls_of(route: Route, world: World) -> Iterator[tuple[str, str]]:
     if "format" in arguments:
         return  # the API's format suffixes: the same views as without them
     relations = (OWN, OTHER)
-    if not arguments and not name.startswith("api:"):
+    if not arguments:
         yield OWN, reverse(name)
     elif name == "patient-detail":
         for relation in relations:
@@ -270,13 +262,10 @@ def urls_of(route: Route, world: World) -> Iterator[tuple[str, str]]:
     elif name == "analytics:report-download":
         for relation in relations:
             yield relation, reverse(name, args=[world.reports[relation].pk])
-    elif name.startswith("api:") and name.removeprefix("api:") in API_ROUTES:
-        prefix, model = API_ROUTES[name.removeprefix("api:")]
-        if "pk" in arguments:
-            for relation in relations:
-                yield relation, f"/api/v1/{prefix}/{world.records[model, relation].pk}/"
-        else:
-            yield OWN, f"/api/v1/{prefix}/"
+    elif name in API_DETAIL_ROUTES:
+        for relation in relations:
+            record = world.records[API_DETAIL_ROUTES[name], relation]
+            yield relation, reverse(name, args=[record.pk])
     else:
         pytest.fail(f"no way to fill the arguments {sorted(arguments)} of {name}: add it here")
 

@@ -11,6 +11,7 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -325,6 +326,12 @@ def test_the_openapi_schema_validates(client, nurse):
     assert {"/api/v1/patients/", "/api/v1/deaths/{id}/", "/api/v1/crs-episodes/"} <= set(
         schema["paths"]
     )
+
+
+def test_the_api_names_its_urls_in_its_own_namespace_apart_from_the_pages():
+    assert reverse("api:patient-detail", args=[7]) == "/api/v1/patients/7/"
+    assert reverse("patient-detail", args=[7]) == "/patients/7/"
+    assert reverse("api:schema") == "/api/schema/"
 
 
 def test_swagger_ui_and_redoc_are_served(client, nurse):
