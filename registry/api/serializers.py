@@ -8,6 +8,7 @@ treatment is "does not exist".
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
@@ -174,3 +175,25 @@ class AnalyticsSnapshotSerializer(serializers.Serializer):
     fingerprint = serializers.CharField(help_text=_("SHA-256 of the input data."))
     code_version = serializers.CharField()
     output = serializers.JSONField(help_text=_("The analytics JSON of SAP.md section 10."))
+
+
+class ReportSerializer(serializers.Serializer):
+    """A monthly PDF report in the archive; the PDF itself is at `download`."""
+
+    id = serializers.IntegerField()
+    site = serializers.CharField(
+        source="site.code", allow_null=True, default=None, help_text=_("null: whole registry.")
+    )
+    month = serializers.DateField(help_text=_("The first day of the month reported."))
+    language = serializers.ChoiceField(choices=settings.LANGUAGES)
+    size_bytes = serializers.IntegerField(help_text=_("The size of the PDF, in bytes."))
+    trigger = serializers.CharField(
+        help_text=_("What rendered it: monthly, on_demand (a user) or command.")
+    )
+    created_at = serializers.DateTimeField(help_text=_("When it was rendered."))
+    snapshot = serializers.IntegerField(
+        source="snapshot_id", help_text=_("The analytics snapshot every number in it came from.")
+    )
+    download = serializers.HyperlinkedIdentityField(
+        view_name="api:report-download", help_text=_("The PDF; each download is logged.")
+    )

@@ -27,6 +27,7 @@ router.register("transplants", views.TransplantViewSet, basename="transplant")
 router.register("contacts", views.ContactViewSet, basename="contact")
 router.register("relapses", views.RelapseViewSet, basename="relapse")
 router.register("deaths", views.DeathViewSet, basename="death")
+router.register("reports", views.ReportViewSet, basename="report")
 
 # The API docs pages style themselves with inline styles (ReDoc does not render without them);
 # their scripts still come from the app itself only (the Swagger split view serves its

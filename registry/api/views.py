@@ -3,18 +3,25 @@
 Reads go through registry.selectors (another site's record is a 404), writes through
 registry.services (the same rules, messages and audit as the forms). Nothing is deleted here:
 administrators delete, with a reason, in the admin. An update carries the version it edits; a
-stale one is refused with 409 Conflict and changes nothing.
+stale one is refused with 409 Conflict and changes nothing. The latest analytics and the monthly
+report archive are read-only, scoped and logged as on the analytics pages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
 
 import django_filters
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Model, QuerySet
+from django.http import HttpResponse
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -22,6 +29,8 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import exceptions, generics, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
@@ -280,3 +289,100 @@ class AnalyticsLatestView(generics.GenericAPIView):
         if snapshot is None:
             raise exceptions.NotFound(_("No complete analytics snapshot for this scope yet."))
         return Response(self.get_serializer(snapshot).data)
+
+
+class ReportPermission(permissions.BasePermission):
+    """The report archive is for the roles that see analytics (INTERFACES.md section 5)."""
+
+    message = _("Reports are for data managers, PIs and administrators.")
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and can(request.user, Action.ANALYTICS))
+
+
+class ReportFilter(django_filters.FilterSet):
+    month = django_filters.DateFilter(
+        method="in_month", input_formats=["%Y-%m", "%Y-%m-%d"], label=_("Month")
+    )
+    site = django_filters.CharFilter(field_name="site__code", label=_("Site code"))
+    language = django_filters.ChoiceFilter(choices=settings.LANGUAGES, label=_("Language"))
+
+    def in_month(self, queryset: QuerySet, name: str, value: date) -> QuerySet:
+        return queryset.filter(month=value.replace(day=1))
+
+
+class PdfDownloadNegotiation(BaseContentNegotiation):
+    """The download answers with the PDF itself, or refuses in JSON, whatever the Accept header
+    asks for (`Accept: application/pdf` would otherwise be a 406: no renderer writes PDFs)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the monthly reports of your scopes",
+        description=(
+            "The archive of monthly PDF reports of the whole registry (administrators) and of "
+            "your sites; newest month first, paginated."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "month", str, description="A month, as YYYY-MM (or any day in it, YYYY-MM-DD)."
+            )
+        ],
+        responses={
+            200: api.ReportSerializer(many=True),
+            403: OpenApiResponse(description="Not your role."),
+        },
+    ),
+    retrieve=extend_schema(
+        summary="One of the monthly reports",
+        responses={
+            200: api.ReportSerializer,
+            403: OpenApiResponse(description="Not your role."),
+            404: OpenApiResponse(description="No such report of your scopes."),
+        },
+    ),
+)
+class ReportViewSet(viewsets.ReadOnlyModelViewSet):
+    """The monthly PDF reports of the scopes whose sites are all yours, as on the reports page."""
+
+    serializer_class = api.ReportSerializer
+    permission_classes = [ReportPermission]
+    filterset_class = ReportFilter
+
+    def get_queryset(self) -> QuerySet:
+        from analytics.report.services import reports_visible_to  # analytics builds on registry
+
+        return reports_visible_to(self.request.user).order_by(
+            "-month", "site__code", "language", "-created_at", "-pk"
+        )
+
+    @extend_schema(
+        summary="Download one of the monthly reports",
+        description="The PDF, as on the reports page; the download is logged (who, when).",
+        responses={
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+            403: OpenApiResponse(description="Not your role."),
+            404: OpenApiResponse(description="No such report of your scopes."),
+        },
+    )
+    @action(detail=True, content_negotiation_class=PdfDownloadNegotiation)
+    def download(self, request, pk=None) -> HttpResponse:
+        from analytics.report.services import report_download  # analytics builds on registry
+
+        report = self.get_object()
+        pdf = report_download(report, user=request.user)
+        return HttpResponse(
+            pdf,
+            content_type="application/pdf",
+            headers={
+                "Content-Disposition": content_disposition_header(
+                    as_attachment=True, filename=Path(report.pdf.name).name
+                )
+            },
+        )

@@ -112,6 +112,15 @@ EXPECTED: dict[str, dict] = {
         )
         for suffix, expected in (("list", API_LIST), ("detail", API_DETAIL))
     },
+    "api:report-list": by_role(
+        anonymous=API_ANONYMOUS, nurse=403, datamanager=200, pi=200, admin=200
+    ),
+    **{
+        name: by_role(
+            anonymous=API_ANONYMOUS, nurse=403, datamanager=(200, 404), pi=(200, 404), admin=200
+        )
+        for name in ("api:report-detail", "api:report-download")
+    },
 }
 
 # The admin (INTERFACES.md 5: data managers and administrators; users, sites, schedules and
@@ -218,14 +227,20 @@ def routes(patterns=None, namespace: str = "") -> Iterator[Route]:
             yield Route(name or f"<unnamed {pattern.pattern}>", arguments)
 
 
-def api_detail_routes() -> dict[str, type]:
-    """The API router's detail route names ("api:patient-detail"), and their models."""
+def api_record_routes() -> dict[str, type]:
+    """The detail route names of the API's clinical records ("api:patient-detail"), and their
+    models."""
     from registry.api.urls import router
+    from registry.api.views import ClinicalViewSet
 
-    return {f"api:{basename}-detail": viewset.model for _, viewset, basename in router.registry}
+    return {
+        f"api:{basename}-detail": viewset.model
+        for _, viewset, basename in router.registry
+        if issubclass(viewset, ClinicalViewSet)
+    }
 
 
-API_DETAIL_ROUTES = api_detail_routes()
+API_RECORD_ROUTES = api_record_routes()
 
 
 def urls_of(route: Route, world: World) -> Iterator[tuple[str, str]]:
@@ -259,12 +274,12 @@ def urls_of(route: Route, world: World) -> Iterator[tuple[str, str]]:
     elif name == "analytics:scope":
         for relation in relations:
             yield relation, reverse(name, args=[world.site(relation).code])
-    elif name == "analytics:report-download":
+    elif name in ("analytics:report-download", "api:report-detail", "api:report-download"):
         for relation in relations:
             yield relation, reverse(name, args=[world.reports[relation].pk])
-    elif name in API_DETAIL_ROUTES:
+    elif name in API_RECORD_ROUTES:
         for relation in relations:
-            record = world.records[API_DETAIL_ROUTES[name], relation]
+            record = world.records[API_RECORD_ROUTES[name], relation]
             yield relation, reverse(name, args=[record.pk])
     else:
         pytest.fail(f"no way to fill the arguments {sorted(arguments)} of {name}: add it here")

@@ -1,9 +1,10 @@
 """The REST API: site scoping and the permission matrix, the services' rules and audit, optimistic
-concurrency, filters, pagination, constant query counts, and an OpenAPI schema that validates."""
+concurrency, filters, pagination, constant query counts, the read-only report archive, and an
+OpenAPI schema that validates."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import hypothesis
 import pytest
@@ -16,6 +17,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from analytics.models import ReportDownload, Trigger
+from analytics.report.context import Month
+from analytics.report.services import report_archive
+from analytics.services import snapshot_compute
 from registry import services
 from registry.clock import today
 from registry.domain.vocabulary import Role
@@ -415,3 +420,110 @@ def test_the_latest_complete_analytics_snapshot_is_served_to_whom_the_matrix_all
     assert pi.get(f"{url}?site=AHP").json()["id"] == mine.pk
     assert pi.get(f"{url}?site=XHC").status_code == 404
     assert signed_in(users[Role.NURSE]).get(f"{url}?site=AHP").status_code == 403
+
+
+# --- the monthly report archive, read-only ---------------------------------------------------
+@pytest.fixture
+def archive(settings, tmp_path, site, other_site, treatment, elsewhere) -> dict:
+    """October 2024's report of the whole registry (None) and of each site, as the monthly run
+    archives them."""
+    settings.MEDIA_ROOT = tmp_path
+    month = Month.parse("2024-10")
+    reports = {}
+    for scope in (None, site, other_site):
+        snapshot_compute(site=scope, trigger=Trigger.COMMAND)
+        reports[scope] = report_archive(
+            site=scope, month=month, language="en", trigger=Trigger.MONTHLY
+        )
+    return reports
+
+
+def test_the_report_archive_lists_the_reports_of_each_roles_scopes_only(users, site, archive):
+    expected = {
+        Role.DATA_MANAGER: {archive[site].pk},
+        Role.PI: {archive[site].pk},
+        Role.ADMINISTRATOR: {report.pk for report in archive.values()},
+    }
+    for role, reports in expected.items():
+        response = signed_in(users[role]).get("/api/v1/reports/")
+
+        assert response.status_code == 200
+        assert {row["id"] for row in response.json()["results"]} == reports, role
+    row = response.json()["results"][-1]
+    assert row["site"] in (None, "AHP", "XHC")
+    assert row["download"].endswith(f"/api/v1/reports/{row['id']}/download/")
+
+
+def test_a_report_downloads_with_a_token_as_the_stored_pdf_and_the_download_is_logged(
+    api, users, site, archive
+):
+    pi, report = users[Role.PI], archive[site]
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=pi).key}")
+
+    response = api.get(f"/api/v1/reports/{report.pk}/download/", HTTP_ACCEPT="application/pdf")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == (
+        'attachment; filename="immunoreg-AHP-2024-10-en.pdf"'
+    )
+    with report.pdf.open("rb") as stored:
+        assert response.content == stored.read()
+    logged = ReportDownload.objects.get()
+    assert (logged.user, logged.report) == (pi, report)
+
+
+def test_another_scopes_report_is_not_found_and_not_logged(users, site, archive):
+    client = signed_in(users[Role.PI])
+
+    for scope, report in archive.items():
+        if scope == site:
+            continue
+        assert client.get(f"/api/v1/reports/{report.pk}/").status_code == 404
+        assert client.get(f"/api/v1/reports/{report.pk}/download/").status_code == 404
+    assert not ReportDownload.objects.exists()
+
+
+def test_anonymous_users_and_nurses_get_no_reports(api, nurse, site, archive):
+    list_url, download_url = "/api/v1/reports/", f"/api/v1/reports/{archive[site].pk}/download/"
+    for url, accept in ((list_url, "application/json"), (download_url, "application/pdf")):
+        assert api.get(url, HTTP_ACCEPT=accept).status_code in (401, 403)
+        response = signed_in(nurse).get(url, HTTP_ACCEPT=accept)
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": "Reports are for data managers, PIs and administrators."
+        }
+    assert not ReportDownload.objects.exists()
+
+
+def test_the_report_archive_filters_by_month_site_and_language(administrator, site, archive):
+    client = signed_in(administrator)
+
+    def ids(query: str) -> set[int]:
+        response = client.get(f"/api/v1/reports/?{query}")
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids("month=2024-10") == ids("month=2024-10-15") == {r.pk for r in archive.values()}
+    assert ids("month=2024-09") == set()
+    assert ids("site=AHP") == {archive[site].pk}
+    assert ids("language=zh-hans") == set()
+    assert client.get("/api/v1/reports/?month=October").status_code == 400
+
+
+def test_the_report_archive_takes_the_same_number_of_queries_for_3_or_15_reports(
+    administrator, site, archive
+):
+    client = signed_in(administrator)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as context:
+            assert client.get("/api/v1/reports/").status_code == 200
+        return len(context.captured_queries)
+
+    few = queries()
+    for report in archive.values():  # copies of the archive's rows, for earlier months
+        for months_back in range(1, 5):
+            report.pk, report.month = None, date(2024, 10 - months_back, 1)
+            report.save()
+    assert queries() == few
