@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
-from django.db.models import Count, Exists, F, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DateField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Model,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
 
-from registry.domain.followup import VisitState, lost_to_follow_up, visit_statuses
+from registry.domain.followup import (
+    LOST_TO_FOLLOW_UP_DAYS,
+    VisitStatus,
+    next_visit_after,
+    schedule,
+    worklist_visits,
+)
 from registry.models import (
     CrsEpisode,
     DataQualityQuery,
@@ -93,53 +114,95 @@ class Worklist:
     lost: list[WorklistLine] = field(default_factory=list)
 
 
+def _line(row: dict, status: VisitStatus) -> WorklistLine:
+    return WorklistLine(
+        row["patient_id"],
+        row["patient__study_id"],
+        row["patient__site__code"],
+        row["pk"],
+        row["arm"],
+        row["day0"],
+        status.visit.name,
+        status.opens,
+        status.closes,
+        status.state,
+    )
+
+
+def worklist_candidates(*, today: date, oldest_day0: date, contacts_after_today: bool) -> Q:
+    """The treatments that can have a worklist line today, as a filter: a superset, computed
+    in SQL, of those to which `_treatment_lines` gives a line.
+
+    - Lost to follow-up: the last contact (day 0 without one) more than 180 days ago.
+    - Otherwise a visit can only be due or overdue if it opened after the last contact, and
+      the last contact was at most 180 days ago: so the latest visit whose window has opened
+      opened at most 180 days ago, and no contact is dated on or after its opening. For each
+      visit the day 0s for which it is the latest one opened within 180 days form one range,
+      so this is one range of day 0 and one indexed look-up of the contacts per visit.
+    - A contact dated after today (only possible when the clock is set back) breaks the
+      second rule: with `contacts_after_today`, the treatments with one are candidates too.
+    """
+    horizon = today - timedelta(days=LOST_TO_FOLLOW_UP_DAYS)
+    contacts = FollowUpContact.objects.filter(treatment=OuterRef("pk"))
+    lost = ~Exists(contacts.filter(date__gte=horizon)) & (Q(day0__lt=horizon) | Exists(contacts))
+    candidates = lost
+    if contacts_after_today:
+        candidates |= Exists(contacts.filter(date__gt=today))
+    visits = schedule((today - oldest_day0).days)
+    visits.append(next_visit_after((today - oldest_day0).days))
+    for visit, following in itertools.pairwise(visits):
+        # `visit` is the latest opened: opens_day <= today - day0 < following.opens_day
+        latest = today - timedelta(days=visit.opens_day)
+        earliest = max(
+            today - timedelta(days=following.opens_day - 1),
+            horizon - timedelta(days=visit.opens_day - 1),
+        )
+        if earliest > latest:
+            continue
+        opened = ExpressionWrapper(
+            OuterRef("day0") + timedelta(days=visit.opens_day), output_field=DateField()
+        )
+        candidates |= Q(day0__range=(earliest, latest)) & ~Exists(contacts.filter(date__gte=opened))
+    return candidates
+
+
 def worklist_for(*, user, today: date) -> Worklist:
     """Follow-up visits due now and overdue, and patients lost to follow-up, at the user's sites.
 
-    Two queries whatever the number of patients: the treatments of living patients, and their
-    contact dates.
+    Four queries whatever the number of patients, and Python only for the treatments that can
+    have a line (`worklist_candidates`): the oldest day 0 and the latest contact (indexed),
+    the candidate treatments of living patients, and their contact dates.
     """
-    treatments = list(
+    worklist = Worklist()
+    bounds = Treatment.objects.aggregate(oldest=Min("day0")) | FollowUpContact.objects.aggregate(
+        latest=Max("date")
+    )
+    if bounds["oldest"] is None:
+        return worklist
+    candidates = worklist_candidates(
+        today=today,
+        oldest_day0=min(bounds["oldest"], today),
+        contacts_after_today=bounds["latest"] is not None and bounds["latest"] > today,
+    )
+    rows = list(
         scope_to_user(Treatment.objects.filter(patient__death__isnull=True), user=user)
+        .filter(candidates)
         .values("pk", "arm", "day0", "patient_id", "patient__study_id", "patient__site__code")
         .order_by("patient__site__code", "patient__study_id", "day0")
     )
     contacts: dict[int, list[date]] = defaultdict(list)
     for treatment_id, contact_date in FollowUpContact.objects.filter(
-        treatment_id__in=[t["pk"] for t in treatments]
+        treatment_id__in=[row["pk"] for row in rows]
     ).values_list("treatment_id", "date"):
         contacts[treatment_id].append(contact_date)
-    worklist = Worklist()
-    for row in treatments:
-        seen = contacts[row["pk"]]
-        statuses = visit_statuses(day0=row["day0"], contacts=seen, today=today)
-        last_seen = max(seen, default=row["day0"])
-
-        def line(status, *, row=row) -> WorklistLine:
-            return WorklistLine(
-                row["patient_id"],
-                row["patient__study_id"],
-                row["patient__site__code"],
-                row["pk"],
-                row["arm"],
-                row["day0"],
-                status.visit.name,
-                status.opens,
-                status.closes,
-                status.state,
-            )
-
-        if lost_to_follow_up(last_contact=last_seen, today=today, alive=True):
-            missed = [s for s in statuses if s.state == VisitState.OVERDUE]
-            if missed:
-                worklist.lost.append(line(missed[-1]))
-            continue
-        for status in statuses:
-            if status.state == VisitState.DUE:
-                worklist.due.append(line(status))
-        missed = [s for s in statuses if s.state == VisitState.OVERDUE and last_seen < s.opens]
-        if missed:
-            worklist.overdue.append(line(missed[-1]))
+    for row in rows:
+        visits = worklist_visits(day0=row["day0"], contacts=contacts[row["pk"]], today=today)
+        if visits.lost is not None:
+            worklist.lost.append(_line(row, visits.lost))
+        if visits.due is not None:
+            worklist.due.append(_line(row, visits.due))
+        if visits.overdue is not None:
+            worklist.overdue.append(_line(row, visits.overdue))
     worklist.due.sort(key=lambda w: w.closes)
     worklist.overdue.sort(key=lambda w: w.closes)
     return worklist
@@ -148,29 +211,40 @@ def worklist_for(*, user, today: date) -> Worklist:
 def patient_list(
     *, user, study_id: str = "", arm: str = "", site: str = "", vital_status: str = ""
 ) -> QuerySet[Patient]:
-    """Patients with their first treatment's arm and day 0 and whether they died: one query."""
-    first = Treatment.objects.filter(patient=OuterRef("pk")).order_by("day0")
-    patients = (
-        patients_visible_to(user=user)
-        .annotate(
-            arm=Subquery(first.values("arm")[:1]),
-            day0=Subquery(first.values("day0")[:1]),
-            is_dead=Exists(Death.objects.filter(patient=OuterRef("pk"))),
-            open_queries=Count("queries", filter=Q(queries__is_open=True)),
-        )
-        .order_by("site__code", "study_id")
-    )
+    """Patients with their first treatment's arm and day 0, whether they died and their open
+    queries: one query for a page, each value a subquery evaluated for that page's rows only
+    (no join and GROUP BY over every patient of the sites). The filters use no annotation, so
+    that the paginator's count(*) counts the filtered patients without computing them."""
+    patients = patients_visible_to(user=user)
+    sites = user_site_ids(user)
+    # Within one site the order by study ID is that of the (site, study ID) unique index.
+    one_site = bool(site) or (sites is not None and len(sites) == 1)
     if study_id:
         patients = patients.filter(study_id__icontains=study_id.strip())
     if arm:
-        patients = patients.filter(treatments__arm=arm).distinct()
+        patients = patients.filter(
+            Exists(Treatment.objects.filter(patient=OuterRef("pk"), arm=arm))
+        )
     if site:
         patients = patients.filter(site__code=site)
     if vital_status == "alive":
-        patients = patients.filter(is_dead=False)
+        patients = patients.filter(death__isnull=True)
     elif vital_status == "dead":
-        patients = patients.filter(is_dead=True)
-    return patients
+        patients = patients.filter(death__isnull=False)
+    first = Treatment.objects.filter(patient=OuterRef("pk")).order_by("day0")
+    open_count = (
+        DataQualityQuery.objects.filter(patient=OuterRef("pk"), is_open=True)
+        .order_by()
+        .values("patient")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return patients.annotate(
+        arm=Subquery(first.values("arm")[:1]),
+        day0=Subquery(first.values("day0")[:1]),
+        is_dead=Exists(Death.objects.filter(patient=OuterRef("pk"))),
+        open_queries=Coalesce(Subquery(open_count), 0),
+    ).order_by(*(("site", "study_id") if one_site else ("site__code", "study_id")))
 
 
 @dataclass(frozen=True)
@@ -181,6 +255,14 @@ class TimelineEntry:
     record: Model
 
 
+def death_of(patient: Patient) -> Death | None:
+    """The patient's death, or None: no query when it was loaded with select_related("death")."""
+    try:
+        return patient.death
+    except Death.DoesNotExist:
+        return None
+
+
 def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEntry]]]:
     """Each treatment with its records in date order, counted in days from its day 0."""
     treatments = list(
@@ -188,7 +270,7 @@ def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEnt
             "crs_episodes", "icans_episodes", "responses", "transplants", "contacts", "relapses"
         )
     )
-    death = Death.objects.filter(patient=patient).first()
+    death = death_of(patient)
     timeline = []
     for treatment in treatments:
         entries = [(treatment.day0, "treatment", treatment)]

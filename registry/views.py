@@ -44,6 +44,7 @@ from registry.models import (
 from registry.models import choices as labels
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import (
+    death_of,
     open_queries,
     patient_list,
     patient_timeline,
@@ -86,12 +87,20 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def worklist(request: HttpRequest) -> HttpResponse:
     """What is due at the user's sites: visits due and overdue, lost patients, open queries."""
+    worklist = worklist_for(user=request.user, today=today())
     context = {
-        "worklist": worklist_for(user=request.user, today=today()),
+        "worklist": worklist,
+        # Due and overdue visits are all shown, first; the patients lost to follow-up (who
+        # accumulate with the registry) a page at a time.
+        "lost": Paginator(worklist.lost, LOST_PER_PAGE).get_page(request.GET.get("lost_page")),
+        "lost_paged": "lost_page" in request.GET,
         "queries": [(query, resolving_url(query)) for query in open_queries(user=request.user)],
         "today": today(),
     }
     return render(request, "registry/worklist.html", context)
+
+
+LOST_PER_PAGE = 50
 
 
 def resolving_url(query) -> str:
@@ -110,12 +119,26 @@ def resolving_url(query) -> str:
     return reverse("patient-detail", args=[query.patient_id])
 
 
+class KeysFirstPaginator(Paginator):
+    """Sorts and slices the keys of a queryset alone, then loads that page's rows with their
+    annotations: the database computes the subqueries of 25 rows, not of every row sorted."""
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        keys = self.object_list.values("pk")[bottom:top]
+        return self._get_page(list(self.object_list.filter(pk__in=keys)), number, self)
+
+
 @login_required
 def patients(request: HttpRequest) -> HttpResponse:
     filters = {
         name: request.GET.get(name, "") for name in ("study_id", "arm", "site", "vital_status")
     }
-    page = Paginator(patient_list(user=request.user, **filters), 25).get_page(
+    page = KeysFirstPaginator(patient_list(user=request.user, **filters), 25).get_page(
         request.GET.get("page")
     )
     sites = user_site_ids(request.user)
@@ -133,12 +156,12 @@ def patients(request: HttpRequest) -> HttpResponse:
 @login_required
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = get_object_or_404(
-        records_visible_to(Patient, user=request.user).select_related("site"), pk=pk
+        records_visible_to(Patient, user=request.user).select_related("site", "death"), pk=pk
     )
     context = {
         "patient": patient,
         "timeline": patient_timeline(patient),
-        "death": Death.objects.filter(patient=patient).first(),
+        "death": death_of(patient),
         "can_edit": can(request.user, Action.EDIT, patient.site_id),
         "kinds": ["crs", "icans", "response", "transplant", "contact", "relapse"],
         "queries": patient.queries.filter(is_open=True),

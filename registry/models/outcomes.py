@@ -127,7 +127,11 @@ class FollowUpContact(ClinicalRecord):
         ordering = ["date"]
         verbose_name = _("follow-up contact")
         verbose_name_plural = _("follow-up contacts")
-        indexes = [models.Index(fields=["treatment", "date"])]
+        indexes = [
+            models.Index(fields=["treatment", "date"]),
+            # the latest contact of the registry (registry.selectors.worklist_for)
+            models.Index(fields=["date"], name="followupcontact_date_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.date}"

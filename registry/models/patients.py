@@ -112,7 +112,11 @@ class Treatment(ClinicalRecord):
                 name="treatment_bm_blast_pct_range",
             ),
         ]
-        indexes = [models.Index(fields=["arm", "day0"])]
+        indexes = [
+            models.Index(fields=["arm", "day0"]),
+            # the oldest day 0 of the registry (registry.selectors.worklist_for)
+            models.Index(fields=["day0"], name="treatment_day0_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.patient} {self.get_arm_display()} {self.day0}"

@@ -1,0 +1,215 @@
+"""The worklist, patient list and patient page at any registry size (issue #8).
+
+The worklist's SQL prefilter (registry.selectors.worklist_candidates) must keep every
+treatment that has a line: the worklist must equal the one computed in Python over every
+living patient, as it was before #8, on varied data.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import astuple
+from datetime import date, timedelta
+
+import pytest
+from django.urls import reverse
+
+from registry.domain.followup import VisitState, lost_to_follow_up, visit_statuses
+from registry.models import Death, FollowUpContact, Patient, Treatment
+from registry.selectors import Worklist, WorklistLine, worklist_for
+
+pytestmark = pytest.mark.django_db
+
+DAY0 = date(2016, 3, 1)
+
+
+def python_worklist(*, user, today: date) -> Worklist:
+    """The worklist as registry.selectors computed it before #8: every living patient's
+    treatments through visit_statuses."""
+    from registry.selectors import scope_to_user
+
+    treatments = list(
+        scope_to_user(Treatment.objects.filter(patient__death__isnull=True), user=user)
+        .values("pk", "arm", "day0", "patient_id", "patient__study_id", "patient__site__code")
+        .order_by("patient__site__code", "patient__study_id", "day0")
+    )
+    worklist = Worklist()
+    for row in treatments:
+        seen = list(
+            FollowUpContact.objects.filter(treatment_id=row["pk"]).values_list("date", flat=True)
+        )
+        statuses = visit_statuses(day0=row["day0"], contacts=seen, today=today)
+        last_seen = max(seen, default=row["day0"])
+
+        def line(status, row=row):
+            return WorklistLine(
+                row["patient_id"], row["patient__study_id"], row["patient__site__code"],
+                row["pk"], row["arm"], row["day0"], status.visit.name, status.opens,
+                status.closes, status.state,
+            )  # fmt: skip
+
+        if lost_to_follow_up(last_contact=last_seen, today=today, alive=True):
+            missed = [s for s in statuses if s.state == VisitState.OVERDUE]
+            if missed:
+                worklist.lost.append(line(missed[-1]))
+            continue
+        worklist.due += [line(s) for s in statuses if s.state == VisitState.DUE]
+        missed = [s for s in statuses if s.state == VisitState.OVERDUE and last_seen < s.opens]
+        if missed:
+            worklist.overdue.append(line(missed[-1]))
+    worklist.due.sort(key=lambda w: w.closes)
+    worklist.overdue.sort(key=lambda w: w.closes)
+    return worklist
+
+
+def registry(site, other_site, *, n: int, seed: int = 8) -> None:
+    """n patients per site written directly (a read-side test): varied day 0s over 8 years,
+    contacts regular, random, sparse, absent, dated after the cut-off; some deaths."""
+    rng = random.Random(seed)
+    for where in (site, other_site):
+        patients = Patient.objects.bulk_create(
+            Patient(site=where, study_id=f"{where.code}-{i:04d}", sex="F", year_of_birth=1980)
+            for i in range(n)
+        )
+        treatments = Treatment.objects.bulk_create(
+            Treatment(
+                patient=p,
+                arm=rng.choice(["car_t", "blinatumomab"]),
+                day0=DAY0 + timedelta(days=rng.randint(0, 3100)),
+            )
+            for p in patients
+            for _ in range(rng.choice([1, 1, 1, 2]))
+        )
+        contacts = []
+        for t in treatments:
+            pattern = rng.choice(["regular", "regular", "random", "none", "stopped", "late"])
+            targets = [28, 100, 182, 365, *(365 * k for k in range(2, 10))]
+            if pattern == "regular":
+                days = [d + rng.randint(-50, 50) for d in targets if rng.random() < 0.85]
+            elif pattern == "random":
+                days = [rng.randint(0, 3200) for _ in range(rng.randint(1, 6))]
+            elif pattern == "stopped":
+                days = targets[: rng.randint(1, 5)]
+            elif pattern == "late":
+                days = [rng.randint(3000, 3300)]
+            else:
+                days = []
+            contacts += [
+                FollowUpContact(treatment=t, date=t.day0 + timedelta(days=d), disease_status="remission")
+                for d in days
+                if d >= 0
+            ]  # fmt: skip
+        FollowUpContact.objects.bulk_create(contacts)
+        Death.objects.bulk_create(
+            Death(patient=p, date=DAY0 + timedelta(days=3000), cause="disease")
+            for p in patients
+            if rng.random() < 0.2
+        )
+
+
+def as_tuples(worklist: Worklist):
+    return tuple(
+        [astuple(line) for line in getattr(worklist, k)] for k in ("due", "overdue", "lost")
+    )
+
+
+@pytest.mark.parametrize(
+    "today",
+    [
+        date(2024, 10, 31),
+        date(2024, 6, 1),
+        date(2023, 1, 15),  # contacts dated after "today" exist: the prefilter must allow it
+        date(2016, 4, 10),
+        date(2025, 3, 3),
+        date(2016, 2, 1),  # before every day 0
+    ],
+)
+def test_the_worklist_is_the_one_computed_over_every_living_patient(
+    site, other_site, nurse, administrator, today
+):
+    registry(site, other_site, n=60)
+    for user in (nurse, administrator):
+        expected = python_worklist(user=user, today=today)
+        assert as_tuples(worklist_for(user=user, today=today)) == as_tuples(expected)
+    if today.year >= 2020:  # the data are varied enough to fill every part by then
+        assert all(as_tuples(python_worklist(user=administrator, today=today)))
+
+
+def test_an_empty_registry_has_an_empty_worklist(nurse):
+    assert as_tuples(worklist_for(user=nurse, today=date(2024, 10, 31))) == ([], [], [])
+
+
+def get_counting(client, url, django_assert_num_queries, queries: int):
+    client.get(url)  # warm the session
+    with django_assert_num_queries(queries):
+        response = client.get(url)
+    assert response.status_code == 200
+    return response
+
+
+@pytest.mark.parametrize("n", [5, 80])
+def test_the_worklist_page_uses_a_constant_number_of_queries(
+    client, site, other_site, nurse, settings, django_assert_num_queries, n
+):
+    settings.IMMUNOREG_TODAY = "2024-10-31"
+    registry(site, other_site, n=n)
+    client.force_login(nurse)
+    get_counting(client, reverse("worklist"), django_assert_num_queries, 9)
+
+
+def test_the_lost_to_follow_up_are_shown_a_page_at_a_time(
+    client, site, other_site, nurse, settings
+):
+    settings.IMMUNOREG_TODAY = "2024-10-31"
+    registry(site, other_site, n=200)
+    lost = worklist_for(user=nurse, today=date(2024, 10, 31)).lost
+    assert len(lost) > 50
+    client.force_login(nurse)
+    first = client.get(reverse("worklist")).content.decode()
+    assert f'<span class="badge">{len(lost)}</span>' in first
+    assert lost[0].study_id in first and lost[50].study_id not in first.split('id="lost"')[1]
+    assert "?lost_page=2" in first
+    second = client.get(reverse("worklist"), {"lost_page": 2}).content.decode()
+    lost_section = second.split('id="lost"')[1].split('id="queries"')[0]
+    assert lost[50].study_id in lost_section and "<details open>" in second
+
+
+@pytest.mark.parametrize("n", [5, 80])
+def test_the_patient_list_uses_a_constant_number_of_queries(
+    client, site, other_site, nurse, django_assert_num_queries, n
+):
+    registry(site, other_site, n=n)
+    client.force_login(nurse)
+    page = get_counting(client, reverse("patients"), django_assert_num_queries, 7)
+    assert f"({n} patients)" in page.content.decode()
+    get_counting(
+        client, reverse("patients") + "?page=2&vital_status=alive", django_assert_num_queries, 7
+    )
+
+
+def test_the_patient_list_pages_in_order_with_the_first_treatment(
+    client, site, other_site, administrator
+):
+    registry(site, other_site, n=30)
+    client.force_login(administrator)
+    seen = []
+    for number in (1, 2, 3):
+        page = client.get(reverse("patients"), {"page": number}).context["page"]
+        seen += [(p.site.code, p.study_id, p.day0, p.is_dead) for p in page]
+    expected = [
+        (p.site.code, p.study_id, p.treatments.order_by("day0").first().day0, hasattr(p, "death"))
+        for p in Patient.objects.select_related("site").order_by("site__code", "study_id")
+    ]
+    assert seen == expected
+
+
+@pytest.mark.parametrize("n", [5, 80])
+def test_the_patient_page_uses_a_constant_number_of_queries(
+    client, site, other_site, nurse, django_assert_num_queries, n
+):
+    registry(site, other_site, n=n)
+    client.force_login(nurse)
+    patient = Patient.objects.filter(site=site).first()
+    get_counting(
+        client, reverse("patient-detail", args=[patient.pk]), django_assert_num_queries, 13
+    )
