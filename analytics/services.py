@@ -367,16 +367,24 @@ def transplant_frame(t: pd.DataFrame, tx_column: str) -> pd.DataFrame:
 
 def transplant_block(t: pd.DataFrame, tx_column: str, landmark_days: int) -> dict[str, Any]:
     frame = transplant_frame(t, tx_column)
-    block = {arm: transplant_tests(frame[frame["arm"] == arm], landmark_days) for arm in ARMS}
+    # The counting-process rows are built once; each arm's are a subset (they carry the arm).
+    rows = transplant.counting_process(frame, covariates=("arm",))
+    block = {
+        arm: transplant_tests(frame[frame["arm"] == arm], rows[rows["arm"] == arm], landmark_days)
+        for arm in ARMS
+    }
     both_arms = frame["arm"].nunique() > 1
-    block["pooled"] = transplant_tests(frame, landmark_days, strata="arm" if both_arms else None)
+    block["pooled"] = transplant_tests(
+        frame, rows, landmark_days, strata="arm" if both_arms else None
+    )
     return block
 
 
 def transplant_tests(
-    frame: pd.DataFrame, landmark_days: int, *, strata: str | None = None
+    frame: pd.DataFrame, rows: pd.DataFrame, landmark_days: int, *, strata: str | None = None
 ) -> dict[str, Any]:
-    """TX: the naive test (biased by immortal time: labelled so) beside the correct ones."""
+    """TX: the naive test (biased by immortal time: labelled so) beside the correct ones, from
+    the patients' frame and their counting-process rows."""
     return {
         "n": len(frame),
         "n_transplanted": int(frame["tx_day"].notna().sum()),
@@ -385,18 +393,17 @@ def transplant_tests(
             "biased": "immortal time: transplanted patients had to survive until the transplant",
         },
         "time_dependent_cox": transplant.time_dependent_cox(
-            frame, covariates=(strata,) if strata else ()
+            rows, covariates=(strata,) if strata else ()
         ),
-        "mantel_byar": transplant.mantel_byar(frame, strata=strata),
+        "mantel_byar": transplant.mantel_byar(rows, strata=strata),
         "landmark": transplant.landmark(frame, landmark_days, strata=strata),
-        "simon_makuch": simon_makuch_with_risk(frame),
+        "simon_makuch": simon_makuch_with_risk(rows),
     }
 
 
-def simon_makuch_with_risk(frame: pd.DataFrame) -> dict[str, Any]:
+def simon_makuch_with_risk(rows: pd.DataFrame) -> dict[str, Any]:
     """Simon-Makuch curves and, for the plots, the patients at risk in each state."""
-    curves = transplant.simon_makuch(frame)
-    rows = transplant.counting_process(frame)
+    curves = transplant.simon_makuch(rows)
     at_risk = {}
     for status, label in ((0, "not_transplanted"), (1, "transplanted")):
         group = rows[rows["transplanted"] == status]

@@ -71,9 +71,10 @@ def stats_compare(code: str, out_dir: str, repeats: str) -> dict:
     def td_cox():
         for column in ("any_hsct_day", "ucbt_day"):
             tf = services.transplant_frame(t, column)
+            rows = transplant.counting_process(tf, covariates=("arm",))
             for arm in services.ARMS:
-                transplant.time_dependent_cox(tf[tf["arm"] == arm])
-            transplant.time_dependent_cox(tf, covariates=("arm",))
+                transplant.time_dependent_cox(rows[rows["arm"] == arm])
+            transplant.time_dependent_cox(rows, covariates=("arm",))
 
     parts = {}
     for name, fn in (("km_logrank_cox", km_logrank_cox), ("td_cox", td_cox)):

@@ -2,32 +2,33 @@
 
 Conventions fixed by the SAP so that R, SAS or Stata give the same figures: Greenwood variance
 with log(-log) intervals, median = first time S(t) <= 0.5, Efron ties in Cox models.
+
+The estimators are numpy (issue #8: lifelines' fitters cost seconds on the whole registry) and
+give lifelines' numbers: the same timeline, the same handling of empty risk sets and the same
+Newton-Raphson for Cox models (analytics.stats.cox).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, KaplanMeierFitter
-from lifelines.exceptions import ConvergenceError, ConvergenceWarning
-from lifelines.statistics import multivariate_logrank_test
+from lifelines.utils import concordance_index
+from scipy import stats
 
+from analytics.stats import cox as cox_fitting
 from analytics.stats.plain import finite_or_none, interval
 from registry.domain.followup import DAYS_PER_MONTH  # pure, like this module: one definition
 
 AT_RISK_MONTHS = (0, 3, 6, 9, 12, 18, 24)
 RATE_MONTHS = (12, 24)
+Z_95 = float(stats.norm.ppf(0.975))
 
-# lifelines stops Newton-Raphson on a Newton decrement below `precision` (default 1e-7), which
-# leaves coefficients a few 1e-6 away from R's coxph; 1e-12 reproduces R to all printed digits.
-COX_FIT_OPTIONS = {"precision": 1e-12}
-
-# lifelines multiplies the step factors in log space, so a survival that is exactly 0.5 can come
-# out as 0.5 + 1e-16 and its median would move to the next event time.
+# The survival is a product of step factors computed in log space, so a survival that is
+# exactly 0.5 can come out as 0.5 + 1e-16 and its median would move to the next event time.
 HALF_TOLERANCE = 1e-9
 
 Times: TypeAlias = Sequence[float] | pd.Series | np.ndarray
@@ -35,6 +36,49 @@ Times: TypeAlias = Sequence[float] | pd.Series | np.ndarray
 
 def days_to_months(days: Times) -> pd.Series:
     return pd.Series(days, dtype=float) / DAYS_PER_MONTH
+
+
+@dataclass(frozen=True)
+class KaplanMeier:
+    """A Kaplan-Meier curve with its log(-log) Greenwood 95% bounds, as lifelines'
+    KaplanMeierFitter gives it: a step at the origin and at every distinct time (of an event,
+    a censoring or an entry)."""
+
+    times: np.ndarray
+    survival: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def kaplan_meier(
+    durations: np.ndarray, observed: np.ndarray, entry: np.ndarray | None = None
+) -> KaplanMeier:
+    """Kaplan-Meier estimate; with `entry` (left truncation) a subject is at risk for the events
+    after its entry time. A time at which nobody is at risk leaves the curve where it was."""
+    durations = np.asarray(durations, dtype=float)
+    dead = np.sort(durations[np.asarray(observed, dtype=bool)])
+    if entry is None:
+        entry = np.full(durations.shape, min(0.0, durations.min()))
+    entry = np.sort(np.asarray(entry, dtype=float))
+    times = np.unique(np.concatenate([entry, durations]))
+    entered = np.searchsorted(entry, times, side="left")
+    entered[0] = np.searchsorted(entry, times[0], side="right")  # as lifelines: at the origin
+    at_risk = entered - np.searchsorted(np.sort(durations), times, side="left")
+    deaths = np.searchsorted(dead, times, side="right") - np.searchsorted(dead, times, side="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steps = np.log(at_risk - deaths) - np.log(at_risk)
+        greenwood = deaths / (at_risk * (at_risk - deaths).astype(float))
+        greenwood[np.isposinf(greenwood)] = 0.0  # everybody at risk died: no more variance
+        survival = np.exp(np.cumsum(np.where(np.isnan(steps), 0.0, steps)))
+        variance = np.cumsum(np.where(np.isnan(greenwood), 0.0, greenwood))
+        log_survival = np.log(survival)
+        spread = Z_95 * np.sqrt(variance) / log_survival
+        lower = np.exp(-np.exp(np.log(-log_survival) - spread))
+        upper = np.exp(-np.exp(np.log(-log_survival) + spread))
+    # Where S(t) = 1 the bounds are 0/0: lifelines (and R) make them 1.
+    return KaplanMeier(
+        times, survival, np.nan_to_num(lower, nan=1.0), np.nan_to_num(upper, nan=1.0)
+    )
 
 
 def km_summary(
@@ -63,24 +107,20 @@ def km_summary(
         summary["reason"] = "no patients"
         return summary
 
-    fit = KaplanMeierFitter().fit(durations, observed)
-    survival = fit.survival_function_.iloc[:, 0]
-    bands = fit.confidence_interval_survival_function_
-    lower, upper = bands.iloc[:, 0], bands.iloc[:, 1]
-
-    summary["median_months"] = first_time_at_or_below_half(survival)
+    curve = kaplan_meier(durations, observed)
+    summary["median_months"] = first_time_at_or_below_half(curve.times, curve.survival)
     # The lower band reaches one half first, so it gives the lower bound of the median.
     summary["median_ci95"] = [
-        first_time_at_or_below_half(lower),
-        first_time_at_or_below_half(upper),
+        first_time_at_or_below_half(curve.times, curve.lower),
+        first_time_at_or_below_half(curve.times, curve.upper),
     ]
     for month in rate_months:
         if (durations >= month).sum() == 0:
             continue  # nobody is still at risk: S(t) is not reported (SAP.md section 6)
         # Right-continuous step function: events at exactly `month` are counted.
-        row = survival.index.searchsorted(month, side="right") - 1
-        summary[f"rate_{month:g}m"] = finite_or_none(survival.iloc[row])
-        summary[f"rate_{month:g}m_ci95"] = interval(lower.iloc[row], upper.iloc[row])
+        row = curve.times.searchsorted(month, side="right") - 1
+        summary[f"rate_{month:g}m"] = finite_or_none(curve.survival[row])
+        summary[f"rate_{month:g}m_ci95"] = interval(curve.lower[row], curve.upper[row])
     summary["curve"] = [
         {
             "t": float(t),
@@ -88,7 +128,13 @@ def km_summary(
             "lo": finite_or_none(lo),
             "hi": finite_or_none(hi),
         }
-        for t, s, lo, hi in zip(survival.index, survival, lower, upper, strict=True)
+        for t, s, lo, hi in zip(
+            curve.times.tolist(),
+            curve.survival.tolist(),
+            curve.lower.tolist(),
+            curve.upper.tolist(),
+            strict=True,
+        )
     ]
     return summary
 
@@ -98,12 +144,12 @@ def km_summary_days(times_days: Times, events: Times, **options: Any) -> dict[st
     return km_summary(days_to_months(times_days), events, **options)
 
 
-def first_time_at_or_below_half(curve: pd.Series) -> float | None:
+def first_time_at_or_below_half(times: np.ndarray, curve: np.ndarray) -> float | None:
     """The first time at which a survival curve is at or below 0.5; None if never reached."""
-    reached = curve.to_numpy(dtype=float) <= 0.5 + HALF_TOLERANCE
+    reached = curve <= 0.5 + HALF_TOLERANCE
     if not reached.any():
         return None
-    return finite_or_none(curve.index[int(np.argmax(reached))])
+    return finite_or_none(times[int(np.argmax(reached))])
 
 
 def median_followup(times: Times, events: Times) -> float | None:
@@ -111,8 +157,8 @@ def median_followup(times: Times, events: Times) -> float | None:
     durations, observed = _clean(times, events)
     if durations.size == 0:
         return None
-    fit = KaplanMeierFitter().fit(durations, 1 - observed)
-    return first_time_at_or_below_half(fit.survival_function_.iloc[:, 0])
+    curve = kaplan_meier(durations, observed == 0)
+    return first_time_at_or_below_half(curve.times, curve.survival)
 
 
 def logrank(times: Times, events: Times, groups: Sequence[Any] | pd.Series) -> dict[str, Any]:
@@ -128,12 +174,37 @@ def logrank(times: Times, events: Times, groups: Sequence[Any] | pd.Series) -> d
         return {"chi2": None, "p": None, "reason": "fewer than two groups"}
     if frame["event"].sum() == 0:
         return {"chi2": None, "p": None, "reason": "no events"}
-    result = multivariate_logrank_test(frame["time"], frame["group"], frame["event"])
+    _, group = np.unique(frame["group"].to_numpy(), return_inverse=True)
+    chi2, df = logrank_statistic(frame["time"].to_numpy(), frame["event"].to_numpy(), group)
     return {
-        "chi2": finite_or_none(result.test_statistic),
-        "p": finite_or_none(result.p_value),
-        "df": int(result.degrees_of_freedom),
+        "chi2": finite_or_none(chi2),
+        "p": finite_or_none(stats.chi2.sf(chi2, df)),
+        "df": df,
     }
+
+
+def logrank_statistic(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> tuple[float, int]:
+    """The k-group log-rank chi-square and its degrees of freedom (groups numbered 0..k-1): at
+    each distinct time, observed and expected events per group and their hypergeometric
+    covariance, summed; the last group is left out of the quadratic form."""
+    k = int(group.max()) + 1
+    times, at_time = np.unique(time, return_inverse=True)
+    cell = at_time * k + group
+    leaving = np.bincount(cell, minlength=times.size * k).reshape(times.size, k).astype(float)
+    dying = np.bincount(cell, weights=event, minlength=times.size * k).reshape(times.size, k)
+    # At risk at each time: everybody minus those who left at earlier times.
+    at_risk_by_group = leaving.sum(axis=0) - np.cumsum(leaving, axis=0) + leaving
+    at_risk, deaths = at_risk_by_group.sum(axis=1), dying.sum(axis=1)
+    expected = (at_risk_by_group * (deaths / at_risk)[:, None]).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correction = (at_risk - deaths) / (at_risk - 1)
+    correction[~np.isfinite(correction)] = 1.0  # a single subject at risk
+    weight = correction * deaths / at_risk**2
+    covariance = -(at_risk_by_group * weight[:, None]).T @ at_risk_by_group
+    covariance[np.diag_indices(k)] += (at_risk_by_group * (weight * at_risk)[:, None]).sum(axis=0)
+    difference = (dying.sum(axis=0) - expected)[:-1]
+    chi2 = difference @ np.linalg.pinv(covariance[:-1, :-1]) @ difference
+    return float(chi2), k - 1
 
 
 def cox(
@@ -156,33 +227,28 @@ def cox(
     if not pd.api.types.is_numeric_dtype(frame[exposure]):
         raise ValueError(f"the exposure {exposure!r} must be numeric (for example 0/1)")
     design = design_matrix(frame, covariates)
-    design = pd.concat([frame[[duration_col, event_col]].astype(float), design], axis=1)
+    durations = frame[duration_col].to_numpy(dtype=float)
+    observed = frame[event_col].to_numpy(dtype=float)
 
-    events = int(design[event_col].sum())
+    events = int(observed.sum())
     if events == 0:
         return cox_not_estimable("no events")
     if design[exposure].nunique() < 2:
         return cox_not_estimable(f"{exposure} does not vary")
-    reason = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            fit = CoxPHFitter().fit(
-                design, duration_col, event_col, fit_options=dict(COX_FIT_OPTIONS)
-            )
-        except (ConvergenceError, np.linalg.LinAlgError, ValueError, ZeroDivisionError) as error:
-            reason = f"model could not be fitted: {first_sentence(error)}"
-    reason = reason or convergence_problem(caught)
-    if reason:
-        return cox_not_estimable(reason)
-    result = cox_terms(fit.summary, exposure)
+    try:
+        fit = cox_fitting.fit(design, durations, observed)
+    except cox_fitting.NotEstimable as error:
+        return cox_not_estimable(str(error))
+    result = cox_terms(fit, exposure)
     if result.get("reason"):
         return result
+    # Harrell's C of the fitted risk score (a higher score predicts a shorter time).
+    score = design.to_numpy(dtype=float) @ fit.coef
     result.update(
         n=len(design),
         events=events,
-        concordance=finite_or_none(fit.concordance_index_),
-        lr_chi2=finite_or_none(fit.log_likelihood_ratio_test().test_statistic),
+        concordance=finite_or_none(concordance_index(durations, -score, observed)),
+        lr_chi2=finite_or_none(2 * (fit.log_likelihood - fit.log_likelihood_null)),
     )
     return result
 
@@ -204,17 +270,22 @@ def design_matrix(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFram
     return pd.concat(columns, axis=1)
 
 
-def cox_terms(summary: pd.DataFrame, exposure: str) -> dict[str, Any]:
-    """Plain numbers from a lifelines summary, the exposure's at the top level."""
+def cox_terms(fit: cox_fitting.CoxFit, exposure: str) -> dict[str, Any]:
+    """HR, its 95% CI, Wald p, coef and se of every term, the exposure's at the top level."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        se = np.sqrt(np.diag(fit.covariance))
+        hr = np.exp(fit.coef)
+        p = stats.chi2.sf((fit.coef / se) ** 2, 1)
+        lower, upper = hr * np.exp(-Z_95 * se), hr * np.exp(Z_95 * se)
     terms: dict[str, dict[str, Any]] = {
-        str(name): {
-            "hr": finite_or_none(row["exp(coef)"]),
-            "ci95": interval(row["exp(coef) lower 95%"], row["exp(coef) upper 95%"]),
-            "p": finite_or_none(row["p"]),
-            "coef": finite_or_none(row["coef"]),
-            "se": finite_or_none(row["se(coef)"]),
+        name: {
+            "hr": finite_or_none(hr[i]),
+            "ci95": interval(lower[i], upper[i]),
+            "p": finite_or_none(p[i]),
+            "coef": finite_or_none(fit.coef[i]),
+            "se": finite_or_none(se[i]),
         }
-        for name, row in summary.iterrows()
+        for i, name in enumerate(fit.names)
     }
     main = terms[exposure]
     if main["hr"] is None or main["se"] is None or None in main["ci95"]:
@@ -226,22 +297,6 @@ def cox_not_estimable(reason: str) -> dict[str, Any]:
     return {"hr": None, "ci95": [None, None], "p": None, "coef": None, "se": None, "reason": reason}
 
 
-def convergence_problem(caught: list[warnings.WarningMessage]) -> str | None:
-    """lifelines reports separation and non-convergence as warnings and still returns numbers;
-    the SAP wants those reported as not estimable. Its warnings about low variance or correlation
-    with the duration are only hints (they also fire when, say, one arm has no censored
-    patient, which a Cox model handles) and do not by themselves invalidate the fit."""
-    for warning in caught:
-        message = str(warning.message)
-        if issubclass(warning.category, ConvergenceWarning) and (
-            "failed to converge" in message
-            or "norm(delta) is still high" in message
-            or "suspiciously close to 0" in message
-        ):
-            return f"model did not converge: {message.strip().splitlines()[0]}"
-    return None
-
-
 def _clean(times: Times, events: Times) -> tuple[np.ndarray, np.ndarray]:
     frame = pd.DataFrame(
         {
@@ -250,8 +305,3 @@ def _clean(times: Times, events: Times) -> tuple[np.ndarray, np.ndarray]:
         }
     ).dropna()
     return frame["time"].to_numpy(), frame["event"].to_numpy()
-
-
-def first_sentence(error: Exception) -> str:
-    """lifelines' errors end in long documentation links; the reason keeps the first sentence."""
-    return str(error).strip().split(". ")[0].rstrip(".")

@@ -7,29 +7,28 @@ A transplant after the event or censoring time does not change the patient's exp
 transplant on the day of the event or censoring moves half a day earlier, so that the patient is
 at risk as transplanted when the event happens; a transplant on or before day 0 counts from
 the start.
+
+The time-dependent Cox model, the Mantel-Byar test and the Simon-Makuch curves take the
+counting-process rows of `counting_process`, built once per frame (issue #8).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxTimeVaryingFitter, KaplanMeierFitter
-from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from scipy import stats
 
+from analytics.stats import cox as cox_fitting
 from analytics.stats.plain import finite_or_none
 from analytics.stats.survival import (
-    COX_FIT_OPTIONS,
     DAYS_PER_MONTH,
-    convergence_problem,
     cox_not_estimable,
     cox_terms,
     design_matrix,
-    first_sentence,
+    kaplan_meier,
 )
 
 LANDMARK_DAYS = 90
@@ -64,7 +63,8 @@ def naive_logrank(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, A
 
 def counting_process(df: pd.DataFrame, covariates: Sequence[str] = ()) -> pd.DataFrame:
     """Counting-process rows `id, start, stop, event, transplanted` (plus covariates): one row
-    before the transplant and one after it."""
+    before the transplant and one after it. Patients without a time or event are left out."""
+    df = df.dropna(subset=["time", "event"])
     # Vectorised (the row-by-row version cost seconds at 100,000 patients): patients never
     # transplanted before their event or censoring, or transplanted on day 0, give one row;
     # the others give a row before and a row after the transplant, in patient order.
@@ -102,10 +102,11 @@ def counting_process(df: pd.DataFrame, covariates: Sequence[str] = ()) -> pd.Dat
     return rows[columns].reset_index(drop=True)
 
 
-def time_dependent_cox(df: pd.DataFrame, covariates: Sequence[str] = ()) -> dict[str, Any]:
-    """Cox model with transplant as a time-varying covariate (Efron ties): HR of being
-    transplanted, 95% CI, Wald p; `covariates` (for example "arm") adjust it."""
-    rows = counting_process(df.dropna(subset=["time", "event", *covariates]), covariates)
+def time_dependent_cox(rows: pd.DataFrame, covariates: Sequence[str] = ()) -> dict[str, Any]:
+    """Cox model with transplant as a time-varying covariate (Efron ties), on counting-process
+    rows: HR of being transplanted, 95% CI, Wald p; `covariates` (for example "arm", carried on
+    the rows) adjust it."""
+    rows = rows.dropna(subset=list(covariates))
     n_transplanted = int(rows.loc[rows["transplanted"] == 1, "id"].nunique())
     if n_transplanted == 0:
         return {**cox_not_estimable("no patient transplanted"), "n_transplanted": 0}
@@ -118,36 +119,26 @@ def time_dependent_cox(df: pd.DataFrame, covariates: Sequence[str] = ()) -> dict
         }
     design = pd.concat(
         [
-            rows[["id", "start", "stop", "event"]],
             rows[["transplanted"]].astype(float),
             design_matrix(rows, covariates) if covariates else None,
         ],
         axis=1,
     )
-    reason = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        try:
-            fit = CoxTimeVaryingFitter().fit(
-                design,
-                event_col="event",
-                start_col="start",
-                stop_col="stop",
-                id_col="id",
-                fit_options=dict(COX_FIT_OPTIONS),
-            )
-        except (ConvergenceError, np.linalg.LinAlgError, ValueError, ZeroDivisionError) as error:
-            reason = f"model could not be fitted: {first_sentence(error)}"
-    reason = reason or convergence_problem(caught)
-    if reason:
-        return {**cox_not_estimable(reason), "n_transplanted": n_transplanted}
-    return {**cox_terms(fit.summary, "transplanted"), "n_transplanted": n_transplanted}
+    try:
+        fit = cox_fitting.fit(
+            design,
+            rows["stop"].to_numpy(dtype=float),
+            rows["event"].to_numpy(dtype=float),
+            rows["start"].to_numpy(dtype=float),
+        )
+    except cox_fitting.NotEstimable as error:
+        return {**cox_not_estimable(str(error)), "n_transplanted": n_transplanted}
+    return {**cox_terms(fit, "transplanted"), "n_transplanted": n_transplanted}
 
 
-def mantel_byar(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, Any]:
-    """Mantel-Byar test: the log-rank test in which each patient counts, at each event time,
-    in the group (transplanted or not) they are in at that time."""
-    rows = counting_process(df, (strata,) if strata else ())
+def mantel_byar(rows: pd.DataFrame, *, strata: str | None = None) -> dict[str, Any]:
+    """Mantel-Byar test on counting-process rows: the log-rank test in which each patient
+    counts, at each event time, in the group (transplanted or not) they are in at that time."""
     result = counting_process_logrank(rows, strata=strata)
     return {**result, "n_transplanted": int(rows.loc[rows["transplanted"] == 1, "id"].nunique())}
 
@@ -179,10 +170,10 @@ def landmark(
     }
 
 
-def simon_makuch(df: pd.DataFrame) -> dict[str, Any]:
-    """Simon-Makuch curves for plots: Kaplan-Meier by current transplant status, the
-    transplanted curve left-truncated at the transplant. Times `t` in months."""
-    rows = counting_process(df)
+def simon_makuch(rows: pd.DataFrame) -> dict[str, Any]:
+    """Simon-Makuch curves for plots, from counting-process rows: Kaplan-Meier by current
+    transplant status, the transplanted curve left-truncated at the transplant. Times `t` in
+    months."""
     curves: dict[str, Any] = {}
     for status, label in ((0, "not_transplanted"), (1, "transplanted")):
         group = rows[rows["transplanted"] == status]
@@ -190,14 +181,14 @@ def simon_makuch(df: pd.DataFrame) -> dict[str, Any]:
             curves[label] = None
             curves["reason"] = f"no patient-time {label.replace('_', ' ')}"
             continue
-        fit = KaplanMeierFitter().fit(
-            group["stop"] / DAYS_PER_MONTH,
-            group["event"],
-            entry=group["start"] / DAYS_PER_MONTH,
+        curve = kaplan_meier(
+            group["stop"].to_numpy(dtype=float) / DAYS_PER_MONTH,
+            group["event"].to_numpy(dtype=float),
+            entry=group["start"].to_numpy(dtype=float) / DAYS_PER_MONTH,
         )
-        survival = fit.survival_function_.iloc[:, 0]
         curves[label] = [
-            {"t": float(t), "s": finite_or_none(s)} for t, s in survival.items() if pd.notna(s)
+            {"t": t, "s": finite_or_none(s)}
+            for t, s in zip(curve.times.tolist(), curve.survival.tolist(), strict=True)
         ]
     return curves
 
@@ -213,23 +204,17 @@ def counting_process_logrank(rows: pd.DataFrame, *, strata: str | None = None) -
         return _test_not_estimable("no events")
     if rows["transplanted"].nunique() < 2:
         return _test_not_estimable("only one group")
+    rows = rows[rows["stop"].notna()]
     observed = expected = variance = 0.0
     groups = rows.groupby(strata, sort=False) if strata else [(None, rows)]
     for _, stratum in groups:
-        start = stratum["start"].to_numpy(dtype=float)
-        stop = stratum["stop"].to_numpy(dtype=float)
-        event = stratum["event"].to_numpy(dtype=int)
-        exposed = stratum["transplanted"].to_numpy(dtype=int) == 1
-        for t in np.unique(stop[event == 1]):
-            # At risk at t: entered before t (or on day 0) and not yet out before t.
-            at_risk = ((start < t) | (start == 0)) & (stop >= t)
-            dying = at_risk & (stop == t) & (event == 1)
-            n, n1 = at_risk.sum(), (at_risk & exposed).sum()
-            d, d1 = dying.sum(), (dying & exposed).sum()
-            observed += d1
-            expected += d * n1 / n
-            if n > 1:
-                variance += d * (n1 / n) * (1 - n1 / n) * (n - d) / (n - 1)
+        o, e, v = observed_expected_variance(
+            stratum["start"].to_numpy(dtype=float),
+            stratum["stop"].to_numpy(dtype=float),
+            stratum["event"].to_numpy(dtype=int) == 1,
+            stratum["transplanted"].to_numpy(dtype=int) == 1,
+        )
+        observed, expected, variance = observed + o, expected + e, variance + v
     if variance <= 0:
         return _test_not_estimable("no variance: no event while both groups were at risk")
     chi2 = (observed - expected) ** 2 / variance
@@ -239,6 +224,35 @@ def counting_process_logrank(rows: pd.DataFrame, *, strata: str | None = None) -
         "observed": finite_or_none(observed),
         "expected": finite_or_none(expected),
     }
+
+
+def observed_expected_variance(
+    start: np.ndarray, stop: np.ndarray, event: np.ndarray, exposed: np.ndarray
+) -> tuple[float, float, float]:
+    """Observed and expected events of the exposed rows and the hypergeometric variance, summed
+    over the event times. A row is at risk at t if it entered before t (or on day 0) and was
+    not yet out before t; rows have start < stop, or start 0."""
+    times = np.unique(stop[event])
+
+    def count(values: np.ndarray, *, at_or_after: np.ndarray) -> np.ndarray:
+        ordered = np.sort(values)
+        return ordered.size - np.searchsorted(ordered, at_or_after, side="left")
+
+    def at_risk(rows: np.ndarray) -> np.ndarray:
+        late = start[rows & (start != 0)]
+        return count(stop[rows], at_or_after=times) - count(late, at_or_after=times)
+
+    def dying(rows: np.ndarray) -> np.ndarray:
+        dead = np.sort(stop[rows & event])
+        return np.searchsorted(dead, times, "right") - np.searchsorted(dead, times, "left")
+
+    everyone = np.ones(stop.size, dtype=bool)
+    n, n1 = at_risk(everyone).astype(float), at_risk(exposed)
+    d, d1 = dying(everyone), dying(exposed)
+    share = n1 / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(n > 1, d * share * (1 - share) * (n - d) / (n - 1), 0.0)
+    return float(d1.sum()), float((d * share).sum()), float(spread.sum())
 
 
 def _test_not_estimable(reason: str) -> dict[str, Any]:

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from lifelines import KaplanMeierFitter
 from lifelines.datasets import load_lung
 
 from analytics.stats.survival import (
     DAYS_PER_MONTH,
     cox,
+    kaplan_meier,
     km_summary,
     km_summary_days,
     logrank,
@@ -277,3 +279,18 @@ def test_median_follow_up_uses_reverse_kaplan_meier():
 
 def test_median_follow_up_of_no_patients_is_null():
     assert median_followup([], []) is None
+
+
+@pytest.mark.parametrize("late_entries", [False, True])
+def test_kaplan_meier_gives_lifelines_curve_and_bounds(late_entries):
+    rng = np.random.default_rng(3)
+    durations = rng.integers(1, 40, 300).astype(float)  # many ties
+    observed = rng.random(300) < 0.6
+    entry = np.floor(durations * rng.random(300)) if late_entries else None
+    reference = KaplanMeierFitter().fit(durations, observed, entry=entry)
+    curve = kaplan_meier(durations, observed, entry=entry)
+    assert curve.times.tolist() == reference.survival_function_.index.tolist()
+    assert curve.survival == pytest.approx(reference.survival_function_.iloc[:, 0], rel=1e-12)
+    bands = reference.confidence_interval_survival_function_
+    assert curve.lower == pytest.approx(bands.iloc[:, 0], rel=1e-12)
+    assert curve.upper == pytest.approx(bands.iloc[:, 1], rel=1e-12)

@@ -95,7 +95,7 @@ def test_naive_log_rank_counts_a_transplant_from_day_0():
 
 
 def test_mantel_byar_counts_a_patient_as_untransplanted_before_the_transplant():
-    result = mantel_byar(FOUR)
+    result = mantel_byar(counting_process(FOUR))
     assert result["observed"] == 1
     assert result["expected"] == pytest.approx(5 / 6)
     assert result["chi2"] == pytest.approx(1 / 17)
@@ -114,7 +114,7 @@ def test_mantel_byar_equals_ordinary_log_rank_when_every_transplant_is_on_day_0(
 ):
     frame = lung_as_transplant.assign(tx_day=np.where(lung_as_transplant["sex"] == 2, 0, np.nan))
     reference = logrank(frame["time"], frame["event"], frame["sex"])
-    result = mantel_byar(frame)
+    result = mantel_byar(counting_process(frame))
     assert result["chi2"] == pytest.approx(reference["chi2"], rel=1e-9)
     assert result["p"] == pytest.approx(reference["p"], rel=1e-9)
 
@@ -122,26 +122,27 @@ def test_mantel_byar_equals_ordinary_log_rank_when_every_transplant_is_on_day_0(
 def test_stratified_test_ignores_a_stratum_without_events():
     quiet = cohort((40, 0, 5), (50, 0, NO_TX), arm=["car_t", "car_t"])
     busy = FOUR.assign(arm="blinatumomab")
-    stratified = mantel_byar(pd.concat([busy, quiet], ignore_index=True), strata="arm")
+    rows = counting_process(pd.concat([busy, quiet], ignore_index=True), ("arm",))
+    stratified = mantel_byar(rows, strata="arm")
     assert stratified["chi2"] == pytest.approx(1 / 17)
 
 
 def test_stratified_test_sums_observed_expected_and_variance_over_strata():
     both = pd.concat([FOUR.assign(arm="a"), FOUR.assign(arm="b")], ignore_index=True)
-    result = mantel_byar(both, strata="arm")
+    result = mantel_byar(counting_process(both, ("arm",)), strata="arm")
     # O - E and V double, so chi2 = (2/6)^2 / (34/36) = 2/17.
     assert result["chi2"] == pytest.approx(2 / 17)
 
 
 def test_mantel_byar_without_transplanted_patients_is_null_with_a_reason():
-    result = mantel_byar(cohort((10, 1, NO_TX), (20, 0, NO_TX), (30, 1, 45)))
+    result = mantel_byar(counting_process(cohort((10, 1, NO_TX), (20, 0, NO_TX), (30, 1, 45))))
     assert result["chi2"] is None and result["p"] is None
     assert result["reason"] == "only one group"
     assert result["n_transplanted"] == 0
 
 
 def test_mantel_byar_without_events_is_null_with_a_reason():
-    result = mantel_byar(cohort((10, 0, 5), (20, 0, NO_TX)))
+    result = mantel_byar(counting_process(cohort((10, 0, 5), (20, 0, NO_TX))))
     assert result["p"] is None and result["reason"] == "no events"
 
 
@@ -159,14 +160,58 @@ def test_time_dependent_cox_equals_ordinary_cox_when_every_transplant_is_on_day_
         transplanted=(lung_as_transplant["sex"] == 2).astype(int),
     )
     reference = cox(frame, "time", "event", ["transplanted"])
-    result = time_dependent_cox(frame)
+    result = time_dependent_cox(counting_process(frame))
     assert result["hr"] == pytest.approx(reference["hr"], rel=1e-6)
     assert result["ci95"] == pytest.approx(reference["ci95"], rel=1e-6)
     assert result["p"] == pytest.approx(reference["p"], rel=1e-6)
 
 
+@pytest.fixture(scope="module")
+def lung_transplanted_halfway() -> pd.DataFrame:
+    """lung, the patients under 60 transplanted on day floor(time / 2) (none on day 0)."""
+    frame = load_lung()[["time", "status", "sex", "age"]].rename(columns={"status": "event"})
+    frame["tx_day"] = np.where(frame["age"] < 60, np.floor(frame["time"] / 2), np.nan)
+    return frame
+
+
+def test_time_dependent_cox_matches_r_coxph_on_the_counting_process_rows(
+    lung_transplanted_halfway,
+):
+    # R 4.2.2, survival 3.5-3: coxph(Surv(start, stop, event) ~ transplanted) (Efron) on the same
+    # 311 rows, built as in bench/r/survival.R.
+    rows = counting_process(lung_transplanted_halfway)
+    assert len(rows) == 311
+    result = time_dependent_cox(rows)
+    assert result["coef"] == pytest.approx(0.5479667262, rel=1e-6)
+    assert result["se"] == pytest.approx(0.1750138818, rel=1e-6)
+    assert result["p"] == pytest.approx(0.001742180501, rel=1e-6)
+    assert result["ci95"] == [pytest.approx(1.227458561), pytest.approx(2.43753585)]
+    assert result["n_transplanted"] == 83
+
+
+def test_time_dependent_cox_adjusted_for_sex_matches_r(lung_transplanted_halfway):
+    rows = counting_process(lung_transplanted_halfway, ("sex",))
+    result = time_dependent_cox(rows, covariates=("sex",))
+    assert result["coef"] == pytest.approx(0.5793452084, rel=1e-6)
+    assert result["terms"]["sex"]["coef"] == pytest.approx(-0.5576032033, rel=1e-6)
+    assert result["terms"]["sex"]["se"] == pytest.approx(0.1675662469, rel=1e-6)
+
+
+def test_time_dependent_cox_without_events_after_a_transplant_is_null_with_a_reason():
+    # Monotone likelihood: the HR of being transplanted tends to 0 (R warns "beta may be
+    # infinite"); the SAP reports it as not estimable.
+    frame = cohort(
+        (10, 1, NO_TX), (20, 0, 5), (30, 1, NO_TX), (25, 0, 3), (15, 1, NO_TX), (40, 0, 8)
+    )
+    result = time_dependent_cox(counting_process(frame))
+    assert result["hr"] is None and result["ci95"] == [None, None]
+    assert "did not converge" in result["reason"]
+    assert result["n_transplanted"] == 3
+
+
 def test_time_dependent_cox_adjusts_for_arm(lung_as_transplant):
-    result = time_dependent_cox(lung_as_transplant, covariates=("arm",))
+    rows = counting_process(lung_as_transplant, ("arm",))
+    result = time_dependent_cox(rows, covariates=("arm",))
     assert result["hr"] > 0 and result["p"] is not None
     assert set(result["terms"]) == {"transplanted", "arm_car_t"}
     assert result["n_transplanted"] > 0
@@ -174,13 +219,13 @@ def test_time_dependent_cox_adjusts_for_arm(lung_as_transplant):
 
 
 def test_time_dependent_cox_without_transplants_is_null_with_a_reason():
-    result = time_dependent_cox(cohort((10, 1, NO_TX), (20, 0, NO_TX)))
+    result = time_dependent_cox(counting_process(cohort((10, 1, NO_TX), (20, 0, NO_TX))))
     assert result["hr"] is None and result["ci95"] == [None, None]
     assert result["reason"] == "no patient transplanted"
 
 
 def test_time_dependent_cox_without_events_is_null_with_a_reason():
-    result = time_dependent_cox(cohort((10, 0, 3), (20, 0, NO_TX)))
+    result = time_dependent_cox(counting_process(cohort((10, 0, 3), (20, 0, NO_TX))))
     assert result["hr"] is None and result["reason"] == "no events"
 
 
@@ -217,7 +262,7 @@ def test_landmark_without_transplants_by_then_is_null_with_a_reason():
 
 
 def test_simon_makuch_enters_the_transplanted_at_their_transplant():
-    curves = simon_makuch(FOUR)
+    curves = simon_makuch(counting_process(FOUR))
     days = 30.4375
     # Untransplanted: A dies at 10 (n=4), D at 15 (n=2 after B leaves at 12).
     untransplanted = {point["t"] * days: point["s"] for point in curves["not_transplanted"]}
@@ -230,6 +275,6 @@ def test_simon_makuch_enters_the_transplanted_at_their_transplant():
 
 
 def test_simon_makuch_without_transplants_has_no_transplanted_curve():
-    curves = simon_makuch(cohort((10, 1, NO_TX), (20, 0, NO_TX)))
+    curves = simon_makuch(counting_process(cohort((10, 1, NO_TX), (20, 0, NO_TX))))
     assert curves["transplanted"] is None and curves["reason"]
     assert curves["not_transplanted"]
