@@ -643,7 +643,13 @@ def _import_table(
     parsed = [parse_row(number, cells, positions, width=width) for number, cells in table.rows]
     problems = list(header_problems)
     created = 0
-    with transaction.atomic(), services.queries_refreshed_together():
+    # All or nothing: one transaction, no savepoint per record, the audit rows and the
+    # data-quality queries written together at the end (registry.services).
+    with (
+        transaction.atomic(),
+        services.batched_writes(),
+        services.queries_refreshed_together(),
+    ):
         sites = _Sites(user=user, create=create_sites)
         first_row: dict[tuple[str, str], int] = {}
         for row in parsed:
@@ -830,9 +836,7 @@ class _RowImport:
             self._report(model, error)
         except PermissionDenied as error:
             self.row.add("site", str(error))
-        record.pk = None  # rolled back with its savepoint
-        record._state.adding = True
-        return None
+        return None  # refused before it was written
 
     def _death(self, death: Death, *, fatal: CrsEpisode | IcansEpisode | None) -> None:
         if any(self.row.reported(column) for column in RECORD_COLUMNS[Death]):

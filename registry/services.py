@@ -8,6 +8,7 @@ A broken rule raises ValidationError with messages by field, and nothing is save
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,7 +16,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models, transaction
+from django.db import connection, models, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from registry import outbox, quality
@@ -125,12 +127,88 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
-def _save(record: Record, *, user, reason: str) -> Record:
-    full_validate(record)
+def _write(record: Record, *, user, reason: str) -> Record:
+    """Save a record already validated, with its audit row (now, or with the batch's)."""
     record._change_reason = reason
     record._history_user = user
-    record.save()
+    created = record._state.adding
+    batch = _history_batch.get()
+    if batch is None:
+        record.save()
+    else:
+        record.skip_history_when_saving = True
+        try:
+            record.save()
+        finally:
+            del record.skip_history_when_saving
+        batch[(type(record), record.pk)] = record
+    if created and isinstance(record, Patient):
+        record._state.fields_cache.setdefault("death", None)  # a new patient has not died
     return record
+
+
+# Inside `batched_writes()`: the records written, whose audit rows are created together.
+_history_batch: ContextVar[dict[tuple[type, Any], models.Model] | None] = ContextVar(
+    "history_batch", default=None
+)
+
+
+@contextmanager
+def _write_block() -> Iterator[None]:
+    """One write's transaction: a savepoint of its own, or, inside `batched_writes()`, none."""
+    if _history_batch.get() is not None:
+        yield
+        return
+    with transaction.atomic():
+        yield
+
+
+@contextmanager
+def batched_writes(batch_size: int = 1000) -> Iterator[None]:
+    """Writes for the all-or-nothing cohort import, inside its transaction.atomic().
+
+    No savepoint per write: a write that is refused (a broken rule, a permission) raises before
+    it writes anything, so the transaction stays usable and the import goes on checking the rest
+    of the file; an error of the database itself still rolls the whole import back. The audit
+    rows (who, when, why, the record's values) are written together at the end, in batches,
+    with the import's user and reason. Use with `patient_checks_deferred()`, whose cross-record
+    rules are checked after a row's writes.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("batched_writes() needs an enclosing transaction.atomic()")
+    batch: dict[tuple[type, Any], models.Model] = {}
+    token = _history_batch.set(batch)
+    try:
+        yield
+    finally:
+        _history_batch.reset(token)
+    if connection.needs_rollback:
+        return  # the import is rolled back: no audit rows for it
+    written: dict[tuple[type, int | None, str], list[Any]] = defaultdict(list)
+    for (model, pk), record in batch.items():
+        user = record._history_user
+        written[(model, user.pk if user else None, record._change_reason)].append(pk)
+    now = timezone.now()
+    for (model, user_id, reason), pks in written.items():
+        for start in range(0, len(pks), batch_size):
+            _history_rows(model, pks[start : start + batch_size], user_id, reason, now)
+
+
+def _history_rows(model: type, pks: list[Any], user_id: int | None, reason: str, now) -> None:
+    """The audit rows of saved records ('+', created), copied by the database from the records
+    themselves: what django-simple-history writes for each save, in one statement."""
+    history = model.history.model
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in history.tracked_fields)
+    placeholders = ", ".join(["%s"] * len(pks))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(history._meta.db_table)} ({columns}, history_date, "
+            "history_change_reason, history_type, history_user_id) "
+            f"SELECT {columns}, %s, %s, '+', %s FROM {quote(model._meta.db_table)} "
+            f"WHERE {quote(model._meta.pk.column)} IN ({placeholders})",
+            [now, reason, user_id, *pks],
+        )
 
 
 # The patients written inside `patient_checks_deferred()`, checked once each at its end.
@@ -190,37 +268,47 @@ def _after_write(patient: Patient) -> None:
     outbox.patient_changed(patient)
 
 
-def _mark_status_yes(treatment: Treatment, field: str, *, user, reason: str) -> None:
-    """Recording an episode says the toxicity occurred; an unknown status becomes 'yes'."""
-    if getattr(treatment, field) == YesNoUnknown.UNKNOWN:
-        setattr(treatment, field, YesNoUnknown.YES)
-        treatment.version += 1
-        _save(treatment, user=user, reason=reason or _("episode recorded"))
+def _marked_status_yes(record: models.Model) -> Treatment | None:
+    """Recording an episode says the toxicity occurred: an unknown status becomes 'yes'. The
+    treatment so changed (not saved yet), or None."""
+    if not isinstance(record, CrsEpisode | IcansEpisode):
+        return None
+    field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
+    treatment = record.treatment
+    if getattr(treatment, field) != YesNoUnknown.UNKNOWN:
+        return None
+    setattr(treatment, field, YesNoUnknown.YES)
+    treatment.version += 1
+    return treatment
 
 
-@transaction.atomic
 def record_save(record: Record, *, user, reason: str = "", version: int | None = None) -> Record:
     """Save a new or changed record (patient, treatment, episode, response, ...).
 
     A change to a saved record needs a reason, which goes into the audit trail; with `version`,
-    it applies only if the record is still at that version (optimistic concurrency).
+    it applies only if the record is still at that version (optimistic concurrency). Every
+    check comes before the first write.
     """
-    if record.pk is None:
-        _require(user, Action.EDIT, _site_or_invalid(record))
-        if isinstance(record, CrsEpisode | IcansEpisode):
-            field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
-            _mark_status_yes(record.treatment, field, user=user, reason=reason)
-        reason = reason or _("created")
-    else:
-        reason = _require_reason(reason)
-        locked = type(record).objects.select_for_update().get(pk=record.pk)
-        _require(user, Action.EDIT, site_id_of(locked))  # where it was
-        _require(user, Action.EDIT, _site_or_invalid(record))  # and where it goes
-        if version is not None and locked.version != version:
-            raise StaleVersion(current=locked.version, given=version)
-        record.version = locked.version + 1
-    _save(record, user=user, reason=reason)
-    _after_write(record.patient)
+    with _write_block():
+        marked, marked_reason = None, reason or _("episode recorded")
+        if record.pk is None:
+            _require(user, Action.EDIT, _site_or_invalid(record))
+            marked = _marked_status_yes(record)
+            reason = reason or _("created")
+        else:
+            reason = _require_reason(reason)
+            locked = type(record).objects.select_for_update().get(pk=record.pk)
+            _require(user, Action.EDIT, site_id_of(locked))  # where it was
+            _require(user, Action.EDIT, _site_or_invalid(record))  # and where it goes
+            if version is not None and locked.version != version:
+                raise StaleVersion(current=locked.version, given=version)
+            record.version = locked.version + 1
+        full_validate(record)
+        if marked is not None:
+            full_validate(marked)
+            _write(marked, user=user, reason=marked_reason)
+        _write(record, user=user, reason=reason)
+        _after_write(record.patient)
     return record
 
 
@@ -267,7 +355,6 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
         _after_write(patient)
 
 
-@transaction.atomic
 def death_record(
     *,
     patient: Patient,
@@ -277,24 +364,31 @@ def death_record(
     reason: str = "",
     fatal_episode: CrsEpisode | IcansEpisode | None = None,
 ) -> Death:
-    """Record a death; with a CRS or ICANS cause, mark the fatal episode (grade 5) with it."""
-    _require(user, Action.EDIT, patient.site_id)
-    death = Death(patient=patient, date=date, cause=cause)
-    _save(death, user=user, reason=reason or _("created"))
-    if fatal_episode is not None:
-        expected = CrsEpisode if cause == DeathCause.CRS else IcansEpisode
-        if not isinstance(fatal_episode, expected) or fatal_episode.patient.pk != patient.pk:
-            raise ValidationError(
-                {
-                    "cause": [
-                        _("The fatal episode must be a %(kind)s episode of this patient.")
-                        % {"kind": expected._meta.verbose_name}
-                    ]
-                }
+    """Record a death; with a CRS or ICANS cause, mark the fatal episode (grade 5) with it.
+    Every check comes before the first write."""
+    with _write_block():
+        _require(user, Action.EDIT, patient.site_id)
+        death = Death(patient=patient, date=date, cause=cause)
+        full_validate(death)
+        if fatal_episode is not None:
+            expected = CrsEpisode if cause == DeathCause.CRS else IcansEpisode
+            if not isinstance(fatal_episode, expected) or fatal_episode.patient.pk != patient.pk:
+                raise ValidationError(
+                    {
+                        "cause": [
+                            _("The fatal episode must be a %(kind)s episode of this patient.")
+                            % {"kind": expected._meta.verbose_name}
+                        ]
+                    }
+                )
+            flag = "died_of_crs" if isinstance(fatal_episode, CrsEpisode) else "died_of_icans"
+            setattr(fatal_episode, flag, True)
+            fatal_episode.version += 1
+            full_validate(fatal_episode)
+        _write(death, user=user, reason=reason or _("created"))
+        if fatal_episode is not None:
+            _write(
+                fatal_episode, user=user, reason=reason or _("fatal episode of the recorded death")
             )
-        flag = "died_of_crs" if isinstance(fatal_episode, CrsEpisode) else "died_of_icans"
-        setattr(fatal_episode, flag, True)
-        fatal_episode.version += 1
-        _save(fatal_episode, user=user, reason=reason or _("fatal episode of the recorded death"))
-    _after_write(patient)
+        _after_write(patient)
     return death

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
+from functools import cache
 
-from django.db.models import Min, Q
+from django.db import connection
+from django.db.models import Min
 from django.utils.translation import gettext as _
 
 from registry.domain.vocabulary import (
@@ -119,18 +121,19 @@ def _patient_rules(patient: Patient, errors: Errors, today: date) -> None:
     for field in ("diagnosis_date", "consent_date"):
         _check_date(errors, field, getattr(patient, field), today=today, patient=patient)
     if patient.site_id and patient.study_id:
-        duplicate = (
+        duplicate = list(
             Patient.objects.filter(site_id=patient.site_id, study_id=patient.study_id)
             .exclude(pk=patient.pk)
-            .first()
+            .order_by()  # no ORDER BY: an index look-up, not a scan of the primary key
+            .values_list("pk", flat=True)[:1]
         )
-        if duplicate is not None:
+        if duplicate:
             errors["study_id"].append(
                 _(
                     "Study ID %(study_id)s already exists at this site (record %(pk)s); "
                     "study IDs must be unique within a site."
                 )
-                % {"study_id": patient.study_id, "pk": duplicate.pk}
+                % {"study_id": patient.study_id, "pk": duplicate[0]}
             )
 
 
@@ -380,14 +383,9 @@ def patient_errors(patient: Patient) -> Errors:
     """Rules across a patient's records: grade 5 CRS/ICANS if and only if death from it."""
     errors: Errors = defaultdict(list)
     death = _death_of(patient)
-    for model, cause, label in (
-        (CrsEpisode, DeathCause.CRS, _("CRS")),
-        (IcansEpisode, DeathCause.ICANS, _("ICANS")),
-    ):
-        fatal = model.objects.filter(
-            Q(derived_grade=5) | Q(derived_grade__isnull=True, recorded_grade=5),
-            treatment__patient=patient,
-        ).exists()
+    fatal_causes = _fatal_episode_causes(patient)
+    for cause, label in ((DeathCause.CRS, _("CRS")), (DeathCause.ICANS, _("ICANS"))):
+        fatal = cause in fatal_causes
         died_of_it = death is not None and death.cause == cause
         if fatal and not died_of_it:
             errors["grade"].append(
@@ -408,27 +406,100 @@ def patient_errors(patient: Patient) -> Errors:
     return {field: messages for field, messages in errors.items() if messages}
 
 
-def _dates(parts: list[tuple[type, str, dict]]) -> list[date]:
-    """Every date of these kinds of records, in one UNION ALL query (a patient has a few)."""
-    querysets = [
-        model.objects.filter(**where).order_by().values_list(field, flat=True)
-        for model, field, where in parts
-    ]
-    return [d for d in querysets[0].union(*querysets[1:], all=True) if d is not None]
+def _fatal_episode_causes(patient: Patient) -> set[str]:
+    """The causes of death (CRS, ICANS) of which the patient has a grade 5 episode."""
+    treatment_ids = [pk for pk, _day0 in _treatments_of(patient)]
+    if not treatment_ids:
+        return set()
+    rows = _rows(_fatal_causes_sql(len(treatment_ids)), treatment_ids * 2)  # CRS, ICANS
+    return {cause for (cause,) in rows}
 
 
 def earliest_treatment_child_date(treatment: Treatment) -> date | None:
-    parts = [(model, field, {"treatment": treatment}) for model, field in TREATMENT_CHILDREN]
-    return min(_dates(parts), default=None)
+    """The earliest date of the treatment's dated records."""
+    return min(_child_dates([treatment.pk], TREATMENT_CHILDREN), default=None)
 
 
 def _patient_child_dates(patient: Patient) -> list[date]:
-    parts = [(Treatment, "day0", {"patient": patient})]
-    parts += [
-        (model, field, {"treatment__patient": patient})
-        for model, field in TREATMENT_CHILDREN + RESOLUTIONS
-    ]
-    return _dates(parts)
+    """Day 0 of every treatment of the patient and every date of their records."""
+    treatments = _treatments_of(patient)
+    day0s = [day0 for _pk, day0 in treatments]
+    ids = [pk for pk, _day0 in treatments]
+    return day0s + _child_dates(ids, TREATMENT_CHILDREN + RESOLUTIONS) if ids else day0s
+
+
+# These checks run on every write (the cohort import runs them for every row), so their SQL is
+# built once from the models' tables: the patient's treatments first, then one UNION ALL of a
+# SELECT per kind of record by treatment ID. Each part is an index look-up whatever the
+# planner knows of the tables (a join let it scan whole tables during a large import), and
+# the ORM's compilation of the same query cost more than running it.
+
+
+def _treatments_of(patient: Patient) -> list[tuple[int, date]]:
+    if patient.pk is None:
+        return []
+    return [(pk, _as_date(day0)) for pk, day0 in _rows(_treatments_sql(), [patient.pk])]
+
+
+def _child_dates(treatment_ids: list[int], kinds: list[tuple[type, str]]) -> list[date]:
+    sql = _child_dates_sql(len(treatment_ids), tuple(kinds))
+    return [_as_date(d) for (d,) in _rows(sql, treatment_ids * len(kinds)) if d is not None]
+
+
+def _rows(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _as_date(value: date | str) -> date:
+    """SQLite returns the dates of a raw query as text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _table(model: type) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model: type, field: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(field).column)
+
+
+def _of_treatments(model: type, select: str, count: int) -> str:
+    """SELECT an expression of the model's records of `count` treatments (IDs as parameters)."""
+    placeholders = ", ".join(["%s"] * count)
+    return (
+        f"SELECT {select} FROM {_table(model)} "
+        f"WHERE {_column(model, 'treatment')} IN ({placeholders})"
+    )
+
+
+@cache
+def _treatments_sql() -> str:
+    return (
+        f"SELECT {_column(Treatment, 'id')}, {_column(Treatment, 'day0')} FROM {_table(Treatment)} "
+        f"WHERE {_column(Treatment, 'patient')} = %s"
+    )
+
+
+@cache
+def _child_dates_sql(count: int, kinds: tuple[tuple[type, str], ...]) -> str:
+    return " UNION ALL ".join(
+        _of_treatments(model, _column(model, field), count) for model, field in kinds
+    )
+
+
+@cache
+def _fatal_causes_sql(count: int) -> str:
+    """The CRS and ICANS episodes of grade 5 (derived, or recorded when none is derived)."""
+    branches = []
+    for model, cause in ((CrsEpisode, DeathCause.CRS), (IcansEpisode, DeathCause.ICANS)):
+        derived, recorded = _column(model, "derived_grade"), _column(model, "recorded_grade")
+        branches.append(
+            _of_treatments(model, f"'{cause}'", count)
+            + f" AND ({derived} = 5 OR ({derived} IS NULL AND {recorded} = 5))"
+        )
+    return " UNION ALL ".join(branches)
 
 
 def earliest_clinical_date(patient: Patient) -> date | None:

@@ -153,6 +153,35 @@ def test_each_imported_record_history_names_the_import_and_the_user(tmp_path, si
     )
 
 
+def test_imported_records_history_holds_the_values_a_form_save_would(tmp_path, site):
+    """The import writes its audit rows together at the end (registry.services.batched_writes);
+    each holds the record's values as it was saved, as django-simple-history's own row does."""
+    run_command(tmp_path, csv_bytes([DIED_OF_CRS]))
+
+    for model in (Patient, Treatment, CrsEpisode, IcansEpisode, Death):
+        record = model.objects.get()
+        entry = model.history.get()
+        assert entry.history_type == "+"
+        for field in model.history.model.tracked_fields:
+            assert getattr(entry, field.attname) == getattr(record, field.attname), field.name
+    # The fatal episode was saved once and marked with the death: its row has the final state.
+    assert CrsEpisode.history.get().died_of_crs is True
+
+
+def test_the_import_costs_a_fixed_number_of_statements_per_row(
+    tmp_path, site, django_assert_max_num_queries
+):
+    """No savepoint per record and the audit rows in batches: a few statements per record,
+    whatever the number of rows (a row of ALIVE_CAR_T writes 6 records)."""
+    rows = [ALIVE_CAR_T | {"study_id": f"AHP-C{n:03}"} for n in range(20)]
+    with django_assert_max_num_queries(20 * 10 + 30) as captured:
+        status, output = run_command(tmp_path, csv_bytes(rows))
+
+    assert status == 0, output
+    savepoints = [q for q in captured.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) <= 3  # the import's, the queries' refresh and the run's log: not per row
+
+
 def test_without_a_user_the_import_runs_as_the_system_administrator(tmp_path, site):
     status, _ = run_command(tmp_path, csv_bytes([ALIVE_CAR_T]))
 
