@@ -85,53 +85,61 @@ class EfronPartialLikelihood:
         self, x: np.ndarray, stop: np.ndarray, event: np.ndarray, start: np.ndarray | None
     ) -> None:
         n, self.p = x.shape
-        self.x = x
         stop = np.asarray(stop, dtype=float)
         dead = np.flatnonzero(np.asarray(event, dtype=bool))
         dead = dead[np.argsort(stop[dead], kind="stable")]
-        times, first, ties = np.unique(stop[dead], return_index=True, return_counts=True)
-        group = np.repeat(np.arange(times.size), ties)
-        self.dead, self.first, self.group = dead, first, group
+        times, self.first, ties = np.unique(stop[dead], return_index=True, return_counts=True)
+        self.group = np.repeat(np.arange(times.size), ties)
         # Efron's l/d for the l-th of d events tied at one time.
-        self.fraction = (np.arange(dead.size) - first[group]) / ties[group]
-        self.x_dead_sum = x[dead].sum(axis=0)
-        self.leaving = np.argsort(-stop, kind="stable")
+        self.fraction = (np.arange(dead.size) - self.first[self.group]) / ties[self.group]
+        # Covariates transposed (p x rows), in the orders the sums run in.
+        leaving = np.argsort(-stop, kind="stable")
+        self.x_leaving = np.ascontiguousarray(x[leaving].T)
+        self.x_dead = np.ascontiguousarray(x[dead].T)
+        self.x_dead_sum = self.x_dead.sum(axis=1)
         self.at_risk = n - np.searchsorted(np.sort(stop), times, side="left")
         # A row is at risk at the event times from number `from_time` to `to_time` - 1.
-        self.to_time = np.searchsorted(times, stop, side="right")
+        self.to_time = np.searchsorted(times, stop[leaving], side="right")
         self.from_time = np.zeros(n, dtype=int)
-        self.entering: np.ndarray | None = None
+        self.x_entering: np.ndarray | None = None
         if start is not None:
             start = np.asarray(start, dtype=float)
-            self.entering = np.argsort(-start, kind="stable")
+            self.x_entering = np.ascontiguousarray(x[np.argsort(-start, kind="stable")].T)
             self.not_yet = n - np.searchsorted(np.sort(start), times, side="left")
-            self.from_time = np.searchsorted(times, start, side="right")
+            self.from_time = np.searchsorted(times, start[leaving], side="right")
 
     def __call__(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """(log-likelihood, gradient, Hessian) at beta."""
-        x, dead, group = self.x, self.dead, self.group
-        linear = x @ beta
-        risk = np.exp(linear)
-        weighted = np.column_stack([risk, x * risk[:, None]])  # exp(x'b), x exp(x'b)
-        risk_set = np.cumsum(weighted[self.leaving], axis=0)[self.at_risk - 1]
-        if self.entering is not None:
-            entered_later = np.cumsum(weighted[self.entering], axis=0)
+        group, x_leaving, x_dead = self.group, self.x_leaving, self.x_dead
+        risk = np.exp(beta @ x_leaving)
+        risk_set = running_sums(x_leaving, risk)[:, self.at_risk - 1]
+        if self.x_entering is not None:
+            entered_later = running_sums(self.x_entering, np.exp(beta @ self.x_entering))
             later = self.not_yet > 0
-            risk_set[later] -= entered_later[self.not_yet[later] - 1]
-        tied = np.add.reduceat(weighted[dead], self.first, axis=0)
+            risk_set[:, later] -= entered_later[:, self.not_yet[later] - 1]
+        linear_dead = beta @ x_dead
+        risk_dead = np.exp(linear_dead)
+        tied = np.add.reduceat(np.vstack([risk_dead, x_dead * risk_dead]), self.first, axis=1)
         # Per event: the risk-set sums less its share of the tied events' sums.
-        sums = risk_set[group] - self.fraction[:, None] * tied[group]
-        s0 = sums[:, 0]
-        mean = sums[:, 1:] / s0[:, None]
-        log_likelihood = linear[dead].sum() - np.log(s0).sum()
-        gradient = self.x_dead_sum - mean.sum(axis=0)
-        # Per row: sum of 1/s0 over its event times at risk, less the tied share of its own.
+        sums = risk_set[:, group] - self.fraction * tied[:, group]
+        s0 = sums[0]
+        mean = sums[1:] / s0
+        log_likelihood = linear_dead.sum() - np.log(s0).sum()
+        gradient = self.x_dead_sum - mean.sum(axis=1)
+        # Per row: sum of 1/s0 over the event times it is at risk at, less the tied share of
+        # its own event.
         inverse = np.concatenate([[0.0], np.cumsum(np.bincount(group, weights=1 / s0))])
-        row_weight = inverse[self.to_time] - inverse[self.from_time]
-        row_weight[dead] -= np.bincount(group, weights=self.fraction / s0)[group]
-        second = x.T @ (x * (risk * row_weight)[:, None])
-        hessian = -(second - mean.T @ mean)
+        weight = risk * (inverse[self.to_time] - inverse[self.from_time])
+        own = risk_dead * np.bincount(group, weights=self.fraction / s0)[group]
+        second = x_leaving @ (x_leaving * weight).T - x_dead @ (x_dead * own).T
+        hessian = -(second - mean @ mean.T)
         return float(log_likelihood), gradient, hessian
+
+
+def running_sums(x: np.ndarray, risk: np.ndarray) -> np.ndarray:
+    """Cumulative sums of exp(x'b) and of x exp(x'b) along rows in order ((1 + p) x rows),
+    from the covariates transposed (p x rows) and exp(x'b)."""
+    return np.cumsum(np.vstack([risk, x * risk]), axis=1)
 
 
 def newton_raphson(
