@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from analytics import services
 from analytics.models import ImmutableSnapshot, Snapshot, Stage, Status, Trigger
+from analytics.stats import transplant
 from registry import demo
 from registry import services as registry_services
 from registry.domain.vocabulary import Role
@@ -45,6 +46,19 @@ def test_a_computation_stores_a_complete_snapshot_with_its_provenance(cohort):
     assert snapshot.row_counts["analysis_set"] == PATIENTS
     assert snapshot.finished_at >= snapshot.started_at
     assert snapshot.output["data_fingerprint"] == snapshot.fingerprint
+
+
+def test_the_counting_process_rows_are_built_once_per_kind_of_transplant(cohort, monkeypatch):
+    built = []
+    counting_process = transplant.counting_process
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return counting_process(*args, **kwargs)
+
+    monkeypatch.setattr(transplant, "counting_process", counted)
+    compute()
+    assert len(built) == 2  # any HSCT and UCBT; each arm's rows are a subset (issue #8)
 
 
 def test_the_latest_complete_snapshot_is_the_newest_of_its_scope(cohort):
