@@ -18,8 +18,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+from simple_history.utils import bulk_update_with_history
 
+from registry import audit
 from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS, VisitState, visit_statuses
 from registry.domain.vocabulary import GradingSystem, YesNoUnknown
 from registry.models import (
@@ -272,8 +273,13 @@ def _refresh_chunk(ids: list[int], *, today: date) -> None:
             query._change_reason = _("closed automatically: the data no longer shows the problem")
             changed.append(query)
     if new:
-        bulk_create_with_history(
-            new, DataQualityQuery, batch_size=500, default_change_reason=_("opened automatically")
+        DataQualityQuery.objects.bulk_create(new, batch_size=500)
+        audit.created_rows(
+            DataQualityQuery,
+            [query.pk for query in new],
+            user_id=None,
+            reason=_("opened automatically"),
+            when=now,
         )
     if changed:
         bulk_update_with_history(

@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from registry import outbox, quality
+from registry import audit, outbox, quality
 from registry.clock import today
 from registry.domain import crs, icans, mrd
 from registry.domain.vocabulary import DeathCause, YesNoUnknown
@@ -164,7 +164,7 @@ def _write_block() -> Iterator[None]:
 
 
 @contextmanager
-def batched_writes(batch_size: int = 1000) -> Iterator[None]:
+def batched_writes() -> Iterator[None]:
     """Writes for the all-or-nothing cohort import, inside its transaction.atomic().
 
     No savepoint per write: a write that is refused (a broken rule, a permission) raises before
@@ -174,6 +174,7 @@ def batched_writes(batch_size: int = 1000) -> Iterator[None]:
     with the import's user and reason. Use with `patient_checks_deferred()`, whose cross-record
     rules are checked after a row's writes.
     """
+    connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise RuntimeError("batched_writes() needs an enclosing transaction.atomic()")
     batch: dict[tuple[type, Any], models.Model] = {}
@@ -190,25 +191,7 @@ def batched_writes(batch_size: int = 1000) -> Iterator[None]:
         written[(model, user.pk if user else None, record._change_reason)].append(pk)
     now = timezone.now()
     for (model, user_id, reason), pks in written.items():
-        for start in range(0, len(pks), batch_size):
-            _history_rows(model, pks[start : start + batch_size], user_id, reason, now)
-
-
-def _history_rows(model: type, pks: list[Any], user_id: int | None, reason: str, now) -> None:
-    """The audit rows of saved records ('+', created), copied by the database from the records
-    themselves: what django-simple-history writes for each save, in one statement."""
-    history = model.history.model
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in history.tracked_fields)
-    placeholders = ", ".join(["%s"] * len(pks))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(history._meta.db_table)} ({columns}, history_date, "
-            "history_change_reason, history_type, history_user_id) "
-            f"SELECT {columns}, %s, %s, '+', %s FROM {quote(model._meta.db_table)} "
-            f"WHERE {quote(model._meta.pk.column)} IN ({placeholders})",
-            [now, reason, user_id, *pks],
-        )
+        audit.created_rows(model, pks, user_id=user_id, reason=reason, when=now)
 
 
 # The patients written inside `patient_checks_deferred()`, checked once each at its end.
