@@ -86,11 +86,11 @@ def _floats_as_typed(record: models.Model) -> None:
 def _attached_parents(record: models.Model) -> list[str]:
     """Foreign keys whose saved parent object is attached: Django would query again that it
     exists (the parent came from a scoped read or was just saved; the database checks too).
-    One-to-one keys stay validated: their uniqueness is a rule with a message."""
+    A one-to-one key's uniqueness (one death per patient) is a rule of registry.validation."""
     return [
         field.name
         for field in record._meta.concrete_fields
-        if field.many_to_one
+        if (field.many_to_one or field.one_to_one)
         and field.is_cached(record)
         and getattr(record, field.name) is not None
         and getattr(record, field.name).pk is not None

@@ -334,6 +334,18 @@ def _relapse_rules(relapse: Relapse, errors: Errors, today: date) -> None:
 
 def _death_rules(death: Death, errors: Errors, today: date) -> None:
     patient = death.patient
+    if patient.pk is not None:
+        recorded = list(
+            Death.objects.filter(patient=patient)
+            .exclude(pk=death.pk)
+            .order_by()
+            .values_list("date", flat=True)[:1]
+        )
+        if recorded:
+            errors["patient"].append(
+                _("This patient's death is already recorded (%(date)s).")
+                % {"date": recorded[0].isoformat()}
+            )
     _check_date(
         errors,
         "date",

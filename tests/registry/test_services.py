@@ -167,6 +167,24 @@ def test_a_death_dated_before_an_existing_record_is_refused(nurse, treatment):
     assert not Death.objects.exists()
 
 
+def test_a_second_death_of_the_same_patient_is_refused(nurse, treatment):
+    services.death_record(
+        patient=treatment.patient, user=nurse, date=DAY0 + timedelta(days=40), cause="disease"
+    )
+    patient = Patient.objects.get(pk=treatment.patient.pk)  # as a new request reads it
+
+    message = refused(
+        "patient",
+        services.death_record,
+        patient=patient,
+        user=nurse,
+        date=DAY0 + timedelta(days=50),
+        cause="infection",
+    )
+    assert "already recorded" in message
+    assert Death.objects.get().cause == "disease"
+
+
 def test_a_relapse_before_the_first_complete_remission_is_refused(nurse, treatment):
     services.record_create(
         ResponseAssessment,
