@@ -15,7 +15,6 @@ from decimal import Decimal
 from functools import cache
 
 from django.db import connection
-from django.db.models import Min
 from django.utils.translation import gettext as _
 
 from registry.domain.vocabulary import (
@@ -121,19 +120,14 @@ def _patient_rules(patient: Patient, errors: Errors, today: date) -> None:
     for field in ("diagnosis_date", "consent_date"):
         _check_date(errors, field, getattr(patient, field), today=today, patient=patient)
     if patient.site_id and patient.study_id:
-        duplicate = list(
-            Patient.objects.filter(site_id=patient.site_id, study_id=patient.study_id)
-            .exclude(pk=patient.pk)
-            .order_by()  # no ORDER BY: an index look-up, not a scan of the primary key
-            .values_list("pk", flat=True)[:1]
-        )
+        duplicate = _rows(_duplicate_sql(), [patient.site_id, patient.study_id, patient.pk or 0])
         if duplicate:
             errors["study_id"].append(
                 _(
                     "Study ID %(study_id)s already exists at this site (record %(pk)s); "
                     "study IDs must be unique within a site."
                 )
-                % {"study_id": patient.study_id, "pk": duplicate[0]}
+                % {"study_id": patient.study_id, "pk": duplicate[0][0]}
             )
 
 
@@ -322,9 +316,13 @@ def _dated_child_rules(record, field: str, label: str, errors: Errors, today: da
 
 def _relapse_rules(relapse: Relapse, errors: Errors, today: date) -> None:
     _dated_child_rules(relapse, "date", _("relapse date"), errors, today)
-    first_cr = ResponseAssessment.objects.filter(
-        treatment=relapse.treatment, response__in=[Response.CR, Response.CRI]
-    ).aggregate(first=Min("date"))["first"]
+    first_cr = None
+    if relapse.treatment_id is not None:
+        crs = _rows(
+            _complete_remissions_sql(),
+            [relapse.treatment_id, Response.CR.value, Response.CRI.value],
+        )
+        first_cr = min((_as_date(d) for (d,) in crs), default=None)
     if relapse.date and first_cr and relapse.date < first_cr:
         errors["date"].append(
             _("A relapse cannot be dated before the first complete remission (%(cr)s).")
@@ -335,16 +333,11 @@ def _relapse_rules(relapse: Relapse, errors: Errors, today: date) -> None:
 def _death_rules(death: Death, errors: Errors, today: date) -> None:
     patient = death.patient
     if patient.pk is not None:
-        recorded = list(
-            Death.objects.filter(patient=patient)
-            .exclude(pk=death.pk)
-            .order_by()
-            .values_list("date", flat=True)[:1]
-        )
+        recorded = _rows(_other_death_sql(), [patient.pk, death.pk or 0])
         if recorded:
             errors["patient"].append(
                 _("This patient's death is already recorded (%(date)s).")
-                % {"date": recorded[0].isoformat()}
+                % {"date": _as_date(recorded[0][0]).isoformat()}
             )
     _check_date(
         errors,
@@ -483,6 +476,35 @@ def _of_treatments(model: type, select: str, count: int) -> str:
     return (
         f"SELECT {select} FROM {_table(model)} "
         f"WHERE {_column(model, 'treatment')} IN ({placeholders})"
+    )
+
+
+@cache
+def _duplicate_sql() -> str:
+    """Another patient with the site and study ID (an index look-up)."""
+    return (
+        f"SELECT {_column(Patient, 'id')} FROM {_table(Patient)} "
+        f"WHERE {_column(Patient, 'site')} = %s AND {_column(Patient, 'study_id')} = %s "
+        f"AND {_column(Patient, 'id')} <> %s"
+    )
+
+
+@cache
+def _other_death_sql() -> str:
+    """The date of another death recorded for the patient."""
+    return (
+        f"SELECT {_column(Death, 'date')} FROM {_table(Death)} "
+        f"WHERE {_column(Death, 'patient')} = %s AND {_column(Death, 'id')} <> %s"
+    )
+
+
+@cache
+def _complete_remissions_sql() -> str:
+    """The dates of a treatment's complete remissions (CR, CRi)."""
+    model = ResponseAssessment
+    return (
+        f"SELECT {_column(model, 'date')} FROM {_table(model)} "
+        f"WHERE {_column(model, 'treatment')} = %s AND {_column(model, 'response')} IN (%s, %s)"
     )
 
 
