@@ -981,6 +981,7 @@ def seed_scaled(
                 pending = []
         if pending:
             _bulk_load(pending, user=user, batch_size=batch_size)
+        services.site_data_changed(site.pk for site in sites.values())
     return Seeded(counts, used, users)
 
 

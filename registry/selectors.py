@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from registry.models import (
     Patient,
     Relapse,
     ResponseAssessment,
+    Site,
     Transplant,
     Treatment,
 )
@@ -164,6 +166,19 @@ def worklist_candidates(*, today: date, oldest_day0: date, contacts_after_today:
         )
         candidates |= Q(day0__range=(earliest, latest)) & ~Exists(contacts.filter(date__gte=opened))
     return candidates
+
+
+def worklist_cache_key(*, user, today: date, variant: str = "") -> str:
+    """What the user's worklist is computed from, in one query: their sites and each site's
+    data token (registry.services.site_data_changed gives a site a new one with every write of
+    its data), and the day. A page cached under this key is current as long as the key is."""
+    sites = Site.objects.order_by("pk")
+    site_ids = user_site_ids(user)
+    if site_ids is not None:
+        sites = sites.filter(pk__in=site_ids)
+    tokens = ",".join(f"{pk}:{token}" for pk, token in sites.values_list("pk", "data_token"))
+    digest = hashlib.sha256(f"{tokens}|{today.isoformat()}|{variant}".encode()).hexdigest()
+    return f"worklist:{digest}"
 
 
 def worklist_for(*, user, today: date) -> Worklist:

@@ -9,7 +9,7 @@ A broken rule raises ValidationError with messages by field, and nothing is save
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
@@ -30,8 +30,10 @@ from registry.models import (
     IcansEpisode,
     Patient,
     ResponseAssessment,
+    Site,
     Treatment,
 )
+from registry.models.people import new_data_token
 from registry.permissions import Action, can
 from registry.selectors import site_id_of
 from registry.validation import patient_errors, record_errors
@@ -218,14 +220,14 @@ def patient_checks_deferred() -> Iterator[None]:
 
 
 # The patients whose data-quality queries `queries_refreshed_together()` refreshes at its end.
-_refresh_later: ContextVar[set[int] | None] = ContextVar("refresh_later", default=None)
+_refresh_later: ContextVar[dict[int, int] | None] = ContextVar("refresh_later", default=None)
 
 
 @contextmanager
 def queries_refreshed_together() -> Iterator[None]:
     """Refresh the data-quality queries of every patient written inside the block at its end,
     in one set-based pass (the cohort import) instead of after each write."""
-    pending: set[int] = set()
+    pending: dict[int, int] = {}  # patient: site
     token = _refresh_later.set(pending)
     try:
         yield
@@ -233,6 +235,7 @@ def queries_refreshed_together() -> Iterator[None]:
         _refresh_later.reset(token)
     if not transaction.get_connection().needs_rollback:  # nothing to refresh in a failed import
         quality.refresh_patients(sorted(pending), today=today())
+        site_data_changed(pending.values())
 
 
 def _after_write(patient: Patient) -> None:
@@ -245,10 +248,18 @@ def _after_write(patient: Patient) -> None:
         raise ValidationError(errors)
     later = _refresh_later.get()
     if later is not None:  # a cohort import: refreshed together at its end
-        later.add(patient.pk)
+        later[patient.pk] = patient.site_id
         return
     quality.refresh_patient(patient, today=today())
     outbox.patient_changed(patient)
+    site_data_changed([patient.site_id])
+
+
+def site_data_changed(site_ids: Iterable[int]) -> None:
+    """A new data token for each site, in the write's transaction: the pages cached under the
+    old one (registry.selectors.worklist_cache_key) are not used again."""
+    for site_id in sorted(set(site_ids)):
+        Site.objects.filter(pk=site_id).update(data_token=new_data_token())
 
 
 def _marked_status_yes(record: models.Model) -> Treatment | None:
@@ -273,7 +284,7 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
     check comes before the first write.
     """
     with _write_block():
-        marked, marked_reason = None, reason or _("episode recorded")
+        marked, marked_reason, moved_from = None, reason or _("episode recorded"), None
         if record.pk is None:
             _require(user, Action.EDIT, _site_or_invalid(record))
             marked = _marked_status_yes(record)
@@ -281,7 +292,8 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
         else:
             reason = _require_reason(reason)
             locked = type(record).objects.select_for_update().get(pk=record.pk)
-            _require(user, Action.EDIT, site_id_of(locked))  # where it was
+            moved_from = site_id_of(locked)
+            _require(user, Action.EDIT, moved_from)  # where it was
             _require(user, Action.EDIT, _site_or_invalid(record))  # and where it goes
             if version is not None and locked.version != version:
                 raise StaleVersion(current=locked.version, given=version)
@@ -292,6 +304,8 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
             _write(marked, user=user, reason=marked_reason)
         _write(record, user=user, reason=reason)
         _after_write(record.patient)
+        if moved_from is not None and moved_from != record.patient.site_id:
+            site_data_changed([moved_from])  # a patient moved to another site
     return record
 
 
@@ -334,7 +348,9 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
         ) from protected
     if isinstance(record, Death):
         patient._state.fields_cache.pop("death", None)  # the patient is alive again
-    if not isinstance(record, Patient):
+    if isinstance(record, Patient):
+        site_data_changed([record.site_id])
+    else:
         _after_write(patient)
 
 

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Model
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -50,6 +52,7 @@ from registry.selectors import (
     patient_timeline,
     records_visible_to,
     site_id_of,
+    worklist_cache_key,
     worklist_for,
 )
 
@@ -87,19 +90,35 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def worklist(request: HttpRequest) -> HttpResponse:
     """What is due at the user's sites: visits due and overdue, lost patients, open queries."""
-    worklist = worklist_for(user=request.user, today=today())
+    day, lost_page = today(), request.GET.get("lost_page")
+    # The visits are computed from every living patient of the user's sites: cached, rendered,
+    # under a key that changes with any write of those sites' data and with the day.
+    key = worklist_cache_key(
+        user=request.user, today=day, variant=f"{translation.get_language()}|{lost_page!r}"
+    )
+    visits = cache.get(key)
+    if visits is None:
+        worklist = worklist_for(user=request.user, today=day)
+        visits = render_to_string(
+            "registry/_worklist_visits.html",
+            {
+                "worklist": worklist,
+                # Due and overdue visits are all shown, first; the patients lost to follow-up
+                # (who accumulate with the registry) a page at a time.
+                "lost": Paginator(worklist.lost, LOST_PER_PAGE).get_page(lost_page),
+                "lost_paged": lost_page is not None,
+            },
+        )
+        cache.set(key, visits, WORKLIST_CACHE_SECONDS)
     context = {
-        "worklist": worklist,
-        # Due and overdue visits are all shown, first; the patients lost to follow-up (who
-        # accumulate with the registry) a page at a time.
-        "lost": Paginator(worklist.lost, LOST_PER_PAGE).get_page(request.GET.get("lost_page")),
-        "lost_paged": "lost_page" in request.GET,
+        "visits": visits,
         "queries": [(query, resolving_url(query)) for query in open_queries(user=request.user)],
-        "today": today(),
+        "today": day,
     }
     return render(request, "registry/worklist.html", context)
 
 
+WORKLIST_CACHE_SECONDS = 24 * 60 * 60
 LOST_PER_PAGE = 50
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -12,10 +14,17 @@ from registry.domain.vocabulary import Role
 from . import choices
 
 
+def new_data_token() -> str:
+    return uuid.uuid4().hex
+
+
 class Site(models.Model):
     code = models.CharField(_("code"), max_length=16, unique=True)
     name = models.CharField(_("name"), max_length=200)
-    history = HistoricalRecords()
+    # Changes (to a new random value) with every write of the site's clinical data, in the
+    # write's transaction: pages computed from that data are cached under it (the worklist).
+    data_token = models.CharField(max_length=32, default=new_data_token, editable=False)
+    history = HistoricalRecords(excluded_fields=["data_token"])
 
     class Meta:
         ordering = ["code"]
