@@ -262,12 +262,23 @@ class UploadLimitMiddleware:
         return None
 
 
+REFRESHED_AT = "_refreshed_at"
+
+
 class SessionMiddleware(DjangoSessionMiddleware):
-    """Django's, except when the database goes away while the session is saved after the view
-    (SESSION_SAVE_EVERY_REQUEST): Django answers 400 "session interrupted"; this is an outage,
-    and the view's own transaction may have committed, so the person is told to check (503)."""
+    """Django's, with two changes.
+
+    The idle timeout counts from the last request without writing the session after every
+    request: with IMMUNOREG_SESSION_REFRESH_SECONDS, a signed-in session is saved again (its
+    expiry moved on) when its last save is older than that, so a person is signed out between
+    SESSION_COOKIE_AGE minus that and SESSION_COOKIE_AGE after their last request.
+
+    When the database goes away while the session is saved after the view, Django answers 400
+    "session interrupted"; this is an outage, and the view's own transaction may have
+    committed, so the person is told to check (503)."""
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        _refresh_idle_expiry(request)
         try:
             return super().process_response(request, response)
         except SessionInterrupted as interrupted:
@@ -275,3 +286,13 @@ class SessionMiddleware(DjangoSessionMiddleware):
                 raise
             request.database_unavailable = AFTER_THE_VIEW
             return response
+
+
+def _refresh_idle_expiry(request: HttpRequest) -> None:
+    every = settings.IMMUNOREG_SESSION_REFRESH_SECONDS
+    session = getattr(request, "session", None)
+    if not every or session is None or not session.accessed or session.is_empty():
+        return
+    now = int(time.time())
+    if now - session.get(REFRESHED_AT, 0) >= every:
+        session[REFRESHED_AT] = now  # marks it modified: saved, with a new expiry

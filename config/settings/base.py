@@ -133,6 +133,9 @@ MEDIA_URL = "media/"
 
 # Uploads (cohort files are the only ones): their size and kind are checked as they arrive
 # (registry.middleware.CheckedUploadHandler), before anything is stored.
+# Seconds between saves of a signed-in session that keep its idle timeout counting from the
+# last request (production: 60; 0: Django's default, the expiry is set when it is created).
+IMMUNOREG_SESSION_REFRESH_SECONDS = 0
 IMMUNOREG_MAX_UPLOAD_BYTES = env.int("IMMUNOREG_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 IMMUNOREG_UPLOAD_EXTENSIONS = (".csv", ".xlsx")
 FILE_UPLOAD_HANDLERS = [

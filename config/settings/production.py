@@ -33,8 +33,12 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 # Signed out after 30 minutes without a request (inactivity), and when the browser closes.
+# The timeout counts from the last request: the session is saved again (its expiry moved on)
+# once a minute at most while requests come (registry.middleware.SessionMiddleware), not
+# after every request.
 SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=30 * 60)
-SESSION_SAVE_EVERY_REQUEST = True  # the timeout counts from the last request
+SESSION_SAVE_EVERY_REQUEST = False
+IMMUNOREG_SESSION_REFRESH_SECONDS = env.int("IMMUNOREG_SESSION_REFRESH_SECONDS", default=60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 
 # Data managers and administrators sign in with a second factor unless the hospital turns it off.

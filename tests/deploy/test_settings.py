@@ -9,9 +9,11 @@ import logging
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
@@ -54,13 +56,39 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
 
 
-@override_settings(SESSION_COOKIE_AGE=1, SESSION_SAVE_EVERY_REQUEST=True)
+@override_settings(SESSION_COOKIE_AGE=3, SESSION_SAVE_EVERY_REQUEST=True)
 def test_a_session_ends_after_its_time_without_a_request(client, nurse):
     client.force_login(nurse)
     assert client.get("/worklist/").status_code == 200
 
-    time.sleep(2.1)
+    time.sleep(3.1)
 
+    answer = client.get("/worklist/")
+    assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
+
+
+@override_settings(SESSION_COOKIE_AGE=3, IMMUNOREG_SESSION_REFRESH_SECONDS=1)
+def test_the_idle_timeout_counts_from_the_last_request_without_a_save_per_request(client, nurse):
+    """Production's settings, shortened: the session is saved again at most once per refresh
+    period, and that save moves its expiry on."""
+    client.force_login(nurse)
+    saves = []
+    real_save = SessionStore.save
+
+    def counted_save(store, *args, **kwargs):
+        saves.append(time.monotonic())
+        return real_save(store, *args, **kwargs)
+
+    with mock.patch.object(SessionStore, "save", counted_save):
+        assert client.get("/worklist/").status_code == 200  # first request: refreshed
+        assert client.get("/worklist/").status_code == 200  # within the period: not saved
+        assert len(saves) == 1
+        time.sleep(1.2)
+        assert client.get("/worklist/").status_code == 200  # saved again, expiry moved on
+        assert len(saves) == 2
+        time.sleep(2.0)  # 3.2 s after sign-in, 2 s after the last request
+        assert client.get("/worklist/").status_code == 200
+        time.sleep(3.1)  # longer than SESSION_COOKIE_AGE without a request
     answer = client.get("/worklist/")
     assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
 
