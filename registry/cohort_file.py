@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
-from django.db.models import Exists, OuterRef, Prefetch
+from django.db.models import Exists, Max, Min, OuterRef
 from django.utils import timezone, translation
 
 from registry import services
@@ -898,7 +898,7 @@ def _mrd_reported(value: str | None) -> str:
 
 
 # --- export ------------------------------------------------------------------------------------
-EXPORT_CHUNK = 500
+EXPORT_CHUNK = 2000
 RESPONSE_RANK = {
     Response.CR: 0,
     Response.CRI: 1,
@@ -923,72 +923,222 @@ def analysis_patients(*, user: User) -> models.QuerySet[Patient]:
 
 
 def analysis_rows(*, user: User) -> Iterator[dict[str, Any]]:
-    """One row per patient of the analysis set, read EXPORT_CHUNK patients at a time."""
-    children = ("crs_episodes", "icans_episodes", "responses", "transplants", "relapses")
-    patients = (
-        analysis_patients(user=user)
-        .select_related("site", "death")
-        .prefetch_related(
-            Prefetch(
-                "treatments",
-                queryset=Treatment.objects.order_by("day0", "pk").prefetch_related(*children),
-            ),
-            Prefetch(
-                "treatments__contacts", queryset=FollowUpContact.objects.only("treatment", "date")
-            ),
-        )
+    """One row per patient of the analysis set, in the order of analysis_patients.
+
+    The patients are read in keyset pages of EXPORT_CHUNK (site by site in code order, then by
+    study ID, which is unique within a site), and each page's records with one `.values_list()`
+    query per table, filtered by the page's range of study IDs: a fixed number of queries per
+    page, and memory that does not grow with the registry.
+    """
+    patients = analysis_patients(user=user)
+    sites = (
+        Site.objects.filter(pk__in=patients.values("site_id"))
+        .order_by("code", "pk")
+        .values_list("pk", "code")
     )
-    for patient in patients.iterator(chunk_size=EXPORT_CHUNK):
-        yield analysis_row(patient)
+    for site_id, code in sites:
+        in_site = patients.filter(site_id=site_id).order_by("study_id", "pk")
+        last_study_id = None
+        while True:
+            page = in_site if last_study_id is None else in_site.filter(study_id__gt=last_study_id)
+            fields = ("pk", "study_id", "sex", "year_of_birth", "ph_status")
+            page_patients = list(page.values_list(*fields)[:EXPORT_CHUNK])
+            if not page_patients:
+                break
+            # The page is every patient of the site with a study ID in (last_study_id, its
+            # last]: its records are found by that range (3 parameters, not a list of IDs).
+            page_range = {"site_id": site_id, "study_id__lte": page_patients[-1][1]}
+            if last_study_id is not None:
+                page_range["study_id__gt"] = last_study_id
+            records = _PageRecords.read(page_range)
+            for patient in page_patients:
+                yield analysis_row(patient, code, records)
+            if len(page_patients) < EXPORT_CHUNK:
+                break
+            last_study_id = page_patients[-1][1]
 
 
-def analysis_row(patient: Patient) -> dict[str, Any]:
-    """The flat-file values of one patient's first index treatment (SAP.md section 1)."""
-    treatments = list(patient.treatments.all())
-    treatment = treatments[0]
-    death = getattr(patient, "death", None)
-    crs_grade, crs_system = _worst(treatment.crs_status, treatment.crs_episodes.all())
-    icans_grade, _ = _worst(treatment.icans_status, treatment.icans_episodes.all())
-    response = best_response(list(treatment.responses.all()), day0=treatment.day0)
-    transplant = min(treatment.transplants.all(), key=lambda t: (t.date, t.pk), default=None)
-    relapse = min((r.date for r in treatment.relapses.all()), default=None)
-    contacts = [c.date for t in treatments for c in t.contacts.all()]
+# The records of a page as plain tuples; the field names are those of the models, so that the
+# rules below read them as they would read model instances.
+class Episode(NamedTuple):
+    pk: int
+    derived_grade: int | None
+    recorded_grade: int | None
+    grading_system: str
+
+    # The grade analytics use, defined once on the model (ToxicityEpisode.grade).
+    grade = CrsEpisode.grade
+
+
+class Assessment(NamedTuple):
+    pk: int
+    date: date
+    response: str
+    mrd_status: str
+
+
+class HsctRecord(NamedTuple):
+    pk: int
+    date: date
+    type: str
+
+
+TREATMENT_FIELDS = (
+    "pk",
+    "patient_id",
+    "arm",
+    "day0",
+    "product",
+    "disease_burden",
+    "bm_blast_pct",
+    "relapse_status",
+    "prior_hsct",
+    "crs_status",
+    "icans_status",
+)
+
+
+@dataclass
+class _PageRecords:
+    """A page of patients' records, keyed by patient (or by their first treatment)."""
+
+    first_treatments: dict[int, tuple]  # patient pk -> TREATMENT_FIELDS, earliest day 0 first
+    deaths: dict[int, tuple[date, str]]
+    crs: dict[int, list[Episode]]
+    icans: dict[int, list[Episode]]
+    responses: dict[int, list[Assessment]]
+    transplants: dict[int, list[HsctRecord]]
+    first_relapses: dict[int, date]  # treatment pk -> its first relapse
+    last_contacts: dict[int, date]  # patient pk -> the last contact under any of its treatments
+
+    @classmethod
+    def read(cls, patients: dict[str, Any]) -> _PageRecords:
+        """The records of the patients selected by `patients` (lookups on Patient).
+
+        Records of patients outside the page (none, or some that analysis_patients leaves
+        out) are read but not looked up: the rows are those of the page's patients.
+        """
+
+        def of(model: type[models.Model], path: str) -> models.QuerySet:
+            return model.objects.filter(**{f"{path}__{k}": v for k, v in patients.items()})
+
+        first: dict[int, tuple] = {}
+        patient_of: dict[int, int] = {}
+        for treatment in (
+            of(Treatment, "patient")
+            .order_by("patient_id", "day0", "pk")
+            .values_list(*TREATMENT_FIELDS)
+        ):
+            patient_of[treatment[0]] = treatment[1]
+            first.setdefault(treatment[1], treatment)
+        last_contacts: dict[int, date] = {}
+        for treatment_id, last in (
+            of(FollowUpContact, "treatment__patient")
+            .order_by()
+            .values("treatment_id")
+            .annotate(last=Max("date"))
+            .values_list("treatment_id", "last")
+        ):
+            patient = patient_of[treatment_id]
+            if patient not in last_contacts or last > last_contacts[patient]:
+                last_contacts[patient] = last
+        grades = ("treatment_id", "pk", "derived_grade", "recorded_grade", "grading_system")
+
+        def by_treatment(model: type[models.Model], fields: tuple[str, ...], record: type):
+            """The model's rows as `record` tuples (all fields but the first), by treatment."""
+            grouped: dict[int, list] = {}
+            rows = of(model, "treatment__patient").order_by().values_list(*fields)
+            for treatment_id, *values in rows:
+                grouped.setdefault(treatment_id, []).append(record(*values))
+            return grouped
+
+        return cls(
+            first_treatments=first,
+            deaths={
+                patient: (day, cause)
+                for patient, day, cause in of(Death, "patient").values_list(
+                    "patient_id", "date", "cause"
+                )
+            },
+            crs=by_treatment(CrsEpisode, grades, Episode),
+            icans=by_treatment(IcansEpisode, grades, Episode),
+            responses=by_treatment(
+                ResponseAssessment,
+                ("treatment_id", "pk", "date", "response", "mrd_status"),
+                Assessment,
+            ),
+            transplants=by_treatment(
+                Transplant, ("treatment_id", "pk", "date", "type"), HsctRecord
+            ),
+            first_relapses=dict(
+                of(Relapse, "treatment__patient")
+                .order_by()
+                .values("treatment_id")
+                .annotate(first=Min("date"))
+                .values_list("treatment_id", "first")
+            ),
+            last_contacts=last_contacts,
+        )
+
+
+def analysis_row(patient: tuple, site: str, records: _PageRecords) -> dict[str, Any]:
+    """The flat-file values of one patient's first index treatment (SAP.md section 1).
+
+    `patient` is (pk, study_id, sex, year_of_birth, ph_status) and `site` its site's code.
+    """
+    patient_id, study_id, sex, year_of_birth, ph_status = patient
+    (
+        treatment_id,
+        _,
+        arm,
+        day0,
+        product,
+        disease_burden,
+        bm_blast_pct,
+        relapse_status,
+        prior_hsct,
+        crs_status,
+        icans_status,
+    ) = records.first_treatments[patient_id]
+    death = records.deaths.get(patient_id)
+    crs_grade, crs_system = worst_grade(crs_status, records.crs.get(treatment_id, ()))
+    icans_grade, _ = worst_grade(icans_status, records.icans.get(treatment_id, ()))
+    response = best_response(records.responses.get(treatment_id, []), day0=day0)
+    transplant = min(
+        records.transplants.get(treatment_id, ()), key=lambda t: (t.date, t.pk), default=None
+    )
     # INTERFACES.md section 3: the date of death for a patient who died; blank (unknown) for
     # one with no follow-up contact recorded.
-    last_contact = death.date if death is not None else max(contacts, default=None)
+    last_contact = death[0] if death is not None else records.last_contacts.get(patient_id)
     return {
-        "study_id": patient.study_id,
-        "site": patient.site.code,
-        "sex": patient.sex,
-        "year_of_birth": patient.year_of_birth,
-        "ph_status": patient.ph_status,
-        "arm": treatment.arm,
-        "treatment_start": treatment.day0,
-        "product": treatment.product,
-        "disease_burden": treatment.disease_burden or None,
-        "bm_blast_pct": treatment.bm_blast_pct,
-        "relapse_status": treatment.relapse_status or None,
-        "prior_hsct": None
-        if treatment.prior_hsct is None
-        else ("yes" if treatment.prior_hsct else "no"),
+        "study_id": study_id,
+        "site": site,
+        "sex": sex,
+        "year_of_birth": year_of_birth,
+        "ph_status": ph_status,
+        "arm": arm,
+        "treatment_start": day0,
+        "product": product,
+        "disease_burden": disease_burden or None,
+        "bm_blast_pct": bm_blast_pct,
+        "relapse_status": relapse_status or None,
+        "prior_hsct": None if prior_hsct is None else ("yes" if prior_hsct else "no"),
         "crs_grade": crs_grade,
         "crs_grading_system": crs_system,
         "icans_grade": icans_grade,
         "response": response.response if response else None,
         "response_date": response.date if response else None,
-        "mrd_negative": _mrd_negative(response),
+        "mrd_negative": mrd_negative(response),
         "hsct_type": transplant.type if transplant else None,
         "hsct_date": transplant.date if transplant else None,
-        "relapse_date": relapse,
-        "death_date": death.date if death else None,
-        "death_cause": death.cause if death else None,
+        "relapse_date": records.first_relapses.get(treatment_id),
+        "death_date": death[0] if death else None,
+        "death_cause": death[1] if death else None,
         "last_contact_date": last_contact,
     }
 
 
-def _worst(
-    status: str, episodes: Iterable[CrsEpisode | IcansEpisode]
-) -> tuple[int | None, str | None]:
+def worst_grade(status: str, episodes: Iterable[Episode]) -> tuple[int | None, str | None]:
     """The grade analytics use (SAP.md section 3) of the worst episode, and its grading system.
 
     A derived ASTCT grade is exported under astct2019 (it is one); a recorded grade under the
@@ -1004,7 +1154,7 @@ def _worst(
     return worst.grade, system
 
 
-def best_response(responses: list[ResponseAssessment], *, day0: date) -> ResponseAssessment | None:
+def best_response(responses: list[Assessment], *, day0: date) -> Assessment | None:
     """SAP.md section 1: the best response between day 0 and day 90 (an MRD-negative CR first);
     with none in that window, the first assessment."""
     window = [r for r in responses if 0 <= (r.date - day0).days <= RESPONSE_WINDOW_DAYS]
@@ -1021,7 +1171,7 @@ def best_response(responses: list[ResponseAssessment], *, day0: date) -> Respons
     )
 
 
-def _mrd_negative(response: ResponseAssessment | None) -> str | None:
+def mrd_negative(response: Assessment | None) -> str | None:
     if response is None:
         return None
     return {MrdStatus.NEGATIVE: "yes", MrdStatus.POSITIVE: "no"}.get(response.mrd_status)
@@ -1069,6 +1219,9 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+_CSV_AS_IS = frozenset({str, int, type(None)})
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -1077,9 +1230,17 @@ class _Echo:
 def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator[str]:
     """The CSV file line by line (for a file or a streaming HTTP response)."""
     writer = csv.writer(_Echo(), lineterminator="\n")
-    yield writer.writerow([column.name for column in columns])
+    names = [column.name for column in columns]
+    yield writer.writerow(names)
     for row in rows:
-        yield writer.writerow([cell_text(row[column.name]) for column in columns])
+        # The csv module writes these as cell_text does (None blank, int in decimal); the
+        # check costs less than the call.
+        yield writer.writerow(
+            [
+                value if type(value) in _CSV_AS_IS else cell_text(value)
+                for value in map(row.__getitem__, names)
+            ]
+        )
 
 
 def write_xlsx(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
 
-from registry import admin_exchange, cohort_file, exchange_views  # noqa: F401 (admin pages)
+from registry import (  # noqa: F401 (admin pages)
+    admin_exchange,
+    cohort_file,
+    exchange_views,
+    services,
+)
 from registry.domain.vocabulary import Role
 from registry.models import (
     CrsEpisode,
@@ -230,23 +236,134 @@ def test_an_export_holds_only_the_users_sites(tmp_path, cohort, other_site, nurs
     assert {row["site"] for row in everything} == {"AHP", "XHC"}
 
 
+def _count_queries(user) -> tuple[int, list[dict]]:
+    with CaptureQueriesContext(connection) as context:
+        produced = list(cohort_file.analysis_rows(user=user))
+    return len(context.captured_queries), produced
+
+
+def _add(user, numbers: range, site: str = "AHP") -> None:
+    rows = [ALIVE_CAR_T | {"site": site, "study_id": f"{site}-{n:03d}"} for n in numbers]
+    result = cohort_file.import_cohort(csv_bytes(rows), name="c.csv", user=user)
+    assert result.ok, result.problems
+
+
 def test_an_export_reads_each_chunk_of_patients_with_a_fixed_number_of_queries(site, administrator):
-    def queries() -> int:
-        with CaptureQueriesContext(connection) as context:
-            produced = list(cohort_file.analysis_rows(user=administrator))
-        assert produced
-        return len(context.captured_queries)
+    _add(administrator, range(5))
+    few, _ = _count_queries(administrator)
+    _add(administrator, range(5, 30))
 
-    def add(numbers: range) -> None:
-        rows = [ALIVE_CAR_T | {"study_id": f"AHP-{n:03d}"} for n in numbers]
-        cohort_file.import_cohort(csv_bytes(rows), name="c.csv", user=administrator)
-
-    add(range(5))
-    few = queries()
-    add(range(5, 30))
-
-    assert queries() == few
+    assert _count_queries(administrator)[0] == few
     assert cohort_file.EXPORT_CHUNK >= 100
+
+
+def test_the_queries_grow_by_page_of_patients_not_by_patient(site, administrator, monkeypatch):
+    monkeypatch.setattr(cohort_file, "EXPORT_CHUNK", 10)
+    _add(administrator, range(5))
+    one_page, _ = _count_queries(administrator)
+    _add(administrator, range(5, 25))
+
+    many, rows = _count_queries(administrator)
+
+    # One query for the sites, then the same number for each page (of 10, 10 and 5 patients).
+    assert many == 1 + 3 * (one_page - 1)
+    assert [row["study_id"] for row in rows] == [f"AHP-{n:03d}" for n in range(25)]
+
+
+def test_pages_of_patients_give_the_rows_of_one_read(site, other_site, administrator, monkeypatch):
+    _add(administrator, range(12))
+    _add(administrator, range(7), site="XHC")
+    cohort_file.import_cohort(csv_bytes(COHORT), name="cohort.csv", user=administrator)
+    _, whole = _count_queries(administrator)
+
+    monkeypatch.setattr(cohort_file, "EXPORT_CHUNK", 3)
+    _, paged = _count_queries(administrator)
+
+    assert paged == whole
+    assert len(whole) == 22
+    assert [(row["site"], row["study_id"]) for row in whole] == sorted(
+        (row["site"], row["study_id"]) for row in whole
+    )
+
+
+def test_the_first_treatment_by_day0_counts_and_every_treatments_last_contact(
+    tmp_path, cohort, administrator
+):
+    patient = Patient.objects.get(study_id="AHP-C001")
+    earlier = factories.treatment(
+        user=administrator,
+        patient=patient,
+        arm="blinatumomab",
+        product="Blinatumomab",
+        day0=date(2021, 6, 1),
+    )
+    services.record_create(
+        FollowUpContact,
+        user=administrator,
+        treatment=earlier,
+        date=date(2022, 1, 10),
+        disease_status="remission",
+    )
+
+    row = {row["study_id"]: row for row in read_csv(export(tmp_path))}["AHP-C001"]
+
+    # The later CAR-T's toxicity, response and transplant are not the earlier treatment's ...
+    assert (row["arm"], row["treatment_start"], row["product"]) == (
+        "blinatumomab",
+        "2021-06-01",
+        "Blinatumomab",
+    )
+    assert row["crs_grade"] == row["response"] == row["hsct_type"] == ""
+    # ... but the last contact is the patient's, under either treatment.
+    assert row["last_contact_date"] == ALIVE_CAR_T["last_contact_date"]
+
+
+# --- the rules of the flat file's derived columns ----------------------------------------------
+def episode(pk: int, *, derived: int | None = None, recorded: int | None = None, system="lee2014"):
+    return cohort_file.Episode(pk, derived, recorded, system)
+
+
+def test_the_worst_grade_uses_the_derived_grade_first_and_the_first_episode_on_a_tie():
+    episodes = [
+        episode(1, recorded=2),
+        episode(2, derived=3, recorded=1),
+        episode(3, recorded=3, system="penn"),
+        episode(4),
+    ]
+
+    assert episodes[1].grade == 3 and episodes[0].grade == 2 and episodes[3].grade is None
+    assert cohort_file.worst_grade("yes", episodes) == (3, "astct2019")
+    assert cohort_file.worst_grade("yes", episodes[2:]) == (3, "penn")
+    assert cohort_file.worst_grade("no", episodes) == (0, None)
+    assert cohort_file.worst_grade("unknown", episodes) == (None, None)
+    assert cohort_file.worst_grade("yes", [episode(5)]) == (None, None)
+
+
+DAY0 = date(2022, 3, 1)
+
+
+def assessment(pk: int, day: int, response: str, mrd_status: str = ""):
+    return cohort_file.Assessment(pk, DAY0 + timedelta(days=day), response, mrd_status)
+
+
+def test_the_best_response_is_an_mrd_negative_cr_first_within_day_90():
+    cr_positive = assessment(1, 28, "cr", "positive")
+    cri_negative = assessment(2, 60, "cri", "negative")
+    late_cr = assessment(3, 91, "cr", "negative")
+    early_pr = assessment(4, 14, "pr")
+
+    assert cohort_file.best_response([cr_positive, cri_negative, late_cr], day0=DAY0) == (
+        cri_negative
+    )
+    assert cohort_file.best_response([early_pr, cr_positive], day0=DAY0) == cr_positive
+    assert cohort_file.best_response([early_pr, assessment(5, 14, "pr")], day0=DAY0) == early_pr
+    # None in the window: the first assessment.
+    assert cohort_file.best_response([late_cr, assessment(6, -3, "nr")], day0=DAY0).pk == 6
+    assert cohort_file.best_response([], day0=DAY0) is None
+    assert cohort_file.mrd_negative(cri_negative) == "yes"
+    assert cohort_file.mrd_negative(cr_positive) == "no"
+    assert cohort_file.mrd_negative(early_pr) is None
+    assert cohort_file.mrd_negative(None) is None
 
 
 # --- the download page -------------------------------------------------------------------------
