@@ -20,6 +20,7 @@ import hashlib
 import io
 import re
 import secrets
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -1276,25 +1277,36 @@ def write_stat_file(
 ) -> None:
     """SPSS .sav or Stata .dta with variable labels and, for categories, value labels.
 
-    pyreadstat writes a whole DataFrame, so this holds the analysis set (a few hundred bytes a
-    patient) in memory; the registry's records are still read in chunks.
+    pyreadstat writes a whole DataFrame, so this holds the analysis set in memory (the registry's
+    records are still read in chunks): numbers and codes as 8-byte floats, not float objects.
     """
+    import numpy as np
     import pandas as pd
     import pyreadstat
 
-    data: dict[str, list[Any]] = {column.name: [] for column in columns}
+    numeric = ("enum", "integer", "grade", "days", "number")
+    data: dict[str, Any] = {
+        column.name: array("d") if column.kind in numeric else [] for column in columns
+    }
     codes = {column.name: {v: k for k, v in codes_of(column).items()} for column in columns}
     for row in rows:
         for column in columns:
             value = row[column.name]
             if column.kind == "enum":
                 value = float("nan") if value is None else float(codes[column.name][value])
-            elif column.kind in ("integer", "grade", "days", "number"):
+            elif column.kind in numeric:
                 value = float("nan") if value is None else float(value)
             elif column.kind in ("text", "site"):
                 value = value or ""
             data[column.name].append(value)
-    frame = pd.DataFrame(data, columns=[column.name for column in columns])
+    frame = pd.DataFrame(
+        {
+            name: np.frombuffer(values, dtype=np.float64) if isinstance(values, array) else values
+            for name, values in data.items()
+        },
+        columns=[column.name for column in columns],
+    )
+    del data
     labels = {column.name: column.label[:80] for column in columns}
     value_labels = {column.name: codes_of(column) for column in columns if column.kind == "enum"}
     whole = "F8.0" if fmt == "sav" else "%8.0g"
