@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.frames import RESPONSE_WINDOW_DAYS, analysis_frames, fingerprint
+from analytics.frames import (
+    RELAPSE_GROUP,
+    RESPONSE_WINDOW_DAYS,
+    TREATMENT_COLUMNS,
+    AnalysisFrames,
+    analysis_frames,
+    canonical_rows,
+    fingerprint,
+)
 from registry import demo, services
 from registry.models import (
     CrsEpisode,
+    Death,
     FollowUpContact,
+    IcansEpisode,
+    Patient,
     Relapse,
     ResponseAssessment,
     Transplant,
+    Treatment,
 )
 from tests import factories
 from tests.factories import DAY0
@@ -189,11 +204,17 @@ def test_a_site_scope_leaves_out_the_other_sites(nurse, users, site, other_site,
 
 
 @pytest.mark.parametrize("patients", [5, 50])
-def test_frames_take_the_same_few_queries_for_5_or_50_patients(patients, django_assert_num_queries):
+@pytest.mark.parametrize("scope", ["registry", "one site"])
+def test_frames_take_the_same_few_queries_for_5_or_50_patients(
+    patients, scope, django_assert_num_queries
+):
     demo.seed_scaled(patients)
+    sites = Patient.objects.values_list("site", flat=True)
+    site_ids = None if scope == "registry" else [sites.first()]
     with django_assert_num_queries(9):
-        frames = analysis_frames()
-    assert len(frames.treatments) == patients
+        frames = analysis_frames(site_ids=site_ids)
+    in_scope = sites if site_ids is None else sites.filter(site__in=site_ids)
+    assert len(frames.treatments) == in_scope.count() > 0
 
 
 def test_the_fingerprint_ignores_database_keys_and_row_order(record, treatment):
@@ -211,3 +232,223 @@ def test_the_fingerprint_changes_when_the_data_does(record, treatment):
     before = analysis_frames().fingerprint
     contact(record, treatment, 120)
     assert analysis_frames().fingerprint != before
+
+
+def test_the_rows_run_by_site_then_day0(nurse, users, site, other_site):
+    administrator = users["administrator"]
+    for site_, study_id, days in ((other_site, "X1", 0), (site, "A2", 30), (site, "A1", 10)):
+        patient = factories.patient(user=administrator, site=site_, study_id=study_id)
+        factories.treatment(user=administrator, patient=patient, day0=on(days))
+    assert list(analysis_frames().treatments["study_id"]) == ["A1", "A2", "X1"]
+
+
+# --- the same rules, one patient at a time through the ORM: what the frames must equal ----------
+
+
+def reference_frame(site_ids=None) -> pd.DataFrame:
+    """SAP.md sections 1 and 6 applied patient by patient, typed as pandas types plain rows."""
+    treatments = Treatment.objects.select_related("patient__site").order_by("day0", "pk")
+    if site_ids is not None:
+        treatments = treatments.filter(patient__site__in=site_ids)
+    first: dict[int, Treatment] = {}
+    for treatment in treatments:
+        first.setdefault(treatment.patient_id, treatment)
+    rows = [reference_row(treatment) for treatment in first.values()]
+    return pd.DataFrame(rows, columns=TREATMENT_COLUMNS)
+
+
+def reference_row(treatment: Treatment) -> dict:
+    patient, day0 = treatment.patient, treatment.day0
+    of_patient = {"treatment__patient": patient}
+    death = Death.objects.filter(patient=patient).values_list("date", flat=True).first()
+    last_contact = max(
+        FollowUpContact.objects.filter(**of_patient).values_list("date", flat=True), default=None
+    )
+    assessed = [r for r in ResponseAssessment.objects.filter(**of_patient) if r.date >= day0]
+    relapses = [r.date for r in Relapse.objects.filter(**of_patient) if r.date >= day0]
+    window = [
+        r
+        for r in treatment.responses.order_by("pk")
+        if 0 <= (r.date - day0).days <= RESPONSE_WINDOW_DAYS and r.response != "not_evaluable"
+    ]
+    ranked = [r.response for r in window if r.response in ("cr", "cri", "pr", "nr")]
+    best = min(ranked, key=["cr", "cri", "pr", "nr"].index) if ranked else None
+    events = [*relapses, *(r.date for r in assessed if r.response == "nr"), *[death] * bool(death)]
+    seen = [d for d in (last_contact, *(r.date for r in assessed)) if d and d >= day0]
+    pfs_end = min(events) if events else max(seen, default=day0)
+    transplants = sorted(
+        (t for t in Transplant.objects.filter(**of_patient).order_by("pk") if t.date >= day0),
+        key=lambda t: t.date,
+    )
+    ucbt = [t for t in transplants if t.type == "ucbt"]
+    crs_grade, crs_source = reference_grade(treatment.crs_status, CrsEpisode, treatment)
+    icans_grade, icans_source = reference_grade(treatment.icans_status, IcansEpisode, treatment)
+    blasts = treatment.bm_blast_pct
+    return {
+        "treatment_id": treatment.pk,
+        "patient_id": patient.pk,
+        "site_code": patient.site.code,
+        "study_id": patient.study_id,
+        "arm": treatment.arm,
+        "day0": day0,
+        "age": day0.year - patient.year_of_birth,
+        "sex": patient.sex,
+        "ph_status": patient.ph_status,
+        "disease_burden": treatment.disease_burden or None,
+        "bm_blast_pct": None if blasts is None else float(blasts),
+        "extramedullary": treatment.extramedullary,
+        "relapse_status": treatment.relapse_status or None,
+        "relapse_group": RELAPSE_GROUP.get(treatment.relapse_status),
+        "prior_hsct": treatment.prior_hsct,
+        "crs_status": treatment.crs_status,
+        "crs_grade": crs_grade,
+        "crs_grade_source": crs_source,
+        "icans_status": treatment.icans_status,
+        "icans_grade": icans_grade,
+        "icans_grade_source": icans_source,
+        "response_evaluable": bool(window),
+        "best_response": best,
+        "cr": best in ("cr", "cri"),
+        "mrd_negative_cr": any(
+            r.response in ("cr", "cri") and r.mrd_status == "negative" for r in window
+        ),
+        "died": death is not None,
+        "last_contact": last_contact,
+        "pfs_days": (pfs_end - day0).days,
+        "pfs_event": int(bool(events)),
+        "os_days": (death - day0).days
+        if death
+        else max((last_contact - day0).days, 0)
+        if last_contact
+        else 0,
+        "os_event": int(death is not None),
+        "any_hsct_day": (transplants[0].date - day0).days if transplants else None,
+        "any_hsct_type": transplants[0].type if transplants else None,
+        "ucbt_day": (ucbt[0].date - day0).days if ucbt else None,
+    }
+
+
+def reference_grade(status: str, model, treatment: Treatment):
+    if status != "yes":
+        return (0 if status == "no" else None), None
+    graded = [
+        (e.derived_grade, "derived")
+        if e.derived_grade is not None
+        else (e.recorded_grade, "recorded")
+        for e in model.objects.filter(treatment=treatment).order_by("pk")
+    ]
+    graded = [pair for pair in graded if pair[0] is not None]
+    return max(graded, key=lambda pair: pair[0]) if graded else (None, None)
+
+
+def by_patient(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["site_code", "study_id"]).reset_index(drop=True)
+
+
+@pytest.fixture
+def varied_registry(nurse, record, site, treatment):
+    """The bench's synthetic cohort, and what it lacks: a patient with two treatments, ties."""
+    demo.seed_scaled(40)
+    patient = treatment.patient
+    later = factories.treatment(user=nurse, patient=patient, arm="blinatumomab", day0=on(200))
+    for grade in (3, 3):  # equally bad: the first one read gives the source
+        record(CrsEpisode, treatment, onset=on(2), grading_system="lee2014", recorded_grade=grade)
+    record(
+        CrsEpisode,
+        treatment,
+        onset=on(3),
+        max_temperature_c=39.0,
+        hypotension=True,
+        vasopressors=1,
+        oxygen="none",
+    )
+    response(record, treatment, 28, "cr", mrd="negative")
+    response(record, later, 230, "nr")
+    record(Relapse, later, date=on(260), kind="morphologic")
+    record(Transplant, treatment, date=on(60), type="haplo")
+    record(Transplant, treatment, date=on(60), type="ucbt")  # the same day: the first read
+    record(Transplant, later, date=on(300), type="ucbt")
+    contact(record, later, 320)
+    other = factories.patient(user=nurse, site=site, study_id="P002")
+    unknown = factories.treatment(
+        user=nurse,
+        patient=other,
+        crs_status="unknown",
+        bm_blast_pct=None,
+        extramedullary=None,
+        disease_burden="",
+    )
+    response(record, unknown, 10, "not_evaluable")
+    response(record, unknown, RESPONSE_WINDOW_DAYS + 1, "cr", mrd="negative")
+    services.death_record(patient=other, user=nurse, date=on(150), cause="disease")
+
+
+@pytest.mark.parametrize("scope", ["registry", "one site"])
+def test_the_frames_equal_the_rules_applied_one_patient_at_a_time(varied_registry, site, scope):
+    site_ids = None if scope == "registry" else [site.pk]
+    frames = analysis_frames(site_ids=site_ids)
+    assert len(frames.treatments) > 10
+    pd.testing.assert_frame_equal(
+        by_patient(frames.treatments), by_patient(reference_frame(site_ids)), check_exact=True
+    )
+
+
+def test_with_nothing_recorded_the_columns_keep_the_types_of_plain_rows(nurse, patient):
+    factories.treatment(user=nurse, patient=patient, crs_status="unknown", bm_blast_pct=None)
+    frame = analysis_frames().treatments
+    pd.testing.assert_frame_equal(frame, reference_frame(), check_exact=True)
+    assert frame["crs_grade"].dtype == object and frame["ucbt_day"].dtype == object
+
+
+def test_with_everything_recorded_the_number_columns_stay_integers(nurse, record, patient):
+    treatment = factories.treatment(user=nurse, patient=patient, crs_status="no")
+    record(Transplant, treatment, date=on(60), type="ucbt")
+    frame = analysis_frames().treatments
+    pd.testing.assert_frame_equal(frame, reference_frame(), check_exact=True)
+    assert frame["crs_grade"].dtype == frame["ucbt_day"].dtype == np.int64
+
+
+def test_an_empty_registry_gives_empty_frames(db):
+    frames = analysis_frames()
+    assert frames.treatments.empty and list(frames.treatments.columns) == TREATMENT_COLUMNS
+    assert frames.open_queries.empty and frames.row_counts["analysis_set"] == 0
+    assert frames.fingerprint == reference_fingerprint(frames)
+
+
+# --- the fingerprint: the text of canonical_rows, written a column at a time --------------------
+
+
+def reference_fingerprint(frames: AnalysisFrames) -> str:
+    payload = {
+        "treatments": canonical_rows(
+            frames.treatments.drop(columns=["treatment_id", "patient_id"])
+        ),
+        "open_queries": canonical_rows(frames.open_queries.drop(columns=["patient_id"])),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_fingerprint_is_that_of_the_canonical_rows(varied_registry):
+    frames = analysis_frames()
+    assert fingerprint(frames) == reference_fingerprint(frames)
+
+
+def test_the_fingerprint_is_that_of_the_canonical_rows_whatever_the_values():
+    """Values that sort or serialise differently once written as JSON: a row whose text is a
+    prefix of another's, commas inside text, -0.0 and 0.0, NaN, True and 1 in one column."""
+    treatments = pd.DataFrame(
+        {
+            "treatment_id": [1, 2, 3, 4, 5, 6],
+            "patient_id": [1, 2, 3, 4, 5, 6],
+            "text": ["a, b", "a", "a", 'é"', None, "a"],
+            "day0": [on(0), on(0), on(0), None, on(0), on(1)],
+            "mixed": [1, True, True, 1.0, "1", None],
+            "flag": [True, False, False, True, False, True],
+            "float": [-0.0, 0.0, 0.0, 1e-20, 2.5, np.nan],
+            "last": [2, 23, 2, 2, -1, 2],  # rows 2 and 3: "...,23]" sorts before "...,2]"
+        }
+    )
+    open_queries = pd.DataFrame({"patient_id": [1, 2], "kind": ["missing_day0", "late"]})
+    frames = AnalysisFrames(treatments=treatments, open_queries=open_queries)
+    assert fingerprint(frames) == reference_fingerprint(frames)
