@@ -528,17 +528,18 @@ def fingerprint(frames: AnalysisFrames) -> str:
     """SHA-256 of a canonical serialisation of the analysis rows and open queries.
 
     Rows are identified by site and study ID (not database keys) and sorted, so the same data
-    gives the same fingerprint in any database and any row order.
+    gives the same fingerprint in any database and any row order. The text is that of
+    json.dumps({"treatments": canonical_rows(...), "open_queries": ...}, sort_keys=True,
+    separators=(",", ":")), written a column at a time (`_canonical_json`).
     """
-    payload = {
-        "treatments": canonical_rows(frames.treatments.drop(columns=list(NOT_FINGERPRINTED))),
-        "open_queries": canonical_rows(frames.open_queries.drop(columns=["patient_id"])),
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    treatments = _canonical_json(frames.treatments.drop(columns=list(NOT_FINGERPRINTED)))
+    open_queries = _canonical_json(frames.open_queries.drop(columns=["patient_id"]))
+    text = f'{{"open_queries":{open_queries},"treatments":{treatments}}}'
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def canonical_rows(frame: pd.DataFrame) -> list[list[Any]]:
+    """The frame as JSON-ready rows: its column names, then its rows sorted by their JSON."""
     rows = [[canonical_value(value) for value in row] for row in frame.itertuples(index=False)]
     return [list(frame.columns), *sorted(rows, key=lambda row: json.dumps(row))]
 
@@ -553,3 +554,47 @@ def canonical_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
     return value
+
+
+def _canonical_json(frame: pd.DataFrame) -> str:
+    """json.dumps(canonical_rows(frame), separators=(",", ":")), a column at a time.
+
+    Each column's values become JSON once per distinct value. canonical_rows sorts the rows by
+    json.dumps(row), whose ", " separators the compact text lacks; both sort alike: up to the
+    first character where two rows differ they are the same text, and the difference is between
+    the same two characters in both forms (a separator's space only follows a comma, and never
+    where the rows already differ).
+    """
+    columns = [_json_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    rows = sorted(f"[{','.join(row)}]" for row in zip(*columns, strict=True))
+    return "[" + ",".join([json.dumps(list(frame.columns), separators=(",", ":")), *rows]) + "]"
+
+
+# Types whose equal values always have the same canonical JSON (not float: 0.0 == -0.0; not
+# datetime: equal instants in two time zones; not bool with int: True == 1).
+_EQUAL_MEANS_SAME_JSON = frozenset({str, int, bool, date})
+
+
+def _json_values(column: pd.Series) -> np.ndarray:
+    """json.dumps(canonical_value(value)) of each value of the column as itertuples gives it
+    (Python scalars for a numeric column)."""
+    values = column.to_numpy()
+    if isinstance(column.dtype, np.dtype) and values.dtype.kind in "iub":
+        return _by_distinct(values, values)
+    if isinstance(column.dtype, np.dtype) and values.dtype.kind == "f":
+        return _by_distinct(values, values.view(np.int64))  # by bits: -0.0 is not 0.0
+    kinds = set(map(type, values)) - {type(None)}
+    if column.dtype == object and len(kinds) <= 1 and kinds <= _EQUAL_MEANS_SAME_JSON:
+        codes, distinct = pd.factorize(values)  # None is missing: code -1, the last token
+        return np.append(_json_each(list(distinct)), "null")[codes]
+    return _json_each(list(column))
+
+
+def _by_distinct(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """_json_each of the values, computed once per distinct key."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return _json_each(values[first].tolist())[inverse]
+
+
+def _json_each(values: list[Any]) -> np.ndarray:
+    return _objects([json.dumps(canonical_value(value)) for value in values])
