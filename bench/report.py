@@ -121,6 +121,12 @@ def main() -> None:
             f"Machine: {machine['nproc']} cores ({machine['cpu']}), {machine['memory_gb']} GB, PostgreSQL "
             f"{machine['postgresql']}, Python {machine['python']}, {machine['r']} (R, survival), kernel {machine['kernel']}.",
             "Medians of the repeated runs (the JSON files keep min and max too).",
+            *(
+                f"At {n:,} patients, a partial rerun: {', '.join(kept)} kept from the run of "
+                f"{' / '.join(sorted(set(kept.values())))}."
+                for n in sizes
+                if (kept := runs[n].get("kept_from"))
+            ),
             "",
             *rows,
             "",

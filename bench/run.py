@@ -338,7 +338,8 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to skip: nightly,site,r,load,pdf,import,export",
+        help="comma-separated parts to skip (their figures of the last run are kept): "
+        "nightly,site,r,load,pdf,import,export",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -366,8 +367,14 @@ def main() -> None:
         ]
         if n == max(sizes) or len(sizes) == 1:
             steps.append(("import", lambda: import_10k(max(1, args.repeats - 1), args.reseed)))
+        previous_file = RESULTS / f"bench-{n}.json"
+        previous = json.loads(previous_file.read_text()) if previous_file.exists() else {}
         for name, step in steps:
             if name in skip:
+                # A partial run keeps the figures of the parts it skips, saying from when.
+                if name in previous:
+                    result[name] = previous[name]
+                    result.setdefault("kept_from", {})[name] = previous.get("date")
                 continue
             log(f"{n}: {name}")
             try:

@@ -259,7 +259,7 @@ def patient_list(
         day0=Subquery(first.values("day0")[:1]),
         is_dead=Exists(Death.objects.filter(patient=OuterRef("pk"))),
         open_queries=Coalesce(Subquery(open_count), 0),
-    ).order_by(*(("site", "study_id") if one_site else ("site__code", "study_id")))
+    ).order_by(*(("site_id", "study_id") if one_site else ("site__code", "study_id")))
 
 
 @dataclass(frozen=True)

@@ -110,15 +110,23 @@ def worklist(request: HttpRequest) -> HttpResponse:
             },
         )
         cache.set(key, visits, WORKLIST_CACHE_SECONDS)
+    # The open data-quality queries (thousands in a large registry after the nightly refresh)
+    # a page at a time, the newest first.
+    queries = Paginator(
+        open_queries(user=request.user).order_by("-opened_at", "-pk"), QUERIES_PER_PAGE
+    ).get_page(request.GET.get("queries_page"))
     context = {
         "visits": visits,
-        "queries": [(query, resolving_url(query)) for query in open_queries(user=request.user)],
+        "queries": queries,
+        "query_links": [(query, resolving_url(query)) for query in queries],
+        "queries_paged": "queries_page" in request.GET,
         "today": day,
     }
     return render(request, "registry/worklist.html", context)
 
 
 WORKLIST_CACHE_SECONDS = 24 * 60 * 60
+QUERIES_PER_PAGE = 50
 LOST_PER_PAGE = 50
 
 

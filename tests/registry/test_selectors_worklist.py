@@ -13,10 +13,11 @@ from datetime import date, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from registry import services
 from registry.domain.followup import VisitState, lost_to_follow_up, visit_statuses
-from registry.models import Death, FollowUpContact, Patient, Treatment
+from registry.models import DataQualityQuery, Death, FollowUpContact, Patient, Treatment
 from registry.selectors import Worklist, WorklistLine, worklist_for
 
 pytestmark = pytest.mark.django_db
@@ -245,3 +246,26 @@ def test_the_patient_page_uses_a_constant_number_of_queries(
     get_counting(
         client, reverse("patient-detail", args=[patient.pk]), django_assert_num_queries, 13
     )
+
+
+def test_the_open_queries_are_shown_a_page_at_a_time(client, site, nurse, settings):
+    settings.IMMUNOREG_TODAY = "2024-10-31"
+    patient = Patient.objects.create(site=site, study_id="AHP-Q1", sex="F", year_of_birth=1990)
+    DataQualityQuery.objects.bulk_create(
+        DataQualityQuery(
+            patient=patient,
+            kind="follow_up_overdue",
+            key=f"visit-{n:02}",
+            message=f"Q{n:02}.",
+            opened_at=timezone.now(),
+        )
+        for n in range(60)
+    )
+    client.force_login(nurse)
+    first = client.get(reverse("worklist")).content.decode().split('id="queries"')[1]
+    assert '<span class="badge">60</span>' in first
+    assert first.count("AHP-Q1</a>") == 50 and "?queries_page=2" in first
+
+    second = client.get(reverse("worklist"), {"queries_page": 2}).content.decode()
+    section = second.split('id="queries"')[1]
+    assert section.count("AHP-Q1</a>") == 10 and "<details open>" in section
