@@ -374,7 +374,8 @@ def main() -> None:
                 # A partial run keeps the figures of the parts it skips, saying from when.
                 if name in previous:
                     result[name] = previous[name]
-                    result.setdefault("kept_from", {})[name] = previous.get("date")
+                    kept = previous.get("kept_from", {}).get(name, previous.get("date"))
+                    result.setdefault("kept_from", {})[name] = kept
                 continue
             log(f"{n}: {name}")
             try:
