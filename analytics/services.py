@@ -43,6 +43,7 @@ from analytics.models import Snapshot, Stage, Status, Trigger
 from analytics.stats import proportions, survival, transplant
 from analytics.stats.plain import finite_or_none
 from registry.clock import today
+from registry.domain.crs import SEVERE_FROM_GRADE
 from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS
 from registry.domain.vocabulary import (
     Arm,
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ARMS: tuple[str, str] = (Arm.BLINATUMOMAB.value, Arm.CAR_T.value)
 GRADES = range(6)
-SEVERE_GRADE = 3  # DOMAIN.md: severe CRS (and ICANS) is grade >= 3
 BURDENS = (DiseaseBurden.MRD_ONLY.value, DiseaseBurden.MORPHOLOGIC.value)
 # A running computation that has shown no sign of life for this long was interrupted.
 STALE_AFTER = timedelta(minutes=30)
@@ -168,7 +168,7 @@ def toxicity_flags(t: pd.DataFrame, prefix: str) -> tuple[pd.Series, pd.Series, 
     evaluable = t[f"{prefix}_status"].isin(KNOWN_STATUS)
     grade = pd.to_numeric(t[f"{prefix}_grade"], errors="coerce")
     occurred = (t[f"{prefix}_status"] == YesNoUnknown.YES) & ~(grade == 0)
-    severe = grade >= SEVERE_GRADE
+    severe = grade >= SEVERE_FROM_GRADE  # DOMAIN.md: severe CRS (and ICANS)
     return evaluable, occurred & evaluable, severe & evaluable
 
 

@@ -96,8 +96,3 @@ def crs_grade(findings: CrsFindings) -> int | None:
     if not (has_fever(findings) or findings.fever_masked):
         return 0
     return max(hypotension_grade(findings), hypoxia_grade(findings))
-
-
-def is_severe(grade: int | None) -> bool:
-    """Severe CRS is grade 3 or more (DOMAIN.md)."""
-    return grade is not None and grade >= SEVERE_FROM_GRADE

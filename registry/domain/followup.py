@@ -209,8 +209,3 @@ def lost_to_follow_up(*, last_contact: date | None, today: date, alive: bool) ->
     if not alive or last_contact is None:
         return False
     return (today - last_contact).days > LOST_TO_FOLLOW_UP_DAYS
-
-
-def month_of(days: int) -> float:
-    """Days after day 0 shown as months (DOMAIN.md: 1 month = 30.4375 days)."""
-    return days / DAYS_PER_MONTH

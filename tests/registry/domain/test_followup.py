@@ -7,12 +7,12 @@ from datetime import date, timedelta
 import pytest
 
 from registry.domain.followup import (
+    DAYS_PER_MONTH,
     LOST_TO_FOLLOW_UP_DAYS,
     Visit,
     VisitState,
     VisitStatus,
     lost_to_follow_up,
-    month_of,
     schedule,
     visit_statuses,
 )
@@ -233,8 +233,5 @@ def test_without_any_contact_there_is_nothing_to_measure_loss_from():
     assert lost_to_follow_up(last_contact=None, today=date(2024, 6, 30), alive=True) is False
 
 
-@pytest.mark.parametrize(
-    "days, months", [(0, 0.0), (30, 30 / 30.4375), (182, 5.98), (365, 11.99), (1461, 48.0)]
-)
-def test_a_month_is_30_4375_days(days, months):
-    assert month_of(days) == pytest.approx(months, abs=0.005)
+def test_a_month_is_30_4375_days():
+    assert DAYS_PER_MONTH == 30.4375  # DOMAIN.md; survival times in months divide by it
