@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from django.db import connection
 from playwright.sync_api import expect, sync_playwright
 
 from analytics import services as analytics
@@ -22,6 +23,23 @@ window.__violations = [];
 document.addEventListener("securitypolicyviolation",
   (event) => window.__violations.push(event.violatedDirective + " " + event.blockedURI));
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def live_server_connections_closed(django_db_blocker):
+    """The live server's request threads can leave a database connection open behind them
+    (seen: an idle session whose last query was the analytics page's), and PostgreSQL then
+    refuses to drop the test database at the end of the run: end those sessions here."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state = 'idle'"
+            )
 
 
 @pytest.fixture
