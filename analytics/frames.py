@@ -529,19 +529,15 @@ def fingerprint(frames: AnalysisFrames) -> str:
 
     Rows are identified by site and study ID (not database keys) and sorted, so the same data
     gives the same fingerprint in any database and any row order. The text is that of
-    json.dumps({"treatments": canonical_rows(...), "open_queries": ...}, sort_keys=True,
-    separators=(",", ":")), written a column at a time (`_canonical_json`).
+    json.dumps({"treatments": rows, "open_queries": rows}, sort_keys=True, separators=(",",
+    ":")), where `rows` is a frame's column names, then its rows of canonical values sorted by
+    their JSON, written a column at a time (`_canonical_json`; tests/analytics/test_frames.py
+    keeps the row-at-a-time reference).
     """
     treatments = _canonical_json(frames.treatments.drop(columns=list(NOT_FINGERPRINTED)))
     open_queries = _canonical_json(frames.open_queries.drop(columns=["patient_id"]))
     text = f'{{"open_queries":{open_queries},"treatments":{treatments}}}'
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def canonical_rows(frame: pd.DataFrame) -> list[list[Any]]:
-    """The frame as JSON-ready rows: its column names, then its rows sorted by their JSON."""
-    rows = [[canonical_value(value) for value in row] for row in frame.itertuples(index=False)]
-    return [list(frame.columns), *sorted(rows, key=lambda row: json.dumps(row))]
 
 
 def canonical_value(value: Any) -> Any:
@@ -557,9 +553,9 @@ def canonical_value(value: Any) -> Any:
 
 
 def _canonical_json(frame: pd.DataFrame) -> str:
-    """json.dumps(canonical_rows(frame), separators=(",", ":")), a column at a time.
+    """The JSON of the frame's canonical rows (see `fingerprint`), a column at a time.
 
-    Each column's values become JSON once per distinct value. canonical_rows sorts the rows by
+    Each column's values become JSON once per distinct value. The rows sort by
     json.dumps(row), whose ", " separators the compact text lacks; both sort alike: up to the
     first character where two rows differ they are the same text, and the difference is between
     the same two characters in both forms (a separator's space only follows a comma, and never

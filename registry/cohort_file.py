@@ -148,6 +148,7 @@ VALUE_REQUIRED = frozenset({"study_id", "site", "sex", "year_of_birth", "arm", "
 PAIRED = (("response", "response_date"), ("hsct_type", "hsct_date"), ("death_date", "death_cause"))
 
 # De-identified files: random codes for study IDs, days from day 0 for dates, age for birth year.
+DAYS_FROM_DAY0 = ("response_date", "hsct_date", "relapse_date", "death_date", "last_contact_date")
 DEIDENTIFIED_RENAMES: dict[str, Column | None] = {
     "study_id": Column("patient_code", "Random patient code (this export only)", "text"),
     "year_of_birth": Column(
@@ -161,13 +162,7 @@ DEIDENTIFIED_RENAMES: dict[str, Column | None] = {
             "days",
             units="days",
         )
-        for name in (
-            "response_date",
-            "hsct_date",
-            "relapse_date",
-            "death_date",
-            "last_contact_date",
-        )
+        for name in DAYS_FROM_DAY0
     },
 }
 
@@ -1189,13 +1184,7 @@ def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         used.add(code)
         row["study_id"] = code
         row["year_of_birth"] = day0.year - row["year_of_birth"]
-        for name in (
-            "response_date",
-            "hsct_date",
-            "relapse_date",
-            "death_date",
-            "last_contact_date",
-        ):
+        for name in DAYS_FROM_DAY0:
             value = row[name]
             row[name] = None if value is None else (value - day0).days
         yield {

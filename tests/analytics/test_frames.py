@@ -16,7 +16,7 @@ from analytics.frames import (
     TREATMENT_COLUMNS,
     AnalysisFrames,
     analysis_frames,
-    canonical_rows,
+    canonical_value,
     fingerprint,
 )
 from registry import demo, services
@@ -416,6 +416,12 @@ def test_an_empty_registry_gives_empty_frames(db):
 
 
 # --- the fingerprint: the text of canonical_rows, written a column at a time --------------------
+
+
+def canonical_rows(frame: pd.DataFrame) -> list[list]:
+    """The frame as JSON-ready rows: its column names, then its rows sorted by their JSON."""
+    rows = [[canonical_value(value) for value in row] for row in frame.itertuples(index=False)]
+    return [list(frame.columns), *sorted(rows, key=lambda row: json.dumps(row))]
 
 
 def reference_fingerprint(frames: AnalysisFrames) -> str:
