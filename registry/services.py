@@ -258,8 +258,7 @@ def _after_write(patient: Patient) -> None:
 def site_data_changed(site_ids: Iterable[int]) -> None:
     """A new data token for each site, in the write's transaction: the pages cached under the
     old one (registry.selectors.worklist_cache_key) are not used again."""
-    for site_id in sorted(set(site_ids)):
-        Site.objects.filter(pk=site_id).update(data_token=new_data_token())
+    Site.objects.filter(pk__in=set(site_ids)).update(data_token=new_data_token())
 
 
 def _marked_status_yes(record: models.Model) -> Treatment | None:
