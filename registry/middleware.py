@@ -293,6 +293,6 @@ def _refresh_idle_expiry(request: HttpRequest) -> None:
     session = getattr(request, "session", None)
     if not every or session is None or not session.accessed or session.is_empty():
         return
-    now = int(time.time())
+    now = time.time()
     if now - session.get(REFRESHED_AT, 0) >= every:
         session[REFRESHED_AT] = now  # marks it modified: saved, with a new expiry

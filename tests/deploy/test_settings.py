@@ -67,7 +67,7 @@ def test_a_session_ends_after_its_time_without_a_request(client, nurse):
     assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
 
 
-@override_settings(SESSION_COOKIE_AGE=3, IMMUNOREG_SESSION_REFRESH_SECONDS=1)
+@override_settings(SESSION_COOKIE_AGE=4, IMMUNOREG_SESSION_REFRESH_SECONDS=2)
 def test_the_idle_timeout_counts_from_the_last_request_without_a_save_per_request(client, nurse):
     """Production's settings, shortened: the session is saved again at most once per refresh
     period, and that save moves its expiry on."""
@@ -83,12 +83,12 @@ def test_the_idle_timeout_counts_from_the_last_request_without_a_save_per_reques
         assert client.get("/worklist/").status_code == 200  # first request: refreshed
         assert client.get("/worklist/").status_code == 200  # within the period: not saved
         assert len(saves) == 1
-        time.sleep(1.2)
+        time.sleep(2.2)
         assert client.get("/worklist/").status_code == 200  # saved again, expiry moved on
         assert len(saves) == 2
-        time.sleep(2.0)  # 3.2 s after sign-in, 2 s after the last request
+        time.sleep(2.5)  # 4.7 s after sign-in, 2.5 s after the last save
         assert client.get("/worklist/").status_code == 200
-        time.sleep(3.1)  # longer than SESSION_COOKIE_AGE without a request
+        time.sleep(4.1)  # longer than SESSION_COOKIE_AGE without a request
     answer = client.get("/worklist/")
     assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
 
