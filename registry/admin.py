@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Max, OuterRef, Q
 from django.http import Http404, HttpResponseRedirect
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 from simple_history.admin import SimpleHistoryAdmin
 
 from registry import quality, services
@@ -363,13 +364,50 @@ class QueryCloseForm(forms.ModelForm):
         fields = ("close_reason",)
 
 
+class QueryStatusFilter(admin.SimpleListFilter):
+    """Open queries unless the data manager asks for the closed ones or all: the closed ones
+    (most of them, closed by the registry when the data was fixed) are history, not work."""
+
+    title = _("status")
+    parameter_name = "status"
+    default = "open"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("open", pgettext_lazy("data-quality query", "Open")),
+            ("closed", pgettext_lazy("data-quality query", "Closed")),
+            ("all", _("All")),
+        ]
+
+    def value(self) -> str:
+        chosen = super().value()
+        return chosen if chosen in ("open", "closed", "all") else self.default
+
+    def choices(self, changelist):
+        # Django's own first choice, "All" without the parameter, would mean the default here;
+        # "All" is a choice of its own instead.
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        return {
+            "open": queryset.filter(is_open=True),
+            "closed": queryset.filter(is_open=False),
+        }.get(self.value(), queryset)
+
+
 @admin.register(DataQualityQuery)
 class DataQualityQueryAdmin(SimpleHistoryAdmin):
     """Queries open and close themselves; a data manager may close one the data cannot fix."""
 
     form = QueryCloseForm
     list_display = ("patient", "kind", "message", "is_open", "opened_at", "closed_at", "closed_by")
-    list_filter = ("is_open", "kind", "patient__site")
+    list_filter = (QueryStatusFilter, "kind", "patient__site")
+    list_per_page = 50
     search_fields = ("patient__study_id",)
     list_select_related = ("patient", "patient__site", "closed_by")
     readonly_fields = (
