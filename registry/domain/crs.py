@@ -51,17 +51,30 @@ def has_fever(findings: CrsFindings) -> bool:
     return findings.max_temperature_c is not None and findings.max_temperature_c >= FEVER_C
 
 
+def missing_findings(findings: CrsFindings) -> tuple[str, ...]:
+    """The findings the grade is still waiting for, by CrsFindings field name, in the order a
+    nurse enters them; empty when the grade can be derived.
+
+    The temperature is not needed when fever is masked, the number of vasopressors only with
+    hypotension (vasopressin alone counts as one), and nothing else after a death from CRS.
+    """
+    if findings.died_of_crs:
+        return ()
+    missing = []
+    if findings.max_temperature_c is None and not findings.fever_masked:
+        missing.append("max_temperature_c")
+    if findings.hypotension is None:
+        missing.append("hypotension")
+    elif findings.hypotension and findings.vasopressors is None and not findings.vasopressin:
+        missing.append("vasopressors")
+    if findings.oxygen is None:
+        missing.append("oxygen")
+    return tuple(missing)
+
+
 def findings_complete(findings: CrsFindings) -> bool:
     """Enough is recorded to derive the ASTCT grade."""
-    if findings.died_of_crs:
-        return True
-    vasopressors_known = findings.vasopressors is not None or findings.vasopressin
-    return (
-        (findings.max_temperature_c is not None or findings.fever_masked)
-        and findings.hypotension is not None
-        and findings.oxygen is not None
-        and (not findings.hypotension or vasopressors_known)
-    )
+    return not missing_findings(findings)
 
 
 def hypotension_grade(findings: CrsFindings) -> int:

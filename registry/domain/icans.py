@@ -62,19 +62,26 @@ class IcansFindings:
     died_of_icans: bool = False
 
 
-def findings_complete(findings: IcansFindings) -> bool:
-    """Enough is recorded to derive the ASTCT grade: the ICE score (0-10) and consciousness.
+def missing_findings(findings: IcansFindings) -> tuple[str, ...]:
+    """The findings the grade is still waiting for, by IcansFindings field name: the ICE score
+    (0-10) and consciousness; empty when the grade can be derived.
 
     Seizure, motor weakness and oedema are recorded only when present, so a blank counts as
     none. A death from ICANS is grade 5 whatever else is recorded.
     """
     if findings.died_of_icans:
-        return True
-    return (
-        findings.ice_score is not None
-        and 0 <= findings.ice_score <= ICE_MAX
-        and findings.consciousness is not None
-    )
+        return ()
+    missing = []
+    if findings.ice_score is None or not 0 <= findings.ice_score <= ICE_MAX:
+        missing.append("ice_score")
+    if findings.consciousness is None:
+        missing.append("consciousness")
+    return tuple(missing)
+
+
+def findings_complete(findings: IcansFindings) -> bool:
+    """Enough is recorded to derive the ASTCT grade (nothing is missing_findings)."""
+    return not missing_findings(findings)
 
 
 def ice_grade(ice_score: int) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from registry.domain.crs import (
     SEVERE_FROM_GRADE,
@@ -12,6 +14,7 @@ from registry.domain.crs import (
     crs_grade,
     findings_complete,
     has_fever,
+    missing_findings,
 )
 from registry.domain.vocabulary import Oxygen
 
@@ -191,3 +194,36 @@ def test_temperature_or_masking_pressure_and_oxygen_make_findings_complete(findi
 
 def test_severe_crs_is_grade_3_or_more():
     assert SEVERE_FROM_GRADE == 3  # DOMAIN.md; the analytics count grade >= this as severe
+
+
+@pytest.mark.parametrize(
+    "findings, missing",
+    [
+        (CrsFindings(), ("max_temperature_c", "hypotension", "oxygen")),
+        (CrsFindings(max_temperature_c=39.0), ("hypotension", "oxygen")),
+        (CrsFindings(fever_masked=True, hypotension=False), ("oxygen",)),
+        (CrsFindings(max_temperature_c=39.0, hypotension=True, oxygen="none"), ("vasopressors",)),
+        (CrsFindings(max_temperature_c=39.0, hypotension=False, oxygen="none"), ()),
+        (CrsFindings(max_temperature_c=39.0, hypotension=True, vasopressin=True), ("oxygen",)),
+        (CrsFindings(died_of_crs=True), ()),
+    ],
+)
+def test_a_grade_that_cannot_be_derived_names_the_findings_it_waits_for(findings, missing):
+    assert missing_findings(findings) == missing
+
+
+@given(
+    st.builds(
+        CrsFindings,
+        max_temperature_c=st.none() | st.floats(35, 42),
+        fever_masked=st.booleans(),
+        hypotension=st.none() | st.booleans(),
+        vasopressors=st.none() | st.integers(0, 4),
+        vasopressin=st.booleans(),
+        oxygen=st.none() | st.sampled_from(list(Oxygen)),
+        o2_flow_l_min=st.none() | st.floats(0, 60),
+        died_of_crs=st.booleans(),
+    )
+)
+def test_a_grade_is_derived_exactly_when_no_finding_is_missing(findings):
+    assert (crs_grade(findings) is None) == bool(missing_findings(findings))

@@ -6,7 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from registry.domain.icans import IcansFindings, findings_complete, icans_grade
+from registry.domain.icans import (
+    IcansFindings,
+    findings_complete,
+    icans_grade,
+    missing_findings,
+)
 from registry.domain.vocabulary import CerebralOedema, Consciousness, Seizure
 
 # Awake, ICE 10, nothing else: grade 0.
@@ -144,3 +149,19 @@ def test_death_from_icans_is_grade_5_whatever_else_is_recorded(findings):
 def test_without_an_ice_score_in_range_and_consciousness_there_is_no_derived_grade(findings):
     assert not findings_complete(findings)
     assert icans_grade(findings) is None
+
+
+@pytest.mark.parametrize(
+    "findings, missing",
+    [
+        (IcansFindings(), ("ice_score", "consciousness")),
+        (IcansFindings(ice_score=10), ("consciousness",)),
+        (IcansFindings(consciousness="awake", seizure="resolved_rapidly"), ("ice_score",)),
+        (IcansFindings(ice_score=11, consciousness="awake"), ("ice_score",)),
+        (NORMAL, ()),
+        (IcansFindings(died_of_icans=True), ()),
+    ],
+)
+def test_a_grade_that_cannot_be_derived_names_the_findings_it_waits_for(findings, missing):
+    assert missing_findings(findings) == missing
+    assert (icans_grade(findings) is None) == bool(missing)
