@@ -8,12 +8,15 @@ nothing, every problem listed as `row R, column C: message`, a dry run on reques
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from registry import cohort_file
 from registry.models import ExportLog, ImportRun
@@ -21,19 +24,20 @@ from registry.permissions import Action, can
 
 
 class ImportForm(forms.Form):
-    file = forms.FileField(
-        label=_("Cohort file"),
-        help_text=_(
-            "UTF-8 CSV with a header row, or an .xlsx workbook (the upload limits of the "
-            "settings apply: IMMUNOREG_MAX_UPLOAD_BYTES)."
-        ),
-    )
+    file = forms.FileField(label=_("Cohort file"))
     dry_run = forms.BooleanField(
         label=_("Dry run: check everything, save nothing"), required=False, initial=True
     )
     create_sites = forms.BooleanField(
         label=_("Create the sites the registry does not know (administrators)"), required=False
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The limit the upload handler enforces, as a person reads a size, in their language.
+        self.fields["file"].help_text = _(
+            "UTF-8 CSV with a header row, or an .xlsx workbook. Maximum file size: %(size)s."
+        ) % {"size": filesizeformat(settings.IMMUNOREG_MAX_UPLOAD_BYTES)}
 
 
 class LogAdmin(admin.ModelAdmin):
@@ -112,13 +116,21 @@ class ImportRunAdmin(LogAdmin):
                 if result.ok and result.dry_run:
                     messages.success(
                         request,
-                        _("Dry run: %(n)s patients would be imported; nothing was saved.")
+                        ngettext(
+                            "Dry run: %(n)s patient would be imported; nothing was saved.",
+                            "Dry run: %(n)s patients would be imported; nothing was saved.",
+                            result.rows,
+                        )
                         % {"n": result.rows},
                     )
                 elif result.ok:
                     messages.success(
                         request,
-                        _("Imported %(n)s patients (run %(run)s).")
+                        ngettext(
+                            "Imported %(n)s patient (run %(run)s).",
+                            "Imported %(n)s patients (run %(run)s).",
+                            result.patients_created,
+                        )
                         % {"n": result.patients_created, "run": result.run.pk},
                     )
         context = {
