@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from simple_history.utils import bulk_update_with_history
 
 from registry import audit
-from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS, VisitState, visit_statuses
+from registry.domain.followup import follow_up
 from registry.domain.vocabulary import GradingSystem, YesNoUnknown
 from registry.models import (
     CrsEpisode,
@@ -36,6 +36,7 @@ from registry.models import (
     Transplant,
     Treatment,
 )
+from registry.models.quality import query_text
 from registry.permissions import Action, can
 
 CRS_STATUS_DUE_DAYS = 30
@@ -47,7 +48,15 @@ CHUNK = 2000
 class Condition:
     kind: QueryKind
     key: str
-    message: str
+    # What the message is written from (registry.models.quality.query_text), in the reader's
+    # language when it is shown; plain JSON values (dates as ISO strings).
+    params: dict = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        """The stored record of the query, in one language (English): pages show its `text`."""
+        with translation.override("en"):
+            return query_text(self.kind, self.params) or ""
 
 
 @dataclass
@@ -130,60 +139,36 @@ def _treatment_conditions(
     found: list[Condition] = []
     key = f"t{treatment.pk}"
     missing = [
-        label
-        for label, value in (
-            (_("disease burden"), treatment.disease_burden),
-            (_("relapse status"), treatment.relapse_status),
-            (_("marrow blasts"), treatment.bm_blast_pct),
+        name
+        for name, value in (
+            ("disease_burden", treatment.disease_burden),
+            ("relapse_status", treatment.relapse_status),
+            ("bm_blast_pct", treatment.bm_blast_pct),
         )
         if value in (None, "")
     ]
     if missing:
-        found.append(
-            Condition(
-                QueryKind.BASELINE_INCOMPLETE,
-                key,
-                _("Baseline incomplete: %(fields)s missing.")
-                % {"fields": ", ".join(str(m) for m in missing)},
-            )
-        )
+        found.append(Condition(QueryKind.BASELINE_INCOMPLETE, key, {"fields": missing}))
     alive_on = death or today
     if (
         treatment.crs_status == YesNoUnknown.UNKNOWN
         and (alive_on - treatment.day0).days > CRS_STATUS_DUE_DAYS
     ):
-        found.append(
-            Condition(
-                QueryKind.CRS_STATUS_UNKNOWN,
-                key,
-                _("CRS status still unknown more than 30 days after day 0."),
-            )
-        )
+        found.append(Condition(QueryKind.CRS_STATUS_UNKNOWN, key))
     if not treatment.responses and (alive_on - treatment.day0).days > RESPONSE_DUE_DAYS:
-        found.append(
-            Condition(QueryKind.RESPONSE_NOT_ASSESSED, key, _("Response not assessed by day 60."))
-        )
-    if death is None:
-        for status in visit_statuses(day0=treatment.day0, contacts=treatment.contacts, today=today):
-            if status.state == VisitState.OVERDUE:
-                found.append(
-                    Condition(
-                        QueryKind.FOLLOW_UP_OVERDUE,
-                        f"{key}:{status.visit.name}",
-                        _("Follow-up visit %(visit)s overdue: its window closed on %(closes)s.")
-                        % {"visit": status.visit.name, "closes": status.closes.isoformat()},
-                    )
-                )
+        found.append(Condition(QueryKind.RESPONSE_NOT_ASSESSED, key))
     for name, pk, recorded, derived, onset in treatment.mismatches:
         found.append(
             Condition(
                 QueryKind.GRADE_MISMATCH,
                 f"{name}{pk}",
-                _(
-                    "Recorded ASTCT grade %(recorded)s differs from the grade %(derived)s derived "
-                    "from the findings (episode of %(onset)s)."
-                )
-                % {"recorded": recorded, "derived": derived, "onset": onset.isoformat()},
+                {
+                    "episode": name.removesuffix("episode"),
+                    "pk": pk,
+                    "recorded": recorded,
+                    "derived": derived,
+                    "onset": onset.isoformat(),
+                },
             )
         )
     return found
@@ -196,28 +181,51 @@ def conditions_of(
     found: list[Condition] = []
     for treatment in treatments:
         found += _treatment_conditions(treatment, today=today, death=death)
-    if death is None:
-        last_contact = max((d for t in treatments for d in t.contacts), default=None)
-        latest_event = max((d for t in treatments for d in t.events), default=None)
-        if last_contact and (today - last_contact).days > LOST_TO_FOLLOW_UP_DAYS:
-            found.append(
-                Condition(
-                    QueryKind.LOST_TO_FOLLOW_UP,
-                    "",
-                    _("Lost to follow-up: last contact %(last)s, more than 180 days ago.")
-                    % {"last": last_contact.isoformat()},
-                )
+    # Follow-up overdue and lost to follow-up: the one definition the worklist, the analytics
+    # and the report read too (registry.domain.followup.follow_up).
+    followed = follow_up(
+        treatments=[(t.pk, t.day0) for t in treatments],
+        contacts=[d for t in treatments for d in t.contacts],
+        today=today,
+        alive=death is None,
+    )
+    for missed in followed.overdue:
+        found.append(
+            Condition(
+                QueryKind.FOLLOW_UP_OVERDUE,
+                f"t{missed.treatment}:{missed.status.visit.name}",
+                {
+                    "treatment": missed.treatment,
+                    "visit": missed.status.visit.name,
+                    "closes": missed.status.closes.isoformat(),
+                },
             )
-        if last_contact and latest_event and last_contact < latest_event:
+        )
+    if followed.lost and followed.last_seen is not None:
+        found.append(
+            Condition(
+                QueryKind.LOST_TO_FOLLOW_UP,
+                "",
+                {
+                    "treatment": followed.latest_treatment,
+                    "last_seen": followed.last_seen.isoformat(),
+                },
+            )
+        )
+    if death is None:
+        contacts = [(d, t.pk) for t in treatments for d in t.contacts]
+        events = [(d, t.pk) for t in treatments for d in t.events]
+        if contacts and events and max(contacts)[0] < max(events)[0]:
+            last_contact, event = max(contacts), max(events)
             found.append(
                 Condition(
                     QueryKind.CONTACT_BEFORE_EVENT,
                     "",
-                    _(
-                        "Last contact (%(last)s) is earlier than the latest recorded "
-                        "event (%(event)s)."
-                    )
-                    % {"last": last_contact.isoformat(), "event": latest_event.isoformat()},
+                    {
+                        "treatment": event[1],
+                        "last_contact": last_contact[0].isoformat(),
+                        "event": event[0].isoformat(),
+                    },
                 )
             )
     return found
@@ -239,13 +247,11 @@ def _refresh_chunk(ids: list[int], *, today: date) -> None:
         for q in DataQualityQuery.objects.filter(patient_id__in=ids)
     }
     wanted: dict[tuple[int, str, str], Condition] = {}
-    # Stored messages are in one language (English); pages show the translated kind beside.
-    with translation.override("en"):
-        for patient_id in ids:
-            for condition in conditions_of(
-                treatments.get(patient_id, []), today=today, death=deaths.get(patient_id)
-            ):
-                wanted[(patient_id, condition.kind, condition.key)] = condition
+    for patient_id in ids:
+        for condition in conditions_of(
+            treatments.get(patient_id, []), today=today, death=deaths.get(patient_id)
+        ):
+            wanted[(patient_id, condition.kind, condition.key)] = condition
     new, changed = [], []
     for identity, condition in wanted.items():
         query = existing.get(identity)
@@ -256,15 +262,20 @@ def _refresh_chunk(ids: list[int], *, today: date) -> None:
                     kind=condition.kind,
                     key=condition.key,
                     message=condition.message,
+                    params=condition.params,
                     opened_at=now,
                 )
             )
         elif not query.is_open and query.closed_by_id is None:
-            query.is_open, query.closed_at, query.message = True, None, condition.message
+            query.is_open, query.closed_at = True, None
+            query.message, query.params = condition.message, condition.params
             query._change_reason = _("condition found again")
             changed.append(query)
-        elif query.is_open and query.message != condition.message:
-            query.message = condition.message
+        elif query.is_open and (query.message, query.params) != (
+            condition.message,
+            condition.params,
+        ):
+            query.message, query.params = condition.message, condition.params
             query._change_reason = _("condition changed")
             changed.append(query)
     for identity, query in existing.items():
@@ -283,7 +294,7 @@ def _refresh_chunk(ids: list[int], *, today: date) -> None:
         )
     if changed:
         bulk_update_with_history(
-            changed, DataQualityQuery, ["is_open", "closed_at", "message"], batch_size=500
+            changed, DataQualityQuery, ["is_open", "closed_at", "message", "params"], batch_size=500
         )
 
 

@@ -27,9 +27,9 @@ from django.db.models.functions import Coalesce
 from registry.domain.followup import (
     LOST_TO_FOLLOW_UP_DAYS,
     VisitStatus,
+    follow_up,
     next_visit_after,
     schedule,
-    worklist_visits,
 )
 from registry.models import (
     CrsEpisode,
@@ -103,20 +103,24 @@ class WorklistLine:
     treatment_pk: int
     arm: str
     day0: date
-    visit: str
-    opens: date
-    closes: date
+    visit: str  # "" on a lost patient's line when no visit has been missed since last seen
+    opens: date | None
+    closes: date | None
     state: str
+    last_seen: date | None = None
 
 
 @dataclass
 class Worklist:
+    """registry.domain.followup.follow_up of every living patient at the user's sites: one line
+    per visit due and per visit overdue, and one per patient lost to follow-up."""
+
     due: list[WorklistLine] = field(default_factory=list)
     overdue: list[WorklistLine] = field(default_factory=list)
     lost: list[WorklistLine] = field(default_factory=list)
 
 
-def _line(row: dict, status: VisitStatus) -> WorklistLine:
+def _line(row: dict, status: VisitStatus | None, last_seen: date | None = None) -> WorklistLine:
     return WorklistLine(
         row["patient_id"],
         row["patient__study_id"],
@@ -124,30 +128,35 @@ def _line(row: dict, status: VisitStatus) -> WorklistLine:
         row["pk"],
         row["arm"],
         row["day0"],
-        status.visit.name,
-        status.opens,
-        status.closes,
-        status.state,
+        status.visit.name if status else "",
+        status.opens if status else None,
+        status.closes if status else None,
+        status.state if status else "lost",
+        last_seen,
     )
 
 
 def worklist_candidates(*, today: date, oldest_day0: date, contacts_after_today: bool) -> Q:
-    """The treatments that can have a worklist line today, as a filter: a superset, computed
-    in SQL, of those to which `_treatment_lines` gives a line.
+    """The treatments whose patient can have a worklist line today, as a filter: the patients
+    of these treatments are a superset, computed in SQL, of those `follow_up` gives a line.
 
-    - Lost to follow-up: the last contact (day 0 without one) more than 180 days ago.
-    - Otherwise a visit can only be due or overdue if it opened after the last contact, and
-      the last contact was at most 180 days ago: so the latest visit whose window has opened
-      opened at most 180 days ago, and no contact is dated on or after its opening. For each
-      visit the day 0s for which it is the latest one opened within 180 days form one range,
-      so this is one range of day 0 and one indexed look-up of the contacts per visit.
+    - Lost to follow-up: no contact and no day 0 of the patient in the last 180 days.
+    - Otherwise a visit can only be overdue if it opened after the patient was last seen, at
+      most 180 days ago; a visit due now opened at most 91 days ago (the widest window), with
+      no contact since, unless one is dated after today. So the latest visit of one of the
+      patient's treatments whose window has opened opened within 180 days, and no contact of
+      the patient is dated on or after its opening. For each visit the day 0s for which it is
+      the latest one opened within 180 days form one range: one range of day 0 and one
+      indexed look-up of the contacts per visit.
     - A contact dated after today (only possible when the clock is set back) breaks the
-      second rule: with `contacts_after_today`, the treatments with one are candidates too.
+      second rule: with `contacts_after_today`, the patients with one are candidates too.
     """
     horizon = today - timedelta(days=LOST_TO_FOLLOW_UP_DAYS)
-    contacts = FollowUpContact.objects.filter(treatment=OuterRef("pk"))
-    lost = ~Exists(contacts.filter(date__gte=horizon)) & (Q(day0__lt=horizon) | Exists(contacts))
-    candidates = lost
+    contacts = FollowUpContact.objects.filter(treatment__patient_id=OuterRef("patient_id"))
+    treated_since = Treatment.objects.filter(patient_id=OuterRef("patient_id"), day0__gte=horizon)
+    candidates = (
+        Q(day0__lt=horizon) & ~Exists(treated_since) & ~Exists(contacts.filter(date__gte=horizon))
+    )
     if contacts_after_today:
         candidates |= Exists(contacts.filter(date__gt=today))
     visits = schedule((today - oldest_day0).days)
@@ -184,9 +193,9 @@ def worklist_cache_key(*, user, today: date, variant: str = "") -> str:
 def worklist_for(*, user, today: date) -> Worklist:
     """Follow-up visits due now and overdue, and patients lost to follow-up, at the user's sites.
 
-    Four queries whatever the number of patients, and Python only for the treatments that can
+    Four queries whatever the number of patients, and Python only for the patients who can
     have a line (`worklist_candidates`): the oldest day 0 and the latest contact (indexed),
-    the candidate treatments of living patients, and their contact dates.
+    every treatment of the candidate living patients, and their contact dates.
     """
     worklist = Worklist()
     bounds = Treatment.objects.aggregate(oldest=Min("day0")) | FollowUpContact.objects.aggregate(
@@ -199,25 +208,30 @@ def worklist_for(*, user, today: date) -> Worklist:
         oldest_day0=min(bounds["oldest"], today),
         contacts_after_today=bounds["latest"] is not None and bounds["latest"] > today,
     )
+    living = scope_to_user(Treatment.objects.filter(patient__death__isnull=True), user=user)
     rows = list(
-        scope_to_user(Treatment.objects.filter(patient__death__isnull=True), user=user)
-        .filter(candidates)
+        living.filter(patient_id__in=living.filter(candidates).values("patient_id"))
         .values("pk", "arm", "day0", "patient_id", "patient__study_id", "patient__site__code")
-        .order_by("patient__site__code", "patient__study_id", "day0")
+        .order_by("patient__site__code", "patient__study_id", "day0", "pk")
     )
+    patient_of = {row["pk"]: row["patient_id"] for row in rows}
     contacts: dict[int, list[date]] = defaultdict(list)
     for treatment_id, contact_date in FollowUpContact.objects.filter(
-        treatment_id__in=[row["pk"] for row in rows]
+        treatment_id__in=list(patient_of)
     ).values_list("treatment_id", "date"):
-        contacts[treatment_id].append(contact_date)
-    for row in rows:
-        visits = worklist_visits(day0=row["day0"], contacts=contacts[row["pk"]], today=today)
-        if visits.lost is not None:
-            worklist.lost.append(_line(row, visits.lost))
-        if visits.due is not None:
-            worklist.due.append(_line(row, visits.due))
-        if visits.overdue is not None:
-            worklist.overdue.append(_line(row, visits.overdue))
+        contacts[patient_of[treatment_id]].append(contact_date)
+    for patient_id, treatments in itertools.groupby(rows, key=lambda row: row["patient_id"]):
+        row_of = {row["pk"]: row for row in treatments}
+        found = follow_up(
+            treatments=[(pk, row["day0"]) for pk, row in row_of.items()],
+            contacts=contacts[patient_id],
+            today=today,
+        )
+        worklist.due += [_line(row_of[v.treatment], v.status) for v in found.due]
+        worklist.overdue += [_line(row_of[v.treatment], v.status) for v in found.overdue]
+        if found.lost:
+            missed = found.last_missed.status if found.last_missed else None
+            worklist.lost.append(_line(row_of[found.latest_treatment], missed, found.last_seen))
     worklist.due.sort(key=lambda w: w.closes)
     worklist.overdue.sort(key=lambda w: w.closes)
     return worklist

@@ -131,18 +131,31 @@ LOST_PER_PAGE = 50
 
 
 def resolving_url(query) -> str:
-    """The form that fixes the data behind a data-quality query."""
-    treatment_pk = query.key[1:].split(":")[0] if query.key.startswith("t") else None
+    """The form that fixes the data behind a data-quality query, at the field the query is
+    about: the URL's fragment is the field's id (`#id_<field>`), which the page focuses."""
+    details = query.params or {}
+    treatment = details.get("treatment")
+    if treatment is None and query.key.startswith("t"):  # "t<pk>" or "t<pk>:<visit>"
+        treatment = query.key[1:].split(":")[0]
     match query.kind:
-        case QueryKind.BASELINE_INCOMPLETE | QueryKind.CRS_STATUS_UNKNOWN if treatment_pk:
-            return reverse("record-edit", args=["treatment", treatment_pk])
-        case QueryKind.RESPONSE_NOT_ASSESSED if treatment_pk:
-            return reverse("record-new", args=[treatment_pk, "response"])
-        case QueryKind.FOLLOW_UP_OVERDUE if treatment_pk:
-            return reverse("record-new", args=[treatment_pk, "contact"])
+        case QueryKind.BASELINE_INCOMPLETE if treatment:
+            missing = details.get("fields") or ["disease_burden"]
+            return reverse("record-edit", args=["treatment", treatment]) + f"#id_{missing[0]}"
+        case QueryKind.CRS_STATUS_UNKNOWN if treatment:
+            return reverse("record-edit", args=["treatment", treatment]) + "#id_crs_status"
+        case QueryKind.RESPONSE_NOT_ASSESSED if treatment:
+            return reverse("record-new", args=[treatment, "response"]) + "#id_date"
+        case (
+            QueryKind.FOLLOW_UP_OVERDUE
+            | QueryKind.LOST_TO_FOLLOW_UP
+            | QueryKind.CONTACT_BEFORE_EVENT
+        ) if treatment:
+            # a contact: the visit missed, the patient seen again, or seen after the event
+            return reverse("record-new", args=[treatment, "contact"]) + "#id_date"
         case QueryKind.GRADE_MISMATCH:
             kind = "crs" if query.key.startswith("crsepisode") else "icans"
-            return reverse("record-edit", args=[kind, query.key.removeprefix(f"{kind}episode")])
+            episode = query.key.removeprefix(f"{kind}episode")
+            return reverse("record-edit", args=[kind, episode]) + "#id_recorded_grade"
     return reverse("patient-detail", args=[query.patient_id])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -28,7 +29,10 @@ class DataQualityQuery(models.Model):
     kind = models.CharField(_("kind"), max_length=30, choices=QueryKind.choices)
     # Tells apart queries of one kind on one patient, e.g. the visit or the episode concerned.
     key = models.CharField(_("key"), max_length=60, blank=True, default="")
+    # What the registry wrote, in English: the record kept in the history. Pages show `text`,
+    # written from the kind and `params` in the reader's language.
     message = models.CharField(_("message"), max_length=300)
+    params = models.JSONField(_("details"), default=dict, blank=True)
     is_open = models.BooleanField(_("open"), default=True)
     opened_at = models.DateTimeField(_("opened"))
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True)
@@ -61,3 +65,69 @@ class DataQualityQuery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.patient}: {self.get_kind_display()}"
+
+    @property
+    def text(self) -> str:
+        """The query in the reader's language (the stored message for a row without details)."""
+        return query_text(self.kind, self.params) or self.message
+
+
+# The baseline fields a BASELINE_INCOMPLETE query can name, as the query names them.
+BASELINE_FIELDS = {
+    "disease_burden": _("disease burden"),
+    "relapse_status": _("relapse status"),
+    "bm_blast_pct": _("marrow blasts"),
+}
+
+
+def visit_label(name: str) -> str:
+    """'day100' -> 'Day 100', 'month6' -> 'Month 6', 'year3' -> 'Year 3', in the user's language."""
+    for prefix, label in (
+        ("day", gettext("Day %(n)s")),
+        ("month", gettext("Month %(n)s")),
+        ("year", gettext("Year %(n)s")),
+    ):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return label % {"n": name[len(prefix) :]}
+    return name
+
+
+def query_text(kind: str, params: dict) -> str | None:
+    """A query's message in the active language, from its kind and details; None when the
+    details are missing (a row written before they were kept)."""
+    try:
+        match kind:
+            case QueryKind.BASELINE_INCOMPLETE:
+                fields = [str(BASELINE_FIELDS[name]) for name in params["fields"]]
+                return gettext("Baseline incomplete: %(fields)s missing.") % {
+                    "fields": pgettext("between the items of a list", ", ").join(fields)
+                }
+            case QueryKind.CRS_STATUS_UNKNOWN:
+                return gettext("CRS status still unknown more than 30 days after day 0.")
+            case QueryKind.RESPONSE_NOT_ASSESSED:
+                return gettext("Response not assessed by day 60.")
+            case QueryKind.FOLLOW_UP_OVERDUE:
+                return gettext(
+                    "Follow-up visit %(visit)s overdue: its window closed on %(closes)s."
+                ) % {"visit": visit_label(params["visit"]), "closes": params["closes"]}
+            case QueryKind.LOST_TO_FOLLOW_UP:
+                return gettext(
+                    "Lost to follow-up: last seen on %(last)s (contact or day 0), more than "
+                    "180 days ago."
+                ) % {"last": params["last_seen"]}
+            case QueryKind.CONTACT_BEFORE_EVENT:
+                return gettext(
+                    "Last contact (%(last)s) is earlier than the latest recorded event (%(event)s)."
+                ) % {"last": params["last_contact"], "event": params["event"]}
+            case QueryKind.GRADE_MISMATCH:
+                return gettext(
+                    "Recorded ASTCT grade %(recorded)s differs from the grade %(derived)s derived "
+                    "from the findings (episode of %(onset)s)."
+                ) % {
+                    "recorded": params["recorded"],
+                    "derived": params["derived"],
+                    "onset": params["onset"],
+                }
+    except (KeyError, TypeError):
+        return None
+    return None

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry import services
-from registry.domain.followup import VisitState, lost_to_follow_up, visit_statuses
+from registry.domain.followup import follow_up
 from registry.models import DataQualityQuery, Death, FollowUpContact, Patient, Treatment
 from registry.selectors import Worklist, WorklistLine, worklist_for
 
@@ -26,42 +26,52 @@ DAY0 = date(2016, 3, 1)
 
 
 def python_worklist(*, user, today: date) -> Worklist:
-    """The worklist as registry.selectors computed it before #8: every living patient's
-    treatments through visit_statuses."""
+    """The worklist without the SQL prefilter: registry.domain.followup.follow_up of every
+    living patient at the user's sites, one patient at a time."""
     from registry.selectors import scope_to_user
 
-    treatments = list(
-        scope_to_user(Treatment.objects.filter(patient__death__isnull=True), user=user)
-        .values("pk", "arm", "day0", "patient_id", "patient__study_id", "patient__site__code")
-        .order_by("patient__site__code", "patient__study_id", "day0")
+    patients = scope_to_user(Patient.objects.filter(death__isnull=True), user=user).order_by(
+        "site__code", "study_id"
     )
     worklist = Worklist()
-    for row in treatments:
+    for patient in patients.select_related("site"):
+        treatments = list(patient.treatments.order_by("day0", "pk"))
+        if not treatments:
+            continue
         seen = list(
-            FollowUpContact.objects.filter(treatment_id=row["pk"]).values_list("date", flat=True)
+            FollowUpContact.objects.filter(treatment__patient=patient).values_list(
+                "date", flat=True
+            )
         )
-        statuses = visit_statuses(day0=row["day0"], contacts=seen, today=today)
-        last_seen = max(seen, default=row["day0"])
+        found = follow_up(
+            treatments=[(t.pk, t.day0) for t in treatments], contacts=seen, today=today
+        )
+        of = {t.pk: t for t in treatments}
 
-        def line(status, row=row):
+        def line(treatment, status, last_seen=None, patient=patient):
             return WorklistLine(
-                row["patient_id"], row["patient__study_id"], row["patient__site__code"],
-                row["pk"], row["arm"], row["day0"], status.visit.name, status.opens,
-                status.closes, status.state,
+                patient.pk, patient.study_id, patient.site.code, treatment.pk, treatment.arm,
+                treatment.day0, status.visit.name if status else "",
+                status.opens if status else None, status.closes if status else None,
+                status.state if status else "lost", last_seen,
             )  # fmt: skip
 
-        if lost_to_follow_up(last_contact=last_seen, today=today, alive=True):
-            missed = [s for s in statuses if s.state == VisitState.OVERDUE]
-            if missed:
-                worklist.lost.append(line(missed[-1]))
-            continue
-        worklist.due += [line(s) for s in statuses if s.state == VisitState.DUE]
-        missed = [s for s in statuses if s.state == VisitState.OVERDUE and last_seen < s.opens]
-        if missed:
-            worklist.overdue.append(line(missed[-1]))
+        worklist.due += [line(of[v.treatment], v.status) for v in found.due]
+        worklist.overdue += [line(of[v.treatment], v.status) for v in found.overdue]
+        if found.lost:
+            missed = found.last_missed.status if found.last_missed else None
+            worklist.lost.append(line(of[found.latest_treatment], missed, found.last_seen))
     worklist.due.sort(key=lambda w: w.closes)
     worklist.overdue.sort(key=lambda w: w.closes)
     return worklist
+
+
+RECENTLY_TREATED_BEFORE = [
+    date(2024, 10, 31),
+    date(2024, 6, 1),
+    date(2023, 1, 15),
+    date(2025, 3, 3),
+]
 
 
 def registry(site, other_site, *, n: int, seed: int = 8) -> None:
@@ -107,6 +117,14 @@ def registry(site, other_site, *, n: int, seed: int = 8) -> None:
             for p in patients
             if rng.random() < 0.2
         )
+        # Overdue visits are those missed since the patient was last seen, less than 180 days
+        # ago: a few living patients treated again 125 days before the days the tests look at,
+        # and never seen since (day 28 and day 100 overdue then).
+        living = Patient.objects.filter(site=where, death__isnull=True).order_by("pk")
+        for p, on in zip(living, RECENTLY_TREATED_BEFORE, strict=False):
+            day0 = on - timedelta(days=125)
+            Treatment.objects.create(patient=p, arm="car_t", day0=day0)
+            FollowUpContact.objects.filter(treatment__patient=p, date__gte=day0).delete()
 
 
 def as_tuples(worklist: Worklist):
@@ -194,7 +212,7 @@ def test_the_lost_to_follow_up_are_shown_a_page_at_a_time(
     client, site, other_site, nurse, settings
 ):
     settings.IMMUNOREG_TODAY = "2024-10-31"
-    registry(site, other_site, n=200)
+    registry(site, other_site, n=320)
     lost = worklist_for(user=nurse, today=date(2024, 10, 31)).lost
     assert len(lost) > 50
     client.force_login(nurse)

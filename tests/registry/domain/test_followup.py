@@ -12,6 +12,7 @@ from registry.domain.followup import (
     Visit,
     VisitState,
     VisitStatus,
+    last_seen_of,
     lost_to_follow_up,
     schedule,
     visit_statuses,
@@ -87,7 +88,7 @@ def test_schedule_is_empty_before_the_day_28_window_opens(until_day):
         ("day before opening", VisitState.OVERDUE),
         ("opening day", VisitState.DONE),
         ("closing day", VisitState.DONE),
-        ("day after closing", VisitState.OVERDUE),
+        ("day after closing", VisitState.MISSED),  # seen since: a gap, not overdue
     ],
 )
 def test_a_contact_fulfils_a_visit_only_inside_its_window_inclusive(
@@ -171,10 +172,33 @@ def test_the_earliest_contact_in_a_window_is_the_one_reported():
 def test_a_contact_between_windows_fulfils_no_visit():
     statuses = visit_statuses(day0=DAY0, contacts=[on(50)], today=on(130))
     assert [status.state for status in statuses] == [
-        VisitState.OVERDUE,
-        VisitState.OVERDUE,
+        VisitState.MISSED,  # closed with no contact, but the patient was seen after it
+        VisitState.OVERDUE,  # closed with no contact, not seen since it opened
         VisitState.UPCOMING,
     ]
+
+
+def test_a_visit_is_overdue_only_until_the_patient_is_seen_again():
+    before = visit_statuses(day0=DAY0, contacts=[on(30)], today=on(130))
+    after = visit_statuses(day0=DAY0, contacts=[on(30), on(125)], today=on(130))
+    assert status_of("day100", before).state == VisitState.OVERDUE
+    assert status_of("day100", after).state == VisitState.MISSED
+
+
+@pytest.mark.parametrize(
+    "next_day0, state",
+    [
+        (20, VisitState.NOT_APPLICABLE),  # re-treated before the window opened
+        (30, VisitState.NOT_APPLICABLE),  # re-treated while it was open
+        (35, VisitState.NOT_APPLICABLE),  # on its closing day
+        (36, VisitState.MISSED),  # after it closed: the new day 0 is a day the patient was seen
+    ],
+)
+def test_the_next_index_treatment_ends_the_schedule_of_the_one_before(next_day0, state):
+    statuses = visit_statuses(
+        day0=DAY0, contacts=[], today=on(300), ends=on(next_day0), last_seen=on(next_day0)
+    )
+    assert status_of("day28", statuses).state == state
 
 
 def test_contacts_can_be_any_iterable_of_dates():
@@ -215,22 +239,28 @@ def test_every_visit_after_death_is_not_applicable_even_while_due_or_upcoming():
 
 
 @pytest.mark.parametrize(
-    "days_since_contact, lost", [(0, False), (90, False), (180, False), (181, True), (400, True)]
+    "days_since_seen, lost", [(0, False), (90, False), (180, False), (181, True), (400, True)]
 )
-def test_alive_patient_is_lost_to_follow_up_after_more_than_180_days(days_since_contact, lost):
+def test_alive_patient_is_lost_to_follow_up_after_more_than_180_days(days_since_seen, lost):
     today = date(2024, 6, 30)
-    last_contact = today - timedelta(days=days_since_contact)
-    assert lost_to_follow_up(last_contact=last_contact, today=today, alive=True) is lost
+    last_seen = today - timedelta(days=days_since_seen)
+    assert lost_to_follow_up(last_seen=last_seen, today=today, alive=True) is lost
 
 
 def test_a_dead_patient_is_never_lost_to_follow_up():
     today = date(2024, 6, 30)
-    last_contact = today - timedelta(days=LOST_TO_FOLLOW_UP_DAYS + 100)
-    assert lost_to_follow_up(last_contact=last_contact, today=today, alive=False) is False
+    last_seen = today - timedelta(days=LOST_TO_FOLLOW_UP_DAYS + 100)
+    assert lost_to_follow_up(last_seen=last_seen, today=today, alive=False) is False
 
 
-def test_without_any_contact_there_is_nothing_to_measure_loss_from():
-    assert lost_to_follow_up(last_contact=None, today=date(2024, 6, 30), alive=True) is False
+def test_without_any_treatment_there_is_nothing_to_measure_loss_from():
+    assert lost_to_follow_up(last_seen=None, today=date(2024, 6, 30), alive=True) is False
+
+
+def test_a_patient_is_last_seen_at_their_latest_contact_or_day_0():
+    assert last_seen_of(day0s=[on(0), on(400)], contacts=[on(300)]) == on(400)
+    assert last_seen_of(day0s=[on(0)], contacts=[on(300), on(30)]) == on(300)
+    assert last_seen_of(day0s=[], contacts=[]) is None
 
 
 def test_a_month_is_30_4375_days():
