@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Exists, Max, OuterRef, Q
 from django.http import Http404, HttpResponseRedirect
 from django.utils.translation import gettext_lazy as _
@@ -18,7 +18,7 @@ from django.utils.translation import pgettext_lazy
 from simple_history.admin import SimpleHistoryAdmin
 
 from registry import quality, services
-from registry.forms import ClinicalForm
+from registry.forms import ClinicalForm, field_label
 from registry.models import (
     CrsEpisode,
     DataQualityQuery,
@@ -103,7 +103,11 @@ class ClinicalAdmin(SimpleHistoryAdmin):
                 request, _("Give a reason for the deletion; it goes into the audit trail.")
             )
             return HttpResponseRedirect(request.get_full_path())
-        return super().delete_view(request, object_id, extra_context)
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as refused:  # the deletion would break a rule: nothing deleted
+            self._message_refusal(request, refused)
+            return HttpResponseRedirect(request.get_full_path())
 
     def delete_model(self, request, obj) -> None:
         services.record_delete(obj, user=request.user, reason=request.POST["delete_reason"])
@@ -131,7 +135,20 @@ class ClinicalAdmin(SimpleHistoryAdmin):
             return super().changeform_view(request, object_id, form_url, extra_context)
         except services.StaleVersion as stale:
             messages.error(request, str(stale))
-            return HttpResponseRedirect(request.get_full_path())
+        except ValidationError as refused:
+            # A rule found only at saving (the form checked the others beside their fields):
+            # nothing was saved (the admin's transaction), and the page says why.
+            self._message_refusal(request, refused)
+        return HttpResponseRedirect(request.get_full_path())
+
+    def _message_refusal(self, request, refused: ValidationError) -> None:
+        by_field = (
+            refused.message_dict if hasattr(refused, "error_dict") else {"": refused.messages}
+        )
+        for field, field_messages in by_field.items():
+            label = "" if field in ("", "__all__") else field_label(self.model, field)
+            for message in field_messages:
+                messages.error(request, f"{label}: {message}" if label else message)
 
 
 # --- Patients -------------------------------------------------------------------------------

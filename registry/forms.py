@@ -6,11 +6,19 @@ version being edited, and shows every DOMAIN.md rule the record breaks next to i
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from collections.abc import Iterable
+
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist, ValidationError
+from django.db import models
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from registry import services
+from registry.domain.crs import CrsFindings
+from registry.domain.icans import IcansFindings
 from registry.models import (
     CrsEpisode,
     Death,
@@ -48,14 +56,72 @@ class DateInput(forms.DateInput):
         super().__init__(attrs, format="%Y-%m-%d")
 
 
-def add_service_errors(form: forms.BaseForm, error: ValidationError) -> None:
-    """Put each broken rule next to its field; rules about no field of the form go on top."""
+def field_label(model: type[models.Model], name: str) -> str:
+    """How a page names a field of the model: its verbose name, in the user's language."""
+    try:
+        return capfirst(model._meta.get_field(name).verbose_name)
+    except FieldDoesNotExist:
+        return capfirst(name.replace("_", " "))
+
+
+def add_service_errors(
+    form: forms.BaseForm, error: ValidationError, *, skip: Iterable[str] = ()
+) -> None:
+    """Put each broken rule next to its field; rules about no field of the form go on top,
+    named by the field's label. Fields in `skip` already show their own error."""
+    skip = set(skip)
     for field, field_messages in error.message_dict.items():
+        if field in skip:
+            continue
         target = field if field in form.fields else None
         for message in field_messages:
             if target is None and field not in ("__all__", "grade", "cause"):
-                message = f"{field.replace('_', ' ')}: {message}"
+                message = f"{field_label(form._meta.model, field)}: {message}"
             form.add_error(target, message)
+
+
+def values_as_parsed(record: models.Model, unparsed: Iterable[str]) -> models.Model:
+    """A copy of a record without the values of the fields that did not parse (left as they
+    were before the submission): the rules are checked on what the user typed, and only that."""
+    record = copy.copy(record)
+    for name in unparsed:
+        try:
+            field = record._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        if getattr(field, "concrete", False) and not field.primary_key:
+            setattr(record, field.attname, None)
+    return record
+
+
+# The findings a derived grade comes from: when one of them is refused, what the rules say of
+# the grade would be about a grade the user did not enter.
+GRADE_FINDINGS = {
+    CrsEpisode: {f.name for f in dataclasses.fields(CrsFindings)},
+    IcansEpisode: {f.name for f in dataclasses.fields(IcansFindings)},
+}
+
+
+def rule_errors(
+    record: models.Model, *, failed: Iterable[str] = (), unparsed: Iterable[str] = ()
+) -> dict[str, list[str]]:
+    """The DOMAIN.md rules (registry.services) that a submission breaks beside the fields that
+    failed their own checks (`failed`), so that every error shows at once: checked on the
+    values that parsed (`unparsed` fields are left out), and not repeated on a failed field."""
+    unparsed = set(unparsed)
+    if unparsed:
+        record = values_as_parsed(record, unparsed)
+    try:
+        services.full_validate(record)
+        return {}
+    except ValidationError as error:
+        by_field = error.message_dict
+    except (ValueError, ObjectDoesNotExist):
+        return {}  # a rule needs a parent that did not parse: that field says so
+    skip = set(failed) | unparsed
+    if skip & GRADE_FINDINGS.get(type(record), set()):
+        skip.add("recorded_grade")
+    return {field: messages for field, messages in by_field.items() if field not in skip}
 
 
 class ClinicalForm(forms.ModelForm):
@@ -85,13 +151,19 @@ class ClinicalForm(forms.ModelForm):
         return reason
 
     def _post_clean(self) -> None:
+        """Every error of the submission at once: the fields' own checks, and the DOMAIN.md rules
+        (registry.services) on the values that did parse, even when some field failed."""
+        # The fields that did not parse keep their old value on the record; those that parsed
+        # but break a model field's check (a temperature of -1) have the value typed.
+        unparsed = [name for name in self.fields if name not in self.cleaned_data]
         super()._post_clean()
-        if self.errors:
-            return
-        try:
-            services.full_validate(self.instance)
-        except ValidationError as error:
-            add_service_errors(self, error)
+        errors = rule_errors(self.instance, failed=set(self._errors), unparsed=unparsed)
+        if errors:
+            add_service_errors(self, ValidationError(errors))
+
+    def validate_unique(self) -> None:
+        """Uniqueness is a DOMAIN.md rule with its own message (registry.validation), checked
+        with the others; Django's would say it a second time, in its own words."""
 
     def save_through_services(self, *, user):
         """Save with the one write path; a rule found only at saving goes back onto the form."""

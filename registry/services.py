@@ -36,7 +36,7 @@ from registry.models import (
 from registry.models.people import new_data_token
 from registry.permissions import Action, can
 from registry.selectors import site_id_of
-from registry.validation import patient_errors, record_errors
+from registry.validation import patient_errors, record_errors, relapses_and_remissions
 
 Record = TypeVar("Record", bound=models.Model)
 
@@ -99,8 +99,14 @@ def _attached_parents(record: models.Model) -> list[str]:
     ]
 
 
-def full_validate(record: models.Model) -> None:
-    """Derive, then apply Django's field checks and every DOMAIN.md rule; raise on any."""
+def full_validate(record: models.Model, *, together: tuple = ()) -> None:
+    """Derive, then apply Django's field checks and every DOMAIN.md rule; raise on any, with
+    every broken rule of the record at once.
+
+    `together`: the other records of the same write (registry.validation.record_errors). The
+    models' constraints are not checked here: each has its rule with a field message
+    (registry.validation.CONSTRAINT_RULES), the database refuses what slips past.
+    """
     _floats_as_typed(record)
     derive(record)
     errors: dict[str, list] = {}
@@ -108,7 +114,10 @@ def full_validate(record: models.Model) -> None:
         record.full_clean(exclude=_attached_parents(record), validate_constraints=False)
     except ValidationError as error:
         errors = error.message_dict
-    for field, messages in record_errors(record, today=today()).items():
+    rules = record_errors(
+        record, today=today(), together=together, deferred=_deferred.get() is not None
+    )
+    for field, messages in rules.items():
         errors.setdefault(field, [])
         errors[field] += [m for m in messages if m not in errors[field]]
     if errors:
@@ -238,12 +247,12 @@ def queries_refreshed_together() -> Iterator[None]:
         site_data_changed(pending.values())
 
 
-def _after_write(patient: Patient) -> None:
+def _after_write(patient: Patient, written: models.Model | None = None) -> None:
     pending = _deferred.get()
     if pending is not None:
         pending[patient.pk] = patient
         return
-    errors = patient_errors(patient)
+    errors = patient_errors(patient, written=written)
     if errors:
         raise ValidationError(errors)
     later = _refresh_later.get()
@@ -263,16 +272,35 @@ def site_data_changed(site_ids: Iterable[int]) -> None:
 
 def _marked_status_yes(record: models.Model) -> Treatment | None:
     """Recording an episode says the toxicity occurred: an unknown status becomes 'yes'. The
-    treatment so changed (not saved yet), or None."""
+    treatment so changed (not saved yet), or None. The treatment is a second record of the
+    write: it is locked and read again, so that a change made to it meanwhile is kept."""
     if not isinstance(record, CrsEpisode | IcansEpisode):
         return None
     field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
-    treatment = record.treatment
+    if getattr(record.treatment, field) != YesNoUnknown.UNKNOWN or record.treatment.pk is None:
+        return None
+    treatment = Treatment.objects.select_for_update().get(pk=record.treatment.pk)
+    treatment.patient = record.treatment.patient  # the same row, already read
+    record.treatment = treatment
     if getattr(treatment, field) != YesNoUnknown.UNKNOWN:
         return None
     setattr(treatment, field, YesNoUnknown.YES)
     treatment.version += 1
     return treatment
+
+
+def _lock_patient(record: models.Model) -> None:
+    """Every write to a patient's records first locks the patient's row: the rules that relate
+    two records read the other one, and two writes at once (a diagnosis date and a day 0) must
+    not each pass against the other's old value. A new patient, or one written by the cohort
+    import's own transaction, has nobody else to wait for."""
+    if _history_batch.get() is not None or isinstance(record, Patient):
+        return  # a patient's own write locks its row (record_save)
+    patient_id = (
+        record.patient_id if isinstance(record, Treatment | Death) else record.treatment.patient_id
+    )
+    if patient_id is not None:
+        list(Patient.objects.select_for_update().filter(pk=patient_id).values_list("pk"))
 
 
 def record_save(record: Record, *, user, reason: str = "", version: int | None = None) -> Record:
@@ -283,13 +311,15 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
     check comes before the first write.
     """
     with _write_block():
-        marked, marked_reason, moved_from = None, reason or _("episode recorded"), None
+        marked, marked_reason, moved_from, left = None, reason or _("episode recorded"), None, None
         if record.pk is None:
             _require(user, Action.EDIT, _site_or_invalid(record))
+            _lock_patient(record)
             marked = _marked_status_yes(record)
             reason = reason or _("created")
         else:
             reason = _require_reason(reason)
+            _lock_patient(record)
             locked = type(record).objects.select_for_update().get(pk=record.pk)
             moved_from = site_id_of(locked)
             _require(user, Action.EDIT, moved_from)  # where it was
@@ -297,15 +327,59 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
             if version is not None and locked.version != version:
                 raise StaleVersion(current=locked.version, given=version)
             record.version = locked.version + 1
+            left = _parent_left(locked, record)
         full_validate(record)
         if marked is not None:
             full_validate(marked)
             _write(marked, user=user, reason=marked_reason)
         _write(record, user=user, reason=reason)
-        _after_write(record.patient)
+        _after_write(record.patient, record)
+        if left is not None:
+            _after_moving_away(left, record)
         if moved_from is not None and moved_from != record.patient.site_id:
             site_data_changed([moved_from])  # a patient moved to another site
     return record
+
+
+def _parent_left(saved: models.Model, record: models.Model) -> models.Model | None:
+    """The treatment or patient a record is moved away from (the admin and the API can change
+    a record's parent), locked: its rules are checked again once the record is gone."""
+    for model, field in ((Treatment, "patient"), (Death, "patient")):
+        if isinstance(record, model) and getattr(saved, f"{field}_id") != getattr(
+            record, f"{field}_id"
+        ):
+            return Patient.objects.select_for_update().get(pk=getattr(saved, f"{field}_id"))
+    if hasattr(record, "treatment_id") and saved.treatment_id != record.treatment_id:
+        return (
+            Treatment.objects.select_for_update()
+            .select_related("patient")
+            .get(pk=saved.treatment_id)
+        )
+    return None
+
+
+def _after_moving_away(left: models.Model, record: models.Model) -> None:
+    """The rules of the treatment or patient a record left: a fatal episode leaves the death
+    from it alone; a complete remission leaves a relapse before the first one."""
+    if isinstance(left, Treatment):
+        if isinstance(record, ResponseAssessment):
+            _check_relapses(left, field="treatment")
+        left = left.patient
+    if left.pk != record.patient.pk:
+        _after_write(left, record)
+
+
+def _check_relapses(treatment: Treatment, *, field: str | None = None) -> None:
+    """A relapse is not before the first complete remission, once an assessment is gone."""
+    relapses, remissions = relapses_and_remissions(treatment.pk, exclude=None)
+    first_cr = min(remissions, default=None)
+    early = [relapse for relapse in relapses if first_cr is not None and relapse < first_cr]
+    if early:
+        message = _(
+            "A relapse is recorded on %(relapse)s, before the first complete remission that "
+            "would be left (%(cr)s): correct the relapse first."
+        ) % {"relapse": min(early).isoformat(), "cr": first_cr.isoformat()}
+        raise ValidationError({field: [message]} if field else message)
 
 
 def record_create(model: type[Record], *, user, reason: str = "", **fields: Any) -> Record:
@@ -336,6 +410,7 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
     if not can(user, Action.DELETE, site_id_of(record)):
         raise PermissionDenied(_("Only administrators may delete clinical data."))
     patient = record.patient
+    _lock_patient(record)
     record._change_reason = reason
     record._history_user = user
     try:
@@ -347,6 +422,8 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
         ) from protected
     if isinstance(record, Death):
         patient._state.fields_cache.pop("death", None)  # the patient is alive again
+    if isinstance(record, ResponseAssessment):
+        _check_relapses(record.treatment)
     if isinstance(record, Patient):
         site_data_changed([record.site_id])
     else:
@@ -366,8 +443,8 @@ def death_record(
     Every check comes before the first write."""
     with _write_block():
         _require(user, Action.EDIT, patient.site_id)
+        _lock_patient(patient)
         death = Death(patient=patient, date=date, cause=cause)
-        full_validate(death)
         if fatal_episode is not None:
             expected = CrsEpisode if cause == DeathCause.CRS else IcansEpisode
             if not isinstance(fatal_episode, expected) or fatal_episode.patient.pk != patient.pk:
@@ -379,14 +456,33 @@ def death_record(
                         ]
                     }
                 )
-            flag = "died_of_crs" if isinstance(fatal_episode, CrsEpisode) else "died_of_icans"
-            setattr(fatal_episode, flag, True)
-            fatal_episode.version += 1
-            full_validate(fatal_episode)
+            fatal_episode = _fatal_episode_marked(fatal_episode, patient)
+            derive(fatal_episode)
+        together = () if fatal_episode is None else (fatal_episode,)
+        full_validate(death, together=together)
+        if fatal_episode is not None:
+            full_validate(fatal_episode, together=(death,))
         _write(death, user=user, reason=reason or _("created"))
         if fatal_episode is not None:
             _write(
                 fatal_episode, user=user, reason=reason or _("fatal episode of the recorded death")
             )
-        _after_write(patient)
+        _after_write(patient, death)
     return death
+
+
+def _fatal_episode_marked(
+    episode: CrsEpisode | IcansEpisode, patient: Patient
+) -> CrsEpisode | IcansEpisode:
+    """The fatal episode of a death, a second record of the write: locked and read again (a
+    change made to it meanwhile is kept; the cohort import's new episode is its own), then
+    marked as the death from it."""
+    if episode.pk is not None:
+        episode = (
+            type(episode).objects.select_for_update().select_related("treatment").get(pk=episode.pk)
+        )
+        episode.treatment.patient = patient
+    flag = "died_of_crs" if isinstance(episode, CrsEpisode) else "died_of_icans"
+    setattr(episode, flag, True)
+    episode.version += 1
+    return episode

@@ -1,10 +1,19 @@
 """DOMAIN.md "Rules: what bad input gets", enforced for every write path.
 
 `record_errors` returns, for one unsaved record, the broken rules as {field: [message]}: each
-message says what is wrong and what would be valid. Models call it from clean(), so the admin,
-the forms, the API and the import (all through registry.services) show the same messages.
-`patient_errors` holds the rules that span records (grade 5 and the cause of death), checked
-after a write, inside its transaction.
+message says what is wrong and what would be valid, on a field of the record being written.
+registry.services calls it before every write, so the admin, the forms, the API and the import
+show the same messages.
+
+A rule that relates two records is checked from both sides: editing either record against the
+other's saved state (CROSS_RECORD_RULES lists them, and tests/registry/test_cross_record_rules.py
+walks that list). `patient_errors` checks grade 5 and the cause of death once more across the
+patient's records after a write, inside its transaction: it is what the cohort import, which
+writes a patient's records one after the other, relies on.
+
+Every CheckConstraint and UniqueConstraint of the models has its rule here or in the model
+field's validators, so that the database's own refusal ("Constraint ... is violated", in
+English) never reaches a user (CONSTRAINT_RULES, and its test).
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal
 from functools import cache
+from typing import Any
 
 from django.db import connection
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from registry.domain.vocabulary import (
     DeathCause,
@@ -41,16 +52,88 @@ Errors = dict[str, list[str]]
 MAX_AGE_YEARS = 110
 MORPHOLOGIC_BLASTS_PCT = Decimal(5)
 
-# The dated records that hang off a treatment, with the field that dates them.
-TREATMENT_CHILDREN: list[tuple[type, str]] = [
-    (CrsEpisode, "onset"),
-    (IcansEpisode, "onset"),
-    (ResponseAssessment, "date"),
-    (Transplant, "date"),
-    (FollowUpContact, "date"),
-    (Relapse, "date"),
+# The dated records that hang off a treatment, with the field that dates them and how a
+# message names that date.
+TREATMENT_CHILDREN: list[tuple[type, str, Any]] = [
+    (CrsEpisode, "onset", gettext_lazy("the onset of a CRS episode")),
+    (IcansEpisode, "onset", gettext_lazy("the onset of an ICANS episode")),
+    (ResponseAssessment, "date", gettext_lazy("a response assessment")),
+    (Transplant, "date", gettext_lazy("a transplant")),
+    (FollowUpContact, "date", gettext_lazy("a follow-up contact")),
+    (Relapse, "date", gettext_lazy("a relapse")),
 ]
-RESOLUTIONS: list[tuple[type, str]] = [(CrsEpisode, "resolution"), (IcansEpisode, "resolution")]
+RESOLUTIONS: list[tuple[type, str, Any]] = [
+    (CrsEpisode, "resolution", gettext_lazy("the resolution of a CRS episode")),
+    (IcansEpisode, "resolution", gettext_lazy("the resolution of an ICANS episode")),
+]
+DATED_RECORDS = TREATMENT_CHILDREN + RESOLUTIONS
+COMPLETE_REMISSION = (Response.CR, Response.CRI)
+
+# DOMAIN.md's rules that relate two records: (record, field) on one side, (record, field) on
+# the other. Each is checked when either side is written, on the written record's field.
+CROSS_RECORD_RULES: list[tuple[str, tuple[type, str], tuple[type, str]]] = [
+    ("day 0 is not before the diagnosis", (Patient, "diagnosis_date"), (Treatment, "day0")),
+    *[
+        (f"{model.__name__} {field} is on or after day 0", (Treatment, "day0"), (model, field))
+        for model, field, _label in TREATMENT_CHILDREN
+    ],
+    ("no clinical date before the year of birth", (Patient, "year_of_birth"), (Treatment, "day0")),
+    *[
+        (
+            f"no {model.__name__} {field} before the year of birth",
+            (Patient, "year_of_birth"),
+            (model, field),
+        )
+        for model, field, _label in TREATMENT_CHILDREN
+    ],
+    ("no death before the year of birth", (Patient, "year_of_birth"), (Death, "date")),
+    ("the diagnosis is not after the death", (Patient, "diagnosis_date"), (Death, "date")),
+    ("the consent is not after the death", (Patient, "consent_date"), (Death, "date")),
+    ("day 0 is not after the death", (Treatment, "day0"), (Death, "date")),
+    *[
+        (f"no {model.__name__} {field} after the death", (model, field), (Death, "date"))
+        for model, field, _label in DATED_RECORDS
+    ],
+    ("a relapse is not before the first CR/CRi", (ResponseAssessment, "date"), (Relapse, "date")),
+    ("grade 5 CRS if and only if death from CRS", (CrsEpisode, "died_of_crs"), (Death, "cause")),
+    (
+        "grade 5 ICANS if and only if death from ICANS",
+        (IcansEpisode, "died_of_icans"),
+        (Death, "cause"),
+    ),
+    ("CRS episodes mean CRS occurred", (Treatment, "crs_status"), (CrsEpisode, "treatment")),
+    (
+        "ICANS episodes mean ICANS occurred",
+        (Treatment, "icans_status"),
+        (IcansEpisode, "treatment"),
+    ),
+    ("one death per patient", (Death, "patient"), (Death, "patient")),
+    ("study IDs are unique within a site", (Patient, "study_id"), (Patient, "study_id")),
+]
+
+
+# Each CheckConstraint and UniqueConstraint of the clinical models, and the field whose rule
+# (here, or the model field's validators, run by services.full_validate) refuses its violation
+# first, with a field message in the user's language. Derived fields are never typed.
+CONSTRAINT_RULES: dict[str, str] = {
+    "patient_study_id_unique_in_site": "study_id",
+    "patient_year_of_birth_plausible": "year_of_birth",
+    "treatment_bm_blast_pct_range": "bm_blast_pct",
+    "crs_recorded_grade_range": "recorded_grade",
+    "crs_derived_grade_range": "derived_grade",
+    "crs_resolution_after_onset": "resolution",
+    "crs_temperature_range": "max_temperature_c",
+    "crs_vasopressors_range": "vasopressors",
+    "crs_o2_flow_range": "o2_flow_l_min",
+    "icans_recorded_grade_range": "recorded_grade",
+    "icans_derived_grade_range": "derived_grade",
+    "icans_resolution_after_onset": "resolution",
+    "icans_ice_score_range": "ice_score",
+    "response_bm_blast_pct_range": "bm_blast_pct",
+    "response_mrd_result_range": "mrd_result_pct",
+    "response_mrd_sensitivity_range": "mrd_sensitivity_pct",
+}
+MIN_YEAR_OF_BIRTH = 1900  # the database's patient_year_of_birth_plausible
 
 
 def _death_of(patient: Patient | None) -> Death | None:
@@ -104,21 +187,35 @@ def _check_date(
 
 
 def _patient_rules(patient: Patient, errors: Errors, today: date) -> None:
-    if patient.year_of_birth is not None:
-        if not today.year - MAX_AGE_YEARS <= patient.year_of_birth <= today.year:
-            errors["year_of_birth"].append(
-                _("The year of birth must be between %(low)s and %(high)s.")
-                % {"low": today.year - MAX_AGE_YEARS, "high": today.year}
+    low = max(MIN_YEAR_OF_BIRTH, today.year - MAX_AGE_YEARS)
+    year_ok = patient.year_of_birth is not None and low <= patient.year_of_birth <= today.year
+    if patient.year_of_birth is not None and not year_ok:
+        errors["year_of_birth"].append(
+            _("The year of birth must be between %(low)s and %(high)s.")
+            % {"low": low, "high": today.year}
+        )
+    for field in ("diagnosis_date", "consent_date"):
+        _check_date(errors, field, getattr(patient, field), today=today, patient=patient)
+    if patient.pk:
+        # The other side of the treatments' rules: day 0 is not before the diagnosis, and no
+        # clinical date (day 0, a record, the death) is before the year of birth.
+        treatments = _treatments_of(patient)
+        first_day0 = min((day0 for _pk, day0 in treatments), default=None)
+        if patient.diagnosis_date and first_day0 and patient.diagnosis_date > first_day0:
+            errors["diagnosis_date"].append(
+                _(
+                    "The date of diagnosis cannot be after day 0 of an index treatment "
+                    "(%(day0)s): enter a diagnosis on or before %(day0)s, or correct day 0."
+                )
+                % {"day0": first_day0.isoformat()}
             )
-        elif patient.pk:
-            first = earliest_clinical_date(patient)
+        if year_ok:
+            first = earliest_clinical_date(patient, treatments=treatments)
             if first is not None and first.year < patient.year_of_birth:
                 errors["year_of_birth"].append(
                     _("The year of birth cannot be after the first clinical date (%(first)s).")
                     % {"first": first.isoformat()}
                 )
-    for field in ("diagnosis_date", "consent_date"):
-        _check_date(errors, field, getattr(patient, field), today=today, patient=patient)
     if patient.site_id and patient.study_id:
         duplicate = _rows(_duplicate_sql(), [patient.site_id, patient.study_id, patient.pk or 0])
         if duplicate:
@@ -139,12 +236,41 @@ def _treatment_rules(treatment: Treatment, errors: Errors, today: date) -> None:
             _("Day 0 cannot be before the date of diagnosis (%(diagnosis)s).")
             % {"diagnosis": patient.diagnosis_date.isoformat()}
         )
-    if treatment.pk and treatment.day0:
-        first = earliest_treatment_child_date(treatment)
-        if first is not None and first < treatment.day0:
+    dated = _child_dates([treatment.pk], DATED_RECORDS) if treatment.pk else []
+    starts = [(d, kind) for d, kind in dated if kind < len(TREATMENT_CHILDREN)]
+    if treatment.day0 and starts:
+        first, kind = min(starts)
+        if first < treatment.day0:
             errors["day0"].append(
-                _("Day 0 cannot be after a record already dated %(first)s for this treatment.")
-                % {"first": first.isoformat()}
+                _("Day 0 cannot be after %(record)s, already recorded on %(first)s.")
+                % {"record": DATED_RECORDS[kind][2], "first": first.isoformat()}
+            )
+    if dated:
+        # The records go with the treatment to its patient (the admin and the API can move a
+        # treatment to another patient): none may be dated after that patient's death or
+        # before their year of birth.
+        latest, kind = max(dated)
+        death = _death_of(patient)
+        if death is not None and latest > death.date:
+            errors["patient"].append(
+                _(
+                    "This treatment has %(record)s dated %(date)s, after this patient's death "
+                    "(%(death)s)."
+                )
+                % {"record": DATED_RECORDS[kind][2], "date": latest, "death": death.date}
+            )
+        earliest, kind = min(dated)
+        if patient.year_of_birth and earliest.year < patient.year_of_birth:
+            errors["patient"].append(
+                _(
+                    "This treatment has %(record)s dated %(date)s, before this patient's year of "
+                    "birth (%(year)s)."
+                )
+                % {
+                    "record": DATED_RECORDS[kind][2],
+                    "date": earliest,
+                    "year": patient.year_of_birth,
+                }
             )
     blasts = treatment.bm_blast_pct
     if (
@@ -172,25 +298,65 @@ def _treatment_rules(treatment: Treatment, errors: Errors, today: date) -> None:
             )
             % {"blasts": blasts}
         )
-    if treatment.pk:
-        for status_field, model, label in (
-            ("crs_status", CrsEpisode, _("CRS")),
-            ("icans_status", IcansEpisode, _("ICANS")),
-        ):
-            if (
-                getattr(treatment, status_field) != YesNoUnknown.YES
-                and model.objects.filter(treatment=treatment).exists()
-            ):
-                errors[status_field].append(
-                    _(
-                        "%(label)s episodes are recorded for this treatment, so %(label)s occurred: "
-                        "choose 'yes' or remove the episodes."
-                    )
-                    % {"label": label}
+    recorded_kinds = {DATED_RECORDS[kind][0] for _d, kind in dated}
+    for status_field, model, label in (
+        ("crs_status", CrsEpisode, _("CRS")),
+        ("icans_status", IcansEpisode, _("ICANS")),
+    ):
+        if getattr(treatment, status_field) != YesNoUnknown.YES and model in recorded_kinds:
+            errors[status_field].append(
+                _(
+                    "%(label)s episodes are recorded for this treatment, so %(label)s occurred: "
+                    "choose 'yes' or remove the episodes."
                 )
+                % {"label": label}
+            )
 
 
-def _episode_rules(episode: CrsEpisode | IcansEpisode, errors: Errors, today: date) -> None:
+def _fatal_field(episode: CrsEpisode | IcansEpisode) -> str:
+    """The field that makes an episode grade 5: the death from it, when the ASTCT grade is
+    derived (a recorded grade then does not count), else the recorded grade."""
+    if episode.derived_grade is None:
+        return "recorded_grade"
+    return "died_of_crs" if isinstance(episode, CrsEpisode) else "died_of_icans"
+
+
+def _episode_death_rules(
+    episode: CrsEpisode | IcansEpisode, errors: Errors, together: tuple
+) -> None:
+    """Grade 5 CRS (ICANS) if and only if death from CRS (ICANS), from the episode's side."""
+    patient = episode.treatment.patient
+    cause, label = (
+        (DeathCause.CRS, _("CRS"))
+        if isinstance(episode, CrsEpisode)
+        else (DeathCause.ICANS, _("ICANS"))
+    )
+    death = next((r for r in together if isinstance(r, Death)), None) or _death_of(patient)
+    died_of_it = death is not None and death.cause == cause
+    if episode.grade == 5 and not died_of_it:
+        errors[_fatal_field(episode)].append(
+            _(
+                "A grade 5 %(label)s episode means death from %(label)s: record the death with "
+                "cause %(label)s, or correct the grade."
+            )
+            % {"label": label}
+        )
+    elif episode.grade != 5 and died_of_it and episode.pk is not None:
+        others = _fatal_episode_causes(patient, exclude=episode)
+        if cause not in others:
+            errors[_fatal_field(episode)].append(
+                _(
+                    "The patient died of %(label)s (%(death)s) and this is their grade 5 "
+                    "%(label)s episode: it stays grade 5 unless the cause of death is corrected "
+                    "first."
+                )
+                % {"label": label, "death": death.date.isoformat()}
+            )
+
+
+def _episode_rules(
+    episode: CrsEpisode | IcansEpisode, errors: Errors, today: date, together: tuple, deferred: bool
+) -> None:
     treatment = episode.treatment
     _check_date(
         errors,
@@ -216,7 +382,7 @@ def _episode_rules(episode: CrsEpisode | IcansEpisode, errors: Errors, today: da
         )
     status_field = "crs_status" if isinstance(episode, CrsEpisode) else "icans_status"
     if getattr(treatment, status_field) == YesNoUnknown.NO:
-        errors["__all__"].append(
+        errors["treatment"].append(
             _("This treatment is recorded as having no %(kind)s; change that to 'yes' first.")
             % {"kind": _("CRS") if isinstance(episode, CrsEpisode) else _("ICANS")}
         )
@@ -238,10 +404,14 @@ def _episode_rules(episode: CrsEpisode | IcansEpisode, errors: Errors, today: da
             )
             % {"grade": episode.derived_grade}
         )
+    if not deferred and treatment.patient.pk is not None:
+        _episode_death_rules(episode, errors, together)
 
 
-def _crs_rules(episode: CrsEpisode, errors: Errors, today: date) -> None:
-    _episode_rules(episode, errors, today)
+def _crs_rules(
+    episode: CrsEpisode, errors: Errors, today: date, together: tuple, deferred: bool
+) -> None:
+    _episode_rules(episode, errors, today, together, deferred)
     if episode.vasopressors and episode.hypotension is False:
         errors["vasopressors"].append(
             _(
@@ -255,7 +425,9 @@ def _crs_rules(episode: CrsEpisode, errors: Errors, today: date) -> None:
         )
 
 
-def _response_rules(response: ResponseAssessment, errors: Errors, today: date) -> None:
+def _response_rules(
+    response: ResponseAssessment, errors: Errors, today: date, deferred: bool
+) -> None:
     treatment = response.treatment
     _check_date(
         errors,
@@ -277,6 +449,24 @@ def _response_rules(response: ResponseAssessment, errors: Errors, today: date) -
                 "Enter the assay sensitivity (for example 0.01 for 10⁻⁴): without it an "
                 "MRD result cannot be judged negative."
             )
+        )
+    # The other side of the relapse rule: the first complete remission, with this assessment
+    # as written, is not after a relapse. (The cohort import writes a response before the
+    # relapses of its new treatment, which check it.)
+    is_cr = response.response in COMPLETE_REMISSION and response.date is not None
+    if deferred or treatment.pk is None or not (is_cr or response.pk is not None):
+        return
+    relapses, other_crs = relapses_and_remissions(treatment.pk, exclude=response.pk)
+    first_cr = min([*other_crs, *([response.date] if is_cr else [])], default=None)
+    early = [relapse for relapse in relapses if first_cr is not None and relapse < first_cr]
+    if early:
+        errors["date" if is_cr and response.date == first_cr else "response"].append(
+            _(
+                "The first complete remission would then be dated %(cr)s, after the relapse "
+                "recorded on %(relapse)s: a relapse cannot come before the first complete "
+                "remission."
+            )
+            % {"cr": first_cr.isoformat(), "relapse": min(early).isoformat()}
         )
 
 
@@ -330,7 +520,9 @@ def _relapse_rules(relapse: Relapse, errors: Errors, today: date) -> None:
         )
 
 
-def _death_rules(death: Death, errors: Errors, today: date) -> None:
+def _death_rules(
+    death: Death, errors: Errors, today: date, together: tuple, deferred: bool
+) -> None:
     patient = death.patient
     if patient.pk is not None:
         recorded = _rows(_other_death_sql(), [patient.pk, death.pk or 0])
@@ -357,10 +549,57 @@ def _death_rules(death: Death, errors: Errors, today: date) -> None:
             )
             % {"latest": latest.isoformat()}
         )
+    if deferred or patient.pk is None:
+        return  # the cohort import writes the death last; patient_errors checks it then
+    fatal_causes = _fatal_episode_causes(patient)
+    fatal_causes |= {
+        DeathCause.CRS if isinstance(r, CrsEpisode) else DeathCause.ICANS
+        for r in together
+        if isinstance(r, CrsEpisode | IcansEpisode) and r.grade == 5
+    }
+    errors["cause"] += [message for _side, message in _cause_errors(death, fatal_causes)]
 
 
-def record_errors(record, *, today: date) -> Errors:
-    """The DOMAIN.md rules that this one record breaks, as {field: [messages]}."""
+def _cause_errors(death: Death | None, fatal_causes: set[str]) -> list[tuple[str, str]]:
+    """Grade 5 CRS (ICANS) if and only if death from CRS (ICANS), across the patient's records:
+    (side, message), the side being "grade" (an episode's) or "cause" (the death's)."""
+    messages = []
+    for cause, label in ((DeathCause.CRS, _("CRS")), (DeathCause.ICANS, _("ICANS"))):
+        died_of_it = death is not None and death.cause == cause
+        if cause in fatal_causes and not died_of_it:
+            messages.append(
+                (
+                    "grade",
+                    _(
+                        "A grade 5 %(label)s episode means death from %(label)s: record the death "
+                        "with cause %(label)s, or correct the grade."
+                    )
+                    % {"label": label},
+                )
+            )
+        if died_of_it and cause not in fatal_causes:
+            messages.append(
+                (
+                    "cause",
+                    _(
+                        "Death from %(label)s requires a grade 5 %(label)s episode: mark the fatal "
+                        "episode, or choose another cause."
+                    )
+                    % {"label": label},
+                )
+            )
+    return messages
+
+
+def record_errors(record, *, today: date, together: tuple = (), deferred: bool = False) -> Errors:
+    """The DOMAIN.md rules that this one record breaks, as {field: [messages]}, checked against
+    the saved state of the records it relates to.
+
+    `together`: other records written in the same transaction (the fatal episode of a death and
+    the death), seen as they will be. `deferred`: inside services.patient_checks_deferred() (the
+    cohort import), where grade 5 and the cause of death are checked once the patient's records
+    are all written.
+    """
     errors: Errors = defaultdict(list)
     match record:
         case Patient():
@@ -368,11 +607,11 @@ def record_errors(record, *, today: date) -> Errors:
         case Treatment():
             _treatment_rules(record, errors, today)
         case CrsEpisode():
-            _crs_rules(record, errors, today)
+            _crs_rules(record, errors, today, together, deferred)
         case IcansEpisode():
-            _episode_rules(record, errors, today)
+            _episode_rules(record, errors, today, together, deferred)
         case ResponseAssessment():
-            _response_rules(record, errors, today)
+            _response_rules(record, errors, today, deferred)
         case Relapse():
             _relapse_rules(record, errors, today)
         case Transplant():
@@ -380,57 +619,60 @@ def record_errors(record, *, today: date) -> Errors:
         case FollowUpContact():
             _dated_child_rules(record, "date", _("contact date"), errors, today)
         case Death():
-            _death_rules(record, errors, today)
+            _death_rules(record, errors, today, together, deferred)
     return {field: messages for field, messages in errors.items() if messages}
 
 
-def patient_errors(patient: Patient) -> Errors:
-    """Rules across a patient's records: grade 5 CRS/ICANS if and only if death from it."""
+def patient_errors(patient: Patient, *, written=None) -> Errors:
+    """Rules across a patient's records, after a write: grade 5 CRS/ICANS if and only if death
+    from it. The messages are on the field of `written`, the record the write saved; without
+    it (the cohort import, a deletion), on "grade" or "cause"."""
     errors: Errors = defaultdict(list)
-    death = _death_of(patient)
-    fatal_causes = _fatal_episode_causes(patient)
-    for cause, label in ((DeathCause.CRS, _("CRS")), (DeathCause.ICANS, _("ICANS"))):
-        fatal = cause in fatal_causes
-        died_of_it = death is not None and death.cause == cause
-        if fatal and not died_of_it:
-            errors["grade"].append(
-                _(
-                    "A grade 5 %(label)s episode means death from %(label)s: record the death with "
-                    "cause %(label)s, or correct the grade."
-                )
-                % {"label": label}
-            )
-        if died_of_it and not fatal:
-            errors["cause"].append(
-                _(
-                    "Death from %(label)s requires a grade 5 %(label)s episode: mark the fatal "
-                    "episode, or choose another cause."
-                )
-                % {"label": label}
-            )
-    return {field: messages for field, messages in errors.items() if messages}
+    for side, message in _cause_errors(_death_of(patient), _fatal_episode_causes(patient)):
+        match written:
+            case CrsEpisode() | IcansEpisode():
+                field = _fatal_field(written)
+            case Death():
+                field = "cause"
+            case Treatment():
+                field = "patient"
+            case _:
+                field = side
+        errors[field].append(message)
+    return dict(errors)
 
 
-def _fatal_episode_causes(patient: Patient) -> set[str]:
-    """The causes of death (CRS, ICANS) of which the patient has a grade 5 episode."""
+def _fatal_episode_causes(patient: Patient, *, exclude=None) -> set[str]:
+    """The causes of death (CRS, ICANS) of which the patient has a grade 5 episode (other than
+    `exclude`, an episode being rewritten)."""
     treatment_ids = [pk for pk, _day0 in _treatments_of(patient)]
     if not treatment_ids:
         return set()
     rows = _rows(_fatal_causes_sql(len(treatment_ids)), treatment_ids * 2)  # CRS, ICANS
-    return {cause for (cause,) in rows}
+    return {
+        cause
+        for (cause, model_name, pk) in rows
+        if exclude is None or not (model_name == type(exclude).__name__ and pk == exclude.pk)
+    }
 
 
-def earliest_treatment_child_date(treatment: Treatment) -> date | None:
-    """The earliest date of the treatment's dated records."""
-    return min(_child_dates([treatment.pk], TREATMENT_CHILDREN), default=None)
+def relapses_and_remissions(treatment_id: int, *, exclude: int | None) -> tuple[list, list]:
+    """A treatment's relapse dates, and the dates of its complete remissions (CR, CRi) other
+    than assessment `exclude`."""
+    rows = _rows(
+        _relapses_and_remissions_sql(),
+        [treatment_id, treatment_id, Response.CR.value, Response.CRI.value, exclude or 0],
+    )
+    relapses = [_as_date(d) for kind, d in rows if kind == "relapse"]
+    remissions = [_as_date(d) for kind, d in rows if kind == "cr"]
+    return relapses, remissions
 
 
-def _patient_child_dates(patient: Patient) -> list[date]:
+def _patient_child_dates(patient: Patient, treatments: list[tuple[int, date]]) -> list[date]:
     """Day 0 of every treatment of the patient and every date of their records."""
-    treatments = _treatments_of(patient)
     day0s = [day0 for _pk, day0 in treatments]
     ids = [pk for pk, _day0 in treatments]
-    return day0s + _child_dates(ids, TREATMENT_CHILDREN + RESOLUTIONS) if ids else day0s
+    return day0s + [d for d, _kind in _child_dates(ids, DATED_RECORDS)] if ids else day0s
 
 
 # These checks run on every write (the cohort import runs them for every row), so their SQL is
@@ -446,9 +688,12 @@ def _treatments_of(patient: Patient) -> list[tuple[int, date]]:
     return [(pk, _as_date(day0)) for pk, day0 in _rows(_treatments_sql(), [patient.pk])]
 
 
-def _child_dates(treatment_ids: list[int], kinds: list[tuple[type, str]]) -> list[date]:
-    sql = _child_dates_sql(len(treatment_ids), tuple(kinds))
-    return [_as_date(d) for (d,) in _rows(sql, treatment_ids * len(kinds)) if d is not None]
+def _child_dates(treatment_ids: list[int], kinds: list[tuple]) -> list[tuple[date, int]]:
+    """The dates of the treatments' records, each with the index of its kind in `kinds`."""
+    sql = _child_dates_sql(len(treatment_ids), tuple((model, field) for model, field, *_ in kinds))
+    return [
+        (_as_date(d), kind) for kind, d in _rows(sql, treatment_ids * len(kinds)) if d is not None
+    ]
 
 
 def _rows(sql: str, params: list) -> list[tuple]:
@@ -509,6 +754,19 @@ def _complete_remissions_sql() -> str:
 
 
 @cache
+def _relapses_and_remissions_sql() -> str:
+    """A treatment's relapse dates, then its CR/CRi dates but one assessment's."""
+    model = ResponseAssessment
+    return (
+        f"SELECT 'relapse', {_column(Relapse, 'date')} FROM {_table(Relapse)} "
+        f"WHERE {_column(Relapse, 'treatment')} = %s UNION ALL "
+        f"SELECT 'cr', {_column(model, 'date')} FROM {_table(model)} "
+        f"WHERE {_column(model, 'treatment')} = %s AND {_column(model, 'response')} IN (%s, %s) "
+        f"AND {_column(model, 'id')} <> %s"
+    )
+
+
+@cache
 def _treatments_sql() -> str:
     return (
         f"SELECT {_column(Treatment, 'id')}, {_column(Treatment, 'day0')} FROM {_table(Treatment)} "
@@ -519,7 +777,8 @@ def _treatments_sql() -> str:
 @cache
 def _child_dates_sql(count: int, kinds: tuple[tuple[type, str], ...]) -> str:
     return " UNION ALL ".join(
-        _of_treatments(model, _column(model, field), count) for model, field in kinds
+        _of_treatments(model, f"{index}, {_column(model, field)}", count)
+        for index, (model, field) in enumerate(kinds)
     )
 
 
@@ -530,17 +789,26 @@ def _fatal_causes_sql(count: int) -> str:
     for model, cause in ((CrsEpisode, DeathCause.CRS), (IcansEpisode, DeathCause.ICANS)):
         derived, recorded = _column(model, "derived_grade"), _column(model, "recorded_grade")
         branches.append(
-            _of_treatments(model, f"'{cause}'", count)
+            _of_treatments(model, f"'{cause}', '{model.__name__}', {_column(model, 'id')}", count)
             + f" AND ({derived} = 5 OR ({derived} IS NULL AND {recorded} = 5))"
         )
     return " UNION ALL ".join(branches)
 
 
-def earliest_clinical_date(patient: Patient) -> date | None:
-    dates = _patient_child_dates(patient)
+def earliest_clinical_date(
+    patient: Patient, *, treatments: list[tuple[int, date]] | None = None
+) -> date | None:
+    """The patient's first date: diagnosis, consent, day 0, a record, the death."""
+    treatments = _treatments_of(patient) if treatments is None else treatments
+    dates = _patient_child_dates(patient, treatments)
     dates += [d for d in (patient.diagnosis_date, patient.consent_date) if d]
+    death = _death_of(patient)
+    dates += [death.date] if death is not None and death.date else []
     return min(dates, default=None)
 
 
 def latest_clinical_date(patient: Patient) -> date | None:
-    return max(_patient_child_dates(patient), default=None)
+    """The patient's last date but the death: day 0, a record, the diagnosis, the consent."""
+    dates = _patient_child_dates(patient, _treatments_of(patient))
+    dates += [d for d in (patient.diagnosis_date, patient.consent_date) if d]
+    return max(dates, default=None)

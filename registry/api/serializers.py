@@ -8,9 +8,16 @@ treatment is "does not exist".
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.settings import api_settings
 from rest_framework.validators import UniqueValidator
 
 from registry import forms as record_forms
@@ -26,9 +33,18 @@ from registry.models import (
     Transplant,
     Treatment,
 )
-from registry.selectors import SITE_PATH, records_visible_to
+from registry.permissions import Action, can
+from registry.selectors import SITE_PATH, records_visible_to, site_id_of
 
 READ_ONLY = ["id", "version", "created_at", "updated_at"]
+NOT_TYPED = {"id", "version", "created_at", "updated_at"}
+
+
+def _is_model_field(model, name: str) -> bool:
+    try:
+        return model._meta.get_field(name).concrete
+    except FieldDoesNotExist:
+        return False
 
 
 class ClinicalSerializer(serializers.ModelSerializer):
@@ -70,6 +86,44 @@ class ClinicalSerializer(serializers.ModelSerializer):
                 {"version": [_("Give the version you edited (optimistic concurrency).")]}
             )
         return attrs
+
+    def to_internal_value(self, data):
+        """Every error of a request at once: when a field is refused, the DOMAIN.md rules are
+        checked too on the fields that were accepted (the view applies them otherwise)."""
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as refused:
+            if not isinstance(refused.detail, dict) or not isinstance(data, Mapping):
+                raise
+            rules = self._rule_errors(data, failed=set(refused.detail))
+            raise serializers.ValidationError(rules | refused.detail) from refused
+
+    def _rule_errors(self, data: Mapping, *, failed: set[str]) -> dict[str, list[str]]:
+        accepted = {}
+        for field in self._writable_fields:
+            if field.field_name in failed:
+                continue
+            try:
+                accepted[field.source] = field.run_validation(field.get_value(data))
+            except (serializers.ValidationError, DjangoValidationError, SkipField):
+                continue
+        model = self.Meta.model
+        record = copy.copy(self.instance) if self.instance is not None else model()
+        for name, value in accepted.items():
+            if name not in NOT_TYPED and _is_model_field(model, name):
+                setattr(record, name, value)
+        request = self.context.get("request")
+        try:
+            allowed = can(request.user, Action.EDIT, site_id_of(record))
+        except (ObjectDoesNotExist, AttributeError):
+            allowed = False  # no parent, or not one of the user's: that field says so
+        if not allowed:
+            return {}
+        errors = record_forms.rule_errors(record, failed=failed, unparsed=failed)
+        return {
+            api_settings.NON_FIELD_ERRORS_KEY if field == "__all__" else field: messages
+            for field, messages in errors.items()
+        }
 
 
 def _fields(form: type[record_forms.ClinicalForm], parent: str | None, *extra: str) -> list[str]:

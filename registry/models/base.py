@@ -23,3 +23,10 @@ class ClinicalRecord(models.Model):
     @property
     def patient(self):  # overridden by Patient; every other record reaches its patient
         return self.treatment.patient
+
+    def validate_constraints(self, exclude=None) -> None:
+        """Not Django's check of the constraints, which reports a violation as a generic
+        "Constraint ... is violated" above the form, in English whatever the page's language:
+        each constraint has its rule with a field message in the user's language
+        (registry.validation.CONSTRAINT_RULES), applied by registry.services on every write
+        path, and the database still refuses what would slip past."""
