@@ -102,6 +102,7 @@ TREATMENT_COLUMNS = [
     "mrd_negative_cr",
     "died",
     "last_contact",
+    "last_seen",
     "pfs_days",
     "pfs_event",
     "os_days",
@@ -270,6 +271,10 @@ class AnalysisSet:
         self._treatment_rows = pd.Index(self.first["treatment_id"])
         self._treatments = pd.Index(treatments["treatment_id"])
         self._patient_of_treatment = treatments["patient_id"].to_numpy()
+        # Every day 0 of each patient: a day 0 is a day the patient was seen (`last_seen`).
+        self._day0s = pd.DataFrame(
+            {"patient_id": treatments["patient_id"], "date": treatments["day0"]}
+        )
 
     def treatment_rows(self, records: pd.DataFrame) -> np.ndarray:
         """Rows of the records' treatments (NO_ROW for a patient's other treatments)."""
@@ -306,6 +311,8 @@ class AnalysisSet:
         first, day0 = self.first, self.day0
         death = self._each_row(np.maximum, deaths, NO_DAY)
         last_contact = self._each_row(np.maximum, last_contacts, NO_DAY)
+        # registry.domain.followup.last_seen_of: the latest contact or day 0 of the patient
+        last_seen = np.maximum(last_contact, self._each_row(np.maximum, self._day0s, NO_DAY))
         crs_grade, crs_source = self.toxicity_grade(first["crs_status"], crs)
         icans_grade, icans_source = self.toxicity_grade(first["icans_status"], icans)
         evaluable, best_rank, mrd_negative_cr = self.response(responses)
@@ -347,6 +354,7 @@ class AnalysisSet:
             "mrd_negative_cr": mrd_negative_cr,
             "died": died,
             "last_contact": _dates(last_contact),
+            "last_seen": _dates(last_seen),
             "pfs_days": pfs_days,
             "pfs_event": pfs_event,
             # OS: event at death; otherwise censored at the last contact, or day 0 without one.

@@ -44,7 +44,7 @@ from analytics.stats import proportions, survival, transplant
 from analytics.stats.plain import finite_or_none
 from registry.clock import today
 from registry.domain.crs import SEVERE_FROM_GRADE
-from registry.domain.followup import LOST_TO_FOLLOW_UP_DAYS
+from registry.domain.followup import lost_to_follow_up
 from registry.domain.vocabulary import (
     Arm,
     DiseaseBurden,
@@ -447,13 +447,9 @@ def completeness(t: pd.DataFrame, open_queries: pd.DataFrame, *, as_of: date) ->
         filled = {name: _count(field_filled(group, name)) for name in REQUIRED_FIELDS}
         cells = len(group) * len(REQUIRED_FIELDS)
         alive = group[~group["died"].astype(bool)]
-        seen = pd.Series(
-            [
-                (as_of - (contact if isinstance(contact, date) else day0)).days
-                for contact, day0 in zip(alive["last_contact"], alive["day0"], strict=True)
-            ],
-            dtype=float,
-        )
+        # Last seen: the latest contact or day 0 (registry.domain.followup, the one definition
+        # of loss to follow-up the worklist and the queries use too).
+        seen = pd.Series([(as_of - day).days for day in alive["last_seen"]], dtype=float)
         queries = open_queries[open_queries["arm"] == arm]["kind"].value_counts()
         block[arm] = {
             "required_fields_filled": sum(filled.values()) / cells if cells else None,
@@ -461,7 +457,9 @@ def completeness(t: pd.DataFrame, open_queries: pd.DataFrame, *, as_of: date) ->
                 name: (count / len(group) if len(group) else None) for name, count in filled.items()
             },
             "open_queries": {str(kind): int(n) for kind, n in sorted(queries.items())},
-            "lost_to_follow_up": int((seen > LOST_TO_FOLLOW_UP_DAYS).sum()),
+            "lost_to_follow_up": sum(
+                lost_to_follow_up(last_seen=day, today=as_of) for day in alive["last_seen"]
+            ),
             "median_days_since_last_contact": finite_or_none(seen.median()) if len(seen) else None,
         }
     return block

@@ -314,6 +314,9 @@ def reference_row(treatment: Treatment) -> dict:
         ),
         "died": death is not None,
         "last_contact": last_contact,
+        "last_seen": max(
+            [last_contact or day0, *patient.treatments.values_list("day0", flat=True)]
+        ),
         "pfs_days": (pfs_end - day0).days,
         "pfs_event": int(bool(events)),
         "os_days": (death - day0).days

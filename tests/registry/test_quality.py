@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from django.urls import reverse
+from django.utils import translation
 
 from registry import quality, services
 from registry.models import CrsEpisode, DataQualityQuery, FollowUpContact, QueryKind, Transplant
@@ -103,3 +105,139 @@ def test_the_nightly_task_refreshes_every_patient_and_is_scheduled_in_the_databa
     assert QueryKind.LOST_TO_FOLLOW_UP in open_kinds(treatment.patient)
     schedule = PeriodicTask.objects.get(task="registry.tasks.refresh_quality_queries")
     assert schedule.enabled and schedule.crontab.hour == "1"
+
+
+# --- Query messages in the reader's language, and the field each query is about (#12) ------
+TODAY = date(2024, 10, 31)
+
+
+def on_day(day: int) -> date:
+    return TODAY - timedelta(days=200) + timedelta(days=day)
+
+
+def overdue_day_100(nurse, patient):
+    treatment = factories.treatment(user=nurse, patient=patient, day0=on_day(0))
+    services.record_create(
+        FollowUpContact,
+        user=nurse,
+        treatment=treatment,
+        date=on_day(30),
+        disease_status="remission",
+    )
+    return treatment
+
+
+def test_a_query_is_written_in_the_readers_language_with_readable_visit_names(
+    nurse, patient, settings
+):
+    settings.IMMUNOREG_TODAY = TODAY.isoformat()
+    overdue_day_100(nurse, patient)
+    quality.refresh_patient(patient, today=on_day(130))
+    query = DataQualityQuery.objects.get(kind=QueryKind.FOLLOW_UP_OVERDUE)
+    closes = on_day(120).isoformat()
+    assert query.params == {
+        "treatment": query.params["treatment"],
+        "visit": "day100",
+        "closes": closes,
+    }
+    with translation.override("en"):
+        assert query.text == f"Follow-up visit Day 100 overdue: its window closed on {closes}."
+    with translation.override("zh-hans"):
+        assert query.text == f"第 100 天随访已逾期：随访窗已于 {closes} 关闭。"
+    assert "day100" not in query.message  # the stored record reads as well
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_no_query_kind_shows_an_internal_code_or_english_in_chinese(
+    nurse, patient, settings, language
+):
+    settings.IMMUNOREG_TODAY = TODAY.isoformat()
+    treatment = factories.treatment(
+        user=nurse, patient=patient, day0=on_day(0), bm_blast_pct=None, relapse_status=""
+    )
+    services.record_create(
+        FollowUpContact,
+        user=nurse,
+        treatment=treatment,
+        date=on_day(30),
+        disease_status="remission",
+    )
+    services.record_create(
+        Transplant, user=nurse, treatment=treatment, date=on_day(60), type="ucbt"
+    )
+    CrsEpisode.objects.create(
+        treatment=treatment, onset=on_day(2), max_temperature_c=39, hypotension=False,
+        oxygen="none", grading_system="astct2019", derived_grade=1, recorded_grade=2,
+    )  # fmt: skip
+    quality.refresh_patient(patient, today=on_day(130))
+    quality.refresh_patient(patient, today=on_day(400))  # and lost, by then
+    queries = list(DataQualityQuery.objects.filter(patient=patient))
+    assert {q.kind for q in queries} == set(QueryKind)
+    for query in queries:
+        with translation.override(language):
+            text = query.text
+        assert text and not any(code in text for code in ("day1", "month", "year", "_"))
+        if language == "zh-hans":
+            assert not any(word in text for word in ("overdue", "missing", "Lost", "grade"))
+
+
+def contact_url(treatment) -> str:
+    return reverse("record-new", args=[treatment.pk, "contact"]) + "#id_date"
+
+
+def make_query(kind, nurse, patient):
+    """The data that opens a query of this kind, and the form and field that fix it."""
+    treatment = factories.treatment(user=nurse, patient=patient, day0=on_day(0))
+    today = on_day(130)
+    match kind:
+        case QueryKind.BASELINE_INCOMPLETE:
+            services.record_update(treatment, user=nurse, reason="test", relapse_status="")
+            url = reverse("record-edit", args=["treatment", treatment.pk]) + "#id_relapse_status"
+        case QueryKind.CRS_STATUS_UNKNOWN:
+            url = reverse("record-edit", args=["treatment", treatment.pk]) + "#id_crs_status"
+        case QueryKind.RESPONSE_NOT_ASSESSED:
+            url = reverse("record-new", args=[treatment.pk, "response"]) + "#id_date"
+        case QueryKind.FOLLOW_UP_OVERDUE:
+            services.record_create(
+                FollowUpContact, user=nurse, treatment=treatment, date=on_day(30),
+                disease_status="remission",
+            )  # fmt: skip
+            url = contact_url(treatment)
+        case QueryKind.LOST_TO_FOLLOW_UP:
+            today = on_day(200)
+            url = contact_url(treatment)
+        case QueryKind.CONTACT_BEFORE_EVENT:
+            services.record_create(
+                FollowUpContact, user=nurse, treatment=treatment, date=on_day(30),
+                disease_status="remission",
+            )  # fmt: skip
+            services.record_create(
+                Transplant, user=nurse, treatment=treatment, date=on_day(60), type="ucbt"
+            )
+            url = contact_url(treatment)
+        case QueryKind.GRADE_MISMATCH:
+            episode = CrsEpisode.objects.create(
+                treatment=treatment, onset=on_day(2), max_temperature_c=39, hypotension=False,
+                oxygen="none", grading_system="astct2019", derived_grade=1, recorded_grade=2,
+            )  # fmt: skip
+            url = reverse("record-edit", args=["crs", episode.pk]) + "#id_recorded_grade"
+    quality.refresh_patient(patient, today=today)
+    return DataQualityQuery.objects.get(patient=patient, kind=kind, is_open=True), url
+
+
+@pytest.mark.parametrize("kind", list(QueryKind))
+def test_fix_opens_the_form_of_the_record_at_the_field_the_query_is_about(
+    client, nurse, patient, settings, kind
+):
+    from registry.views import resolving_url
+
+    settings.IMMUNOREG_TODAY = TODAY.isoformat()
+    query, expected = make_query(kind, nurse, patient)
+    assert resolving_url(query) == expected
+    client.force_login(nurse)
+    page, field = expected.split("#")
+    response = client.get(page)
+    assert response.status_code == 200
+    assert f'id="{field}"' in response.content.decode()
+    worklist = client.get(reverse("worklist")).content.decode()
+    assert f'href="{expected}"' in worklist
