@@ -49,3 +49,54 @@ def screenshot(page):
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
     return take
+
+
+@pytest.fixture(scope="module")
+def clinic(django_db_setup, django_db_blocker):
+    """Two sites, a user of each role, patients in every state of follow-up, and the analytics
+    of every scope (tests/browser/clinic.py), served by a live server of the module's own.
+
+    Built once for a whole module (building it takes longer than most walks): the module's tests
+    are marked `django_db` without transaction, so nothing is flushed between them, and each
+    keeps to its own patients where it writes through the pages. The database is emptied when
+    the module ends. (On PostgreSQL the live server writes with its own connections, committed;
+    on SQLite in memory it shares the test's, and a test's writes are undone after it.) Celery
+    runs its tasks in-process, as in `make demo`, so a report rendered from the page is there to
+    download."""
+    from django.core.management import call_command
+    from pytest_django.live_server_helper import LiveServer
+
+    from config.celery import app as celery_app
+    from tests.browser.clinic import build_clinic
+
+    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        patch.setitem(celery_app.conf, "task_always_eager", True)
+        try:
+            clinic = build_clinic()
+            server = LiveServer("localhost")
+            server._live_server_modified_settings.enable()
+            try:
+                clinic.url = server.url
+                yield clinic
+            finally:
+                server._live_server_modified_settings.disable()
+                server.stop()
+        finally:
+            _end_idle_database_sessions()
+            call_command("flush", interactive=False, verbosity=0)
+
+
+def _end_idle_database_sessions() -> None:
+    """The live server's request threads can leave idle database sessions behind them, and
+    PostgreSQL then refuses to drop the test database at the end of the run: end them."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'idle'"
+        )
