@@ -166,7 +166,7 @@ class DeathInline(ReadOnlyInline):
 
 class QueryInline(ReadOnlyInline):
     model = DataQualityQuery
-    fields = ("kind", "message", "is_open", "opened_at", "closed_at")
+    fields = ("kind", "text", "is_open", "opened_at", "closed_at")
     readonly_fields = fields
     verbose_name_plural = _("data-quality queries")
 
@@ -422,7 +422,7 @@ class DataQualityQueryAdmin(SimpleHistoryAdmin):
     """Queries open and close themselves; a data manager may close one the data cannot fix."""
 
     form = QueryCloseForm
-    list_display = ("patient", "kind", "message", "is_open", "opened_at", "closed_at", "closed_by")
+    list_display = ("patient", "kind", "text", "is_open", "opened_at", "closed_at", "closed_by")
     list_filter = (QueryStatusFilter, "kind", "patient__site")
     list_per_page = 50
     search_fields = ("patient__study_id",)
@@ -430,7 +430,7 @@ class DataQualityQueryAdmin(SimpleHistoryAdmin):
     readonly_fields = (
         "patient",
         "kind",
-        "message",
+        "text",
         "is_open",
         "opened_at",
         "closed_at",

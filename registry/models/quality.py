@@ -71,6 +71,8 @@ class DataQualityQuery(models.Model):
         """The query in the reader's language (the stored message for a row without details)."""
         return query_text(self.kind, self.params) or self.message
 
+    text.fget.short_description = _("message")  # its heading in the admin
+
 
 # The baseline fields a BASELINE_INCOMPLETE query can name, as the query names them.
 BASELINE_FIELDS = {

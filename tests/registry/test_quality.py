@@ -241,3 +241,26 @@ def test_fix_opens_the_form_of_the_record_at_the_field_the_query_is_about(
     assert f'id="{field}"' in response.content.decode()
     worklist = client.get(reverse("worklist")).content.decode()
     assert f'href="{expected}"' in worklist
+
+
+def test_every_page_that_shows_a_query_writes_it_in_chinese_for_a_chinese_reader(
+    client, nurse, data_manager, patient, settings
+):
+    settings.IMMUNOREG_TODAY = TODAY.isoformat()
+    overdue_day_100(nurse, patient)
+    quality.refresh_patient(patient, today=TODAY)  # day 200, seen 170 days ago: not lost
+    query = DataQualityQuery.objects.get(kind=QueryKind.FOLLOW_UP_OVERDUE, is_open=True)
+    chinese = "第 100 天随访已逾期"
+    pages = {
+        nurse: [reverse("worklist"), reverse("patient-detail", args=[patient.pk])],
+        data_manager: [
+            reverse("admin:registry_dataqualityquery_changelist"),
+            reverse("admin:registry_dataqualityquery_change", args=[query.pk]),
+        ],
+    }
+    for user, urls in pages.items():
+        client.force_login(user)
+        for url in urls:
+            page = client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+            assert chinese in page, url
+            assert "overdue: its window" not in page and "day100" not in page, url
