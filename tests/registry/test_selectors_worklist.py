@@ -287,3 +287,25 @@ def test_the_open_queries_are_shown_a_page_at_a_time(client, site, nurse, settin
     second = client.get(reverse("worklist"), {"queries_page": 2}).content.decode()
     section = second.split('id="queries"')[1]
     assert section.count("AHP-Q1</a>") == 10 and "<details open>" in section
+
+
+@pytest.mark.parametrize(
+    "language, name", [("en", "Record follow-up (Day 100)"), ("zh-hans", "记录随访（第 100 天）")]
+)
+def test_record_follow_up_names_the_visit_and_opens_the_contact_form_at_its_date(
+    client, site, nurse, settings, language, name
+):
+    settings.IMMUNOREG_TODAY = "2024-10-31"
+    patient = Patient.objects.create(site=site, study_id="AHP-V1", sex="F", year_of_birth=1990)
+    treatment = Treatment.objects.create(
+        patient=patient, arm="car_t", day0=date(2024, 10, 31) - timedelta(days=130)
+    )
+    FollowUpContact.objects.create(
+        treatment=treatment, date=treatment.day0 + timedelta(days=30), disease_status="remission"
+    )
+    client.force_login(nurse)
+    page = client.get(reverse("worklist"), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    overdue = page.split('id="overdue"')[1].split('id="lost"')[0]
+    url = reverse("record-new", args=[treatment.pk, "contact"]) + "#id_date"
+    assert f'href="{url}" aria-label="{name}: AHP-V1">{name}</a>' in overdue
+    assert "day100" not in page
