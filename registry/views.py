@@ -6,7 +6,9 @@ every write through registry.services via registry.forms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -20,8 +22,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from django.views.decorators.http import require_GET, require_POST
 
 from registry import forms as record_forms
@@ -84,6 +88,18 @@ KINDS: dict[str, RecordKind] = {
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    """Each role lands on the page of its day (after signing in, and on "/"): a research nurse
+    on the worklist, a PI on the analytics; data managers and administrators, who clean the
+    data, on their queries and data exchange."""
+    user = request.user
+    if can(user, Action.RESOLVE_QUERIES) or can(user, Action.IMPORT):
+        return render(
+            request,
+            "registry/home.html",
+            {"open_queries": open_queries(user=user).count()},
+        )
+    if can(user, Action.ANALYTICS):
+        return redirect("analytics:index")
     return redirect("worklist")
 
 
@@ -93,8 +109,12 @@ def worklist(request: HttpRequest) -> HttpResponse:
     day, lost_page = today(), request.GET.get("lost_page")
     # The visits are computed from every living patient of the user's sites: cached, rendered,
     # under a key that changes with any write of those sites' data and with the day.
+    # The page differs for those who may not record a contact (a PI sees no such link).
+    may_edit = can(request.user, Action.EDIT)
     key = worklist_cache_key(
-        user=request.user, today=day, variant=f"{translation.get_language()}|{lost_page!r}"
+        user=request.user,
+        today=day,
+        variant=f"{translation.get_language()}|{lost_page!r}|{may_edit}",
     )
     visits = cache.get(key)
     if visits is None:
@@ -103,6 +123,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "registry/_worklist_visits.html",
             {
                 "worklist": worklist,
+                "user": request.user,  # for the links' permission (registry.templatetags.access)
                 # Due and overdue visits are all shown, first; the patients lost to follow-up
                 # (who accumulate with the registry) a page at a time.
                 "lost": Paginator(worklist.lost, LOST_PER_PAGE).get_page(lost_page),
@@ -187,8 +208,7 @@ def patients(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "arms": labels.ARM,
         "sites": Site.objects.all() if sites is None else Site.objects.filter(pk__in=sites),
-        "query_string": "&".join(f"{k}={v}" for k, v in filters.items() if v),
-        "can_add": can(request.user, Action.EDIT),
+        "query_string": urlencode({name: value for name, value in filters.items() if value}),
     }
     return render(request, "registry/patient_list.html", context)
 
@@ -202,7 +222,6 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "patient": patient,
         "timeline": patient_timeline(patient),
         "death": death_of(patient),
-        "can_edit": can(request.user, Action.EDIT, patient.site_id),
         "kinds": ["crs", "icans", "response", "transplant", "contact", "relapse"],
         "queries": patient.queries.filter(is_open=True),
     }
@@ -233,6 +252,18 @@ def _edit_form(
         if saved is not None:
             messages.success(request, _("Saved."))
             return redirect("patient-detail", saved.patient.pk)
+    kind_name = next(name for name, known in KINDS.items() if known is kind)
+    # The records of a treatment show its day 0, so every date can be read as a day number.
+    treatment = record.treatment if kind.parent is Treatment else None
+    grader, live, grade_url = GRADERS.get(kind_name), None, None
+    if grader is not None:
+        episode = (
+            _findings_so_far(grader.model, [*grader.findings, "onset"], request.POST)
+            if request.method == "POST"
+            else record
+        )
+        live = live_grade(grader, episode, treatment)
+        grade_url = f"{reverse(f'{kind_name}-grade')}?treatment={treatment.pk}"
     return render(
         request,
         "registry/record_form.html",
@@ -242,9 +273,9 @@ def _edit_form(
             "back": back,
             "kind": kind,
             "record": record,
-            "grade_url": {"crs": "crs-grade", "icans": "icans-grade"}.get(
-                next(k for k, v in KINDS.items() if v is kind)
-            ),
+            "treatment": treatment,
+            "grade_url": grade_url,
+            "live": live,
         },
     )
 
@@ -353,6 +384,23 @@ ICANS_FINDINGS = [
 ]
 
 
+@dataclass(frozen=True)
+class Grader:
+    """How an episode's live ASTCT grade is derived: its model, its findings, the pure
+    functions of registry.domain that grade them and name what is missing."""
+
+    model: type[Model]
+    findings: list[str]
+    grade: Callable[[Any], int | None]
+    missing: Callable[[Any], tuple[str, ...]]
+
+
+GRADERS: dict[str, Grader] = {
+    "crs": Grader(CrsEpisode, CRS_FINDINGS, crs.crs_grade, crs.missing_findings),
+    "icans": Grader(IcansEpisode, ICANS_FINDINGS, icans.icans_grade, icans.missing_findings),
+}
+
+
 def _findings_so_far(model: type[Model], fields: list[str], data) -> Model:
     """An unsaved episode holding the findings typed so far that are valid on their own."""
     form = forms.modelform_factory(model, fields=fields)(data)
@@ -360,27 +408,43 @@ def _findings_so_far(model: type[Model], fields: list[str], data) -> Model:
     return model(**{name: value for name, value in form.cleaned_data.items() if value is not None})
 
 
+def live_grade(grader: Grader, episode: Model, treatment: Treatment | None) -> dict[str, Any]:
+    """What the grade box shows: the grade, or the findings it waits for; and the day of the
+    onset counted from the treatment's day 0."""
+    findings = episode.findings()
+    missing = grader.missing(findings)
+    onset = getattr(episode, "onset", None)
+    return {
+        "grade": grader.grade(findings),
+        "complete": not missing,
+        "missing": pgettext("between the items of a list", ", ").join(
+            str(capfirst(grader.model._meta.get_field(name).verbose_name)) for name in missing
+        ),
+        "onset_day": (onset - treatment.day0).days if onset and treatment else None,
+    }
+
+
+def _grade(request: HttpRequest, kind_name: str) -> HttpResponse:
+    """The ASTCT grade of the findings typed so far, by the same pure function as the save."""
+    grader = GRADERS[kind_name]
+    treatment = None
+    if (treatment_pk := request.GET.get("treatment", "")).isdigit():
+        visible = records_visible_to(Treatment, user=request.user).filter(pk=treatment_pk)
+        treatment = visible.only("pk", "day0").first()
+    episode = _findings_so_far(grader.model, [*grader.findings, "onset"], request.POST)
+    return render(request, "registry/partials/grade.html", live_grade(grader, episode, treatment))
+
+
 @login_required
 @require_POST
 def crs_grade(request: HttpRequest) -> HttpResponse:
-    """The ASTCT grade of the findings typed so far, by the same pure function as the save."""
-    findings = _findings_so_far(CrsEpisode, CRS_FINDINGS, request.POST).findings()
-    return render(
-        request,
-        "registry/partials/grade.html",
-        {"grade": crs.crs_grade(findings), "complete": crs.findings_complete(findings)},
-    )
+    return _grade(request, "crs")
 
 
 @login_required
 @require_POST
 def icans_grade(request: HttpRequest) -> HttpResponse:
-    findings = _findings_so_far(IcansEpisode, ICANS_FINDINGS, request.POST).findings()
-    return render(
-        request,
-        "registry/partials/grade.html",
-        {"grade": icans.icans_grade(findings), "complete": icans.findings_complete(findings)},
-    )
+    return _grade(request, "icans")
 
 
 @login_required
