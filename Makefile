@@ -24,10 +24,12 @@ migrate: bootstrap messages
 
 # The demo cohort's data cut-off is 2024-10-31: the demo runs as of that day, so its worklist
 # and queries show what was due then. `make demo IMMUNOREG_TODAY=` uses the real date.
+# The analytics of every scope a demo user may see (the whole registry, each site) are
+# computed, with their figures, before the app is served.
 demo: export IMMUNOREG_TODAY ?= 2024-10-31
 demo: migrate
 	@test -f var/.demo-seeded || ($(MANAGE) seed_demo && touch var/.demo-seeded)
-	$(MANAGE) compute_analytics
+	$(MANAGE) compute_analytics --every-scope
 	$(MANAGE) render_report --out var/reports/immunoreg-$$(date -d "$$IMMUNOREG_TODAY" +%Y-%m 2>/dev/null || date +%Y-%m).pdf
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) runserver 127.0.0.1:8000

@@ -1,15 +1,18 @@
-"""Kaplan-Meier plots as SVG, with the numbers at risk beneath (pages and the monthly PDF).
+"""The figures of an analytics snapshot as SVG: Kaplan-Meier plots with the numbers at risk
+beneath, and the CRS grade chart (the analytics pages and the monthly PDF show the same ones).
 
 Input is the snapshot output (SAP.md section 10: curves in months with their CI, and the numbers
 at risk at the SAP's months), never the registry. Text stays text in the SVG (searchable,
 translatable, rendered in the page's CJK-capable fonts), and the same input gives the same bytes.
+`FIGURES` names each figure and draws it in the active language; analytics.snapshot_figures
+keeps them with their snapshot.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: pages, workers and the PDF render off-screen
 
+from django.utils.translation import gettext as _
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
@@ -195,3 +199,120 @@ def simon_makuch_figure(
         y_label=texts["y"],
         at_risk_label=texts["at_risk"],
     )
+
+
+def grade_distribution_svg(
+    distribution: Mapping[str, Mapping[str, int]],
+    *,
+    labels: Mapping[str, str],
+    title: str,
+    x_label: str,
+    y_label: str,
+) -> str:
+    """Percentage of evaluable treatments at each CRS grade, arms side by side."""
+    grades = [str(grade) for grade in range(6)]
+    with rc_context(STYLE):
+        figure = Figure(figsize=(6.2, 2.8), layout="constrained")
+        plot = figure.add_subplot()
+        width = 0.38
+        for offset, arm in enumerate(ARM_COLOURS):
+            counts = distribution.get(arm, {})
+            total = sum(counts.get(g, 0) for g in grades)
+            shares = [100 * counts.get(g, 0) / total if total else 0 for g in grades]
+            positions = [i + (offset - 0.5) * width for i in range(len(grades))]
+            bars = plot.bar(
+                positions,
+                shares,
+                width,
+                color=ARM_COLOURS[arm],
+                label=f"{labels[arm]} (N = {total})",
+            )
+            for bar, grade in zip(bars, grades, strict=True):
+                if counts.get(grade, 0):
+                    plot.annotate(
+                        str(counts[grade]),
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                    )
+        plot.set_xticks(range(len(grades)), grades)
+        plot.set(title=title, xlabel=x_label, ylabel=y_label)
+        plot.legend(frameon=False, fontsize=8)
+        buffer = io.StringIO()
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="Glyph .* missing from font", category=UserWarning
+            )
+            figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+# --- the catalogue: each figure's name, drawn in the active language --------------------------
+
+Draw = Callable[[Mapping[str, Any]], str]
+
+
+def arm_labels() -> dict[str, str]:
+    return {"blinatumomab": _("Blinatumomab"), "car_t": _("CAR-T")}
+
+
+def _texts(title: str, y: str) -> dict[str, str]:
+    return {"title": title, "x": _("Months since day 0"), "y": y, "at_risk": _("Number at risk")}
+
+
+def _survival(endpoint: str) -> Draw:
+    def draw(output: Mapping[str, Any]) -> str:
+        title = _("Progression-free survival") if endpoint == "pfs" else _("Overall survival")
+        y = _("Progression-free") if endpoint == "pfs" else _("Alive")
+        return survival_figure(output, endpoint, labels=arm_labels(), texts=_texts(title, y))
+
+    return draw
+
+
+def _simon_makuch(kind: str, group: str) -> Draw:
+    def draw(output: Mapping[str, Any]) -> str:
+        transplant = _("UCBT") if kind == "ucbt" else _("allogeneic HSCT")
+        who = arm_labels().get(group, _("both arms"))
+        labels = {
+            "not_transplanted": _("Not (yet) transplanted"),
+            "transplanted": _("After %(transplant)s") % {"transplant": transplant},
+        }
+        title = _("PFS by current %(transplant)s status (Simon-Makuch), %(who)s") % {
+            "transplant": transplant,
+            "who": who,
+        }
+        return simon_makuch_figure(
+            output, kind, group, labels=labels, texts=_texts(title, _("Progression-free"))
+        )
+
+    return draw
+
+
+def _crs_grades(output: Mapping[str, Any]) -> str:
+    return grade_distribution_svg(
+        output["crs"]["grade_distribution"],
+        labels=arm_labels(),
+        title=_("CRS grade (ASTCT 2019 where derived)"),
+        x_label=_("Grade"),
+        # xgettext:no-python-format
+        y_label=_("% of CRS-evaluable"),
+    )
+
+
+TRANSPLANT_KINDS = ("any_hsct", "ucbt")
+TRANSPLANT_GROUPS = ("blinatumomab", "car_t", "pooled")
+FIGURES: dict[str, Draw] = {
+    "pfs": _survival("pfs"),
+    "os": _survival("os"),
+    "crs-grades": _crs_grades,
+    **{
+        f"sm-{kind}-{group}": _simon_makuch(kind, group)
+        for kind in TRANSPLANT_KINDS
+        for group in TRANSPLANT_GROUPS
+    },
+}
+# The figures the pages and the report show: drawn in every language as soon as a snapshot is
+# complete (the others are drawn the first time they are asked for).
+SHOWN = ("pfs", "os", "crs-grades", "sm-ucbt-blinatumomab", "sm-ucbt-car_t", "sm-ucbt-pooled")

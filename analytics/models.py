@@ -151,6 +151,11 @@ class Snapshot(models.Model):
     def is_finished(self) -> bool:
         return self.status != Status.RUNNING
 
+    @property
+    def was_interrupted(self) -> bool:
+        """Failed because its process stopped (services.interruption), not by an error."""
+        return self.status == Status.FAILED and self.error.startswith("interrupted:")
+
 
 class Report(models.Model):
     """A monthly PDF summary in the archive, with the snapshot every number in it came from."""
@@ -214,3 +219,140 @@ class ReportDownload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.report} {self.at:%Y-%m-%d %H:%M}"
+
+
+class ImmutableFigure(Exception):
+    """A stored figure was about to be changed or deleted."""
+
+
+class SnapshotFigureQuerySet(models.QuerySet):
+    def update(self, **fields) -> int:
+        raise ImmutableFigure("a snapshot's figure cannot be changed")
+
+    def delete(self):
+        raise ImmutableFigure("a snapshot's figure cannot be deleted")
+
+
+class SnapshotFigure(models.Model):
+    """One figure of a complete snapshot in one language, as SVG: drawn once, kept with its
+    snapshot and, like it, never changed (analytics.snapshot_figures)."""
+
+    snapshot = models.ForeignKey(
+        Snapshot,
+        on_delete=models.PROTECT,
+        related_name="figures",
+        verbose_name=_("analytics snapshot"),
+    )
+    name = models.CharField(_("figure"), max_length=40)
+    language = models.CharField(_("language"), max_length=10, choices=settings.LANGUAGES)
+    svg = models.TextField(_("SVG"))
+    created_at = models.DateTimeField(_("drawn"), auto_now_add=True)
+
+    objects = SnapshotFigureQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("snapshot figure")
+        verbose_name_plural = _("snapshot figures")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "name", "language"], name="one_figure_per_snapshot_language"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot_id} {self.name} ({self.language})"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ImmutableFigure("a snapshot's figure cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableFigure("a snapshot's figure cannot be deleted")
+
+
+class RenderingStatus(models.TextChoices):
+    QUEUED = "queued", _("Waiting for a worker")
+    WAITING = "waiting", _("Waiting for the analytics computation running now")
+    ANALYTICS = "analytics", _("Computing the analytics first")
+    RENDERING = "rendering", _("Laying out the PDF")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+class RenderingFailure(models.TextChoices):
+    """Why a rendering failed, in words a reader understands (details are in the log)."""
+
+    BUSY = (
+        "busy",
+        _(
+            "Another analytics computation kept running; the report could not wait for it. "
+            "Please try again in a few minutes."
+        ),
+    )
+    ANALYTICS = (
+        "analytics",
+        _(
+            "The analytics of this scope could not be computed, so there is nothing to report yet. "
+            "The registry's administrators have been told in the log."
+        ),
+    )
+    ERROR = (
+        "error",
+        _(
+            "The report could not be laid out because of an error in the registry. The "
+            "administrators have been told in the log; please try again later."
+        ),
+    )
+
+
+class ReportRendering(models.Model):
+    """A report asked for on the reports page, rendered by a worker (analytics.tasks): its
+    progress while it runs, the archived report when done, or why it failed."""
+
+    site = models.ForeignKey(
+        Site,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("site"),
+        help_text=_("Empty for the whole registry."),
+    )
+    month = models.DateField(_("month"))
+    language = models.CharField(_("language"), max_length=10, choices=settings.LANGUAGES)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("requested by"),
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=RenderingStatus.choices, default=RenderingStatus.QUEUED
+    )
+    failure = models.CharField(
+        _("failure"), max_length=10, choices=RenderingFailure.choices, blank=True
+    )
+    report = models.ForeignKey(
+        Report,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("report"),
+    )
+    requested_at = models.DateTimeField(_("requested"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-pk"]
+        verbose_name = _("report rendering")
+        verbose_name_plural = _("report renderings")
+
+    def __str__(self) -> str:
+        scope = self.site.code if self.site_id else _("whole registry")
+        return f"{scope} {self.month:%Y-%m} ({self.language}): {self.get_status_display()}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (RenderingStatus.DONE, RenderingStatus.FAILED)

@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
+from analytics import queue
 from analytics.frames import (
     KNOWN_STATUS,
     RELAPSE_GROUPS,
@@ -40,6 +42,7 @@ from analytics.frames import (
     analysis_frames,
 )
 from analytics.models import Snapshot, Stage, Status, Trigger
+from analytics.snapshot_figures import figures_draw
 from analytics.stats import proportions, survival, transplant
 from analytics.stats.plain import finite_or_none
 from registry.clock import today
@@ -711,16 +714,23 @@ def snapshot_recompute(
     if snapshot_id is not None:
         claimed = Snapshot.objects.select_related("site").get(pk=snapshot_id)
         if claimed.status == Status.RUNNING:
-            return snapshot_run(claimed)
+            return _with_figures(snapshot_run(claimed))
         site, user = claimed.site, claimed.requested_by
     else:
         site = Site.objects.get(code=site_code) if site_code else None
         user = User.objects.get(pk=user_id) if user_id else None
-    return snapshot_compute(site=site, trigger=trigger, user=user)
+    return _with_figures(snapshot_compute(site=site, trigger=trigger, user=user))
+
+
+def _with_figures(snapshot: Snapshot) -> Snapshot:
+    """A complete snapshot's figures are drawn as soon as it is complete, in every language."""
+    figures_draw(snapshot)
+    return snapshot
 
 
 def snapshots_refresh_all(*, trigger: str = Trigger.NIGHTLY) -> list[Snapshot]:
-    """The whole registry, then every site, each skipped where nothing changed (SAP.md 9).
+    """The whole registry, then every site, each skipped where nothing changed (SAP.md 9):
+    every scope anyone may see (scopes_visible_to), with its figures.
 
     A scope that fails is recorded and the others still computed; transient database errors
     and a computation already running stop the run (the task retries it later).
@@ -728,7 +738,8 @@ def snapshots_refresh_all(*, trigger: str = Trigger.NIGHTLY) -> list[Snapshot]:
     done, failed = [], []
     for site in [None, *Site.objects.order_by("code")]:
         try:
-            done.append(snapshot_compute(site=site, trigger=trigger, skip_if_unchanged=True))
+            snapshot = snapshot_compute(site=site, trigger=trigger, skip_if_unchanged=True)
+            done.append(_with_figures(snapshot))
         except (OperationalError, ComputationRunning):
             raise
         except Exception as error:
@@ -780,13 +791,15 @@ def recompute_request(*, user: User, site: Site | None) -> Snapshot:
 
     Raises ComputationRunning while another one runs: the request is refused, not queued.
     """
-    from analytics import tasks  # tasks call this module
-
     if not may_recompute(user, site):
         raise PermissionDenied(_("You may not recompute the analytics of this scope."))
-    snapshot = snapshot_claim(site=site, trigger=Trigger.ON_DEMAND, user=user)
+    return _hand_to_worker(snapshot_claim(site=site, trigger=Trigger.ON_DEMAND, user=user))
+
+
+def _hand_to_worker(snapshot: Snapshot) -> Snapshot:
+    """Send a claimed snapshot to a worker (analytics.tasks.recompute_analytics)."""
     try:
-        tasks.recompute_analytics.delay(trigger=Trigger.ON_DEMAND, snapshot_id=snapshot.pk)
+        queue.send("recompute", trigger=snapshot.trigger, snapshot_id=snapshot.pk)
     except Exception as error:
         # Eagerly run (no broker) its failure is already recorded; a broker that refused the
         # message leaves the claim to release here.
@@ -794,3 +807,48 @@ def recompute_request(*, user: User, site: Site | None) -> Snapshot:
         _record_failure(snapshot, error)
     snapshot.refresh_from_db()
     return snapshot
+
+
+# --- a scope nobody computed yet ---------------------------------------------------------------
+
+# Asking again within this time (a reload, a second reader) queues nothing more.
+FIRST_COMPUTATION_QUEUED_SECONDS = 600
+
+
+def scope_computation_request(*, user: User, site: Site | None) -> Snapshot | None:
+    """A scope the user may see that has no complete snapshot yet is computed now: the running
+    computation of that scope, else one claimed and handed to a worker. While another scope is
+    being computed, the computation is queued to start when it is free (and None returned)."""
+    if site not in scopes_visible_to(user):
+        raise PermissionDenied(_("You may not see the analytics of this scope."))
+    if Snapshot.objects.latest_complete(site) is not None:
+        return None
+    running = Snapshot.objects.filter(status=Status.RUNNING).select_related("site").first()
+    if running is not None and running.site_id == (site.pk if site else None):
+        return running
+    try:
+        return _hand_to_worker(snapshot_claim(site=site, trigger=Trigger.ON_DEMAND, user=user))
+    except ComputationRunning:
+        scope = site.code if site else ""
+        if cache.add(
+            f"analytics-first-computation:{scope}", True, FIRST_COMPUTATION_QUEUED_SECONDS
+        ):
+            try:
+                queue.send("compute-missing", site_code=scope or None, user_id=user.pk)
+            except Exception:
+                logger.exception(
+                    "the first computation of %s could not be queued", scope_label(site)
+                )
+        return None
+
+
+def scope_compute_if_missing(
+    *, site_code: str | None, user_id: int | None = None
+) -> Snapshot | None:
+    """What the queued first computation runs: the scope, unless it was computed meanwhile.
+    Raises ComputationRunning while another computation runs (the task tries again later)."""
+    site = Site.objects.get(code=site_code) if site_code else None
+    if Snapshot.objects.latest_complete(site) is not None:
+        return None
+    user = User.objects.filter(pk=user_id).first() if user_id else None
+    return _with_figures(snapshot_compute(site=site, trigger=Trigger.ON_DEMAND, user=user))

@@ -1,4 +1,5 @@
-"""Celery entry points of the analytics: thin, each calls analytics.services."""
+"""Celery entry points of the analytics: thin, each calls a service. At import they register
+in analytics.queue how the services send them work (the services never import this module)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from analytics import services
-from analytics.models import Trigger
-from analytics.report.services import monthly_archive
+from analytics import queue, services
+from analytics.models import RenderingFailure, Trigger
+from analytics.report import services as report_services
 from registry.clock import today
 
 # Transient failures of the database or the broker: worth another try a little later.
 TRANSIENT = (OperationalError, BrokerOperationalError, RedisConnectionError, RedisTimeoutError)
+# While another computation runs, a queued one tries again every WAIT_SECONDS, this many times.
+WAIT_SECONDS = 30
+WAIT_TRIES = 40
 
 
 @shared_task(
@@ -36,6 +40,19 @@ def recompute_analytics(
     ).pk
 
 
+@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
+def compute_missing_scope(self, site_code: str | None = None, user_id: int | None = None):
+    """A scope someone opened before it was ever computed, as soon as no other computation
+    runs (the nightly run computes it at the latest)."""
+    try:
+        snapshot = services.scope_compute_if_missing(site_code=site_code, user_id=user_id)
+    except services.ComputationRunning as running:
+        if self.request.is_eager:
+            return None  # nothing to wait in: the nightly run computes it
+        raise self.retry(exc=running, countdown=WAIT_SECONDS, max_retries=WAIT_TRIES) from None
+    return snapshot.pk if snapshot else None
+
+
 @shared_task(
     autoretry_for=(*TRANSIENT, services.ComputationRunning),
     retry_backoff=60,
@@ -52,4 +69,23 @@ def nightly_analytics() -> list[int]:
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
 def monthly_reports() -> list[int]:
     """On the 1st of each month: archive last month's reports for every scope."""
-    return [report.pk for report in monthly_archive(today=today())]
+    return [report.pk for report in report_services.monthly_archive(today=today())]
+
+
+@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
+def render_report(self, rendering_id: int) -> int | None:
+    """A report asked for on the reports page; waits while another computation runs."""
+    try:
+        return report_services.rendering_run(rendering_id)
+    except services.ComputationRunning as running:
+        if self.request.is_eager or self.request.retries >= WAIT_TRIES:
+            report_services.rendering_failed(rendering_id, failure=RenderingFailure.BUSY)
+            return None
+        report_services.rendering_waiting(rendering_id)
+        raise self.retry(exc=running, countdown=WAIT_SECONDS, max_retries=WAIT_TRIES) from None
+
+
+# Looked up when sent, not now, so that a test may stand in for a task's delay().
+queue.register("recompute", lambda **kwargs: recompute_analytics.delay(**kwargs))
+queue.register("compute-missing", lambda **kwargs: compute_missing_scope.delay(**kwargs))
+queue.register("render-report", lambda **kwargs: render_report.delay(**kwargs))

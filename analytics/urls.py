@@ -9,6 +9,13 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("recompute/", views.recompute, name="recompute"),
     path("computations/<int:pk>/", views.computation, name="computation"),
+    # The language is in the URL (a browser keeps each figure under it); the URL without it
+    # (older links) serves the page's language.
+    path(
+        "snapshots/<int:pk>/figures/<str:language>/<slug:name>.svg",
+        views.figure,
+        name="figure",
+    ),
     path("snapshots/<int:pk>/figures/<slug:name>.svg", views.figure, name="figure"),
     path("scopes/<str:scope>/", views.scope_detail, name="scope"),
     path("reports/", views.reports, name="reports"),

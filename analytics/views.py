@@ -15,7 +15,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
@@ -25,11 +24,11 @@ from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from analytics import figures, services
-from analytics.models import Snapshot, Status, Trigger
+from analytics import figures, services, snapshot_figures
+from analytics.models import Snapshot, Status
 from analytics.report import services as report_services
 from analytics.report.context import Month
-from analytics.report.formatting import months, number, p_value, percent
+from analytics.report.formatting import POOLED, months, not_estimable, number, p_value, percent
 from registry.clock import today
 from registry.models import Site
 from registry.models.choices import (
@@ -46,7 +45,6 @@ from registry.permissions import Action, can
 REGISTRY_SCOPE = "registry"  # the URL name of the whole-registry scope
 NOT_AVAILABLE = "–"
 NOT_REACHED = "NR"
-FIGURE_CACHE_SECONDS = 24 * 3600
 
 
 # --- scopes and permissions ----------------------------------------------------------------------
@@ -136,23 +134,41 @@ def scope_detail(request: HttpRequest, scope: str) -> HttpResponse:
     if snapshot is not None:
         context["tables"] = study_tables(snapshot.output)
         context["figures"] = figure_list(snapshot)
+    else:
+        # Never computed yet (a new site, a registry just set up): computed now, not tonight.
+        computing = services.scope_computation_request(user=request.user, site=site)
+        if computing is not None and computing.status == Status.COMPLETE:
+            return redirect("analytics:scope", scope=scope)  # computed in this request (eager)
+        context["computing"] = computing
+        if computing is not None:
+            context["poll_url"] = reverse("analytics:computation", args=[computing.pk])
     return render(request, "analytics/scope.html", context)
 
 
 @login_required
 @require_GET
-def figure(request: HttpRequest, pk: int, name: str) -> HttpResponse:
-    """One plot of a complete snapshot as SVG; snapshots never change, so it is cached."""
+def figure(request: HttpRequest, pk: int, name: str, language: str | None = None) -> HttpResponse:
+    """One figure of a complete snapshot as SVG, kept with the snapshot (drawn when it was
+    computed). The URL names the snapshot and the language, so what a browser keeps under it
+    never changes; without a language (older links) it is the page's language, not kept."""
     snapshot = visible_snapshot(request, pk)
-    if snapshot.status != Status.COMPLETE or name not in FIGURES:
+    in_url = language is not None
+    language = language or get_language()
+    if snapshot.status != Status.COMPLETE or name not in FIGURES or language not in LANGUAGES:
         raise Http404(_("No such figure."))
-    key = f"analytics-figure:{snapshot.pk}:{name}:{get_language()}"
-    svg = cache.get(key)
-    if svg is None:
-        svg = FIGURES[name](snapshot.output)
-        cache.set(key, svg, FIGURE_CACHE_SECONDS)
-    response = HttpResponse(svg, content_type="image/svg+xml; charset=utf-8")
-    response["Cache-Control"] = "private, max-age=86400"
+    etag = f'"{snapshot.pk}-{name}-{language}"'
+    if in_url and request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        svg = snapshot_figures.figure_svg(snapshot, name, language)
+        response = HttpResponse(svg, content_type="image/svg+xml; charset=utf-8")
+    if in_url:
+        response["ETag"] = etag
+        response["Cache-Control"] = "private, max-age=31536000, immutable"
+    else:
+        response["Cache-Control"] = "private, no-cache"
+        response["Vary"] = "Cookie, Accept-Language"
+    response["Content-Language"] = language
     return response
 
 
@@ -209,63 +225,24 @@ def computation(request: HttpRequest, pk: int) -> HttpResponse:
 
 # --- figures -------------------------------------------------------------------------------------
 
+FIGURES = figures.FIGURES  # the names a figure URL may carry
+LANGUAGES = tuple(code for code, _name in settings.LANGUAGES)
+
 
 def arm_labels() -> dict[str, str]:
     return {value: str(label) for value, label in ARM}
 
 
-def figure_texts(title: str, y: str) -> dict[str, str]:
-    return {"title": title, "x": _("Months since day 0"), "y": y, "at_risk": _("Number at risk")}
-
-
-def survival_plot(endpoint: str) -> Any:
-    def render_svg(output: Mapping[str, Any]) -> str:
-        title = _("Progression-free survival") if endpoint == "pfs" else _("Overall survival")
-        y = _("Progression-free") if endpoint == "pfs" else _("Alive")
-        return figures.survival_figure(
-            output, endpoint, labels=arm_labels(), texts=figure_texts(title, y)
-        )
-
-    return render_svg
-
-
-def simon_makuch_plot(kind: str, group: str) -> Any:
-    def render_svg(output: Mapping[str, Any]) -> str:
-        transplant = _("UCBT") if kind == "ucbt" else _("allogeneic HSCT")
-        who = arm_labels().get(group, _("both arms"))
-        labels = {
-            "not_transplanted": _("Not (yet) transplanted"),
-            "transplanted": _("After %(transplant)s") % {"transplant": transplant},
-        }
-        title = _("PFS by current %(transplant)s status (Simon-Makuch), %(who)s") % {
-            "transplant": transplant,
-            "who": who,
-        }
-        return figures.simon_makuch_figure(
-            output, kind, group, labels=labels, texts=figure_texts(title, _("Progression-free"))
-        )
-
-    return render_svg
-
-
-TRANSPLANT_KINDS = ("any_hsct", "ucbt")
-TRANSPLANT_GROUPS = (*services.ARMS, "pooled")
-FIGURES = {
-    "pfs": survival_plot("pfs"),
-    "os": survival_plot("os"),
-    **{
-        f"sm-{kind}-{group}": simon_makuch_plot(kind, group)
-        for kind in TRANSPLANT_KINDS
-        for group in TRANSPLANT_GROUPS
-    },
-}
-
-
 def figure_list(snapshot: Snapshot) -> dict[str, list[dict[str, str]]]:
+    """The figures of the page, each at the URL of this snapshot in the page's language."""
+    language = get_language()
+
     def entry(name: str, alt: str) -> dict[str, str]:
-        return {"url": reverse("analytics:figure", args=[snapshot.pk, name]), "alt": alt}
+        url = reverse("analytics:figure", args=[snapshot.pk, language, name])
+        return {"url": url, "alt": alt}
 
     return {
+        "crs": [entry("crs-grades", _("Bar chart of the CRS grade distribution by arm"))],
         "survival": [
             entry("pfs", _("Kaplan-Meier plot of progression-free survival by arm")),
             entry("os", _("Kaplan-Meier plot of overall survival by arm")),
@@ -296,9 +273,7 @@ def rate_text(rate: Mapping[str, Any]) -> str:
 
 def hazard_text(model: Mapping[str, Any] | None) -> str:
     if not model or model.get("hr") is None:
-        # The reason's first clause ("model did not converge", "no events"); details in the JSON.
-        reason = (model or {}).get("reason", "").split(":")[0]
-        return _("not estimable") + (f" ({reason})" if reason else "")
+        return not_estimable((model or {}).get("reason"))
     ci = interval(model["ci95"], number)
     return f"{number(model['hr'])} ({ci}), p {p_value(model['p'])}"
 
@@ -550,7 +525,7 @@ def transplant_tables(output: Mapping[str, Any]) -> list[Table]:
         "any_hsct": _("Any allogeneic HSCT after treatment"),
         "ucbt": dict(TRANSPLANT_TYPE)["ucbt"],
     }
-    groups = {**arm_labels(), "pooled": _("Both arms (stratified by arm)")}
+    groups = {**arm_labels(), "pooled": str(POOLED)}
     tables = []
     for kind, caption in kinds.items():
         table = Table(
@@ -629,8 +604,18 @@ def reports(request: HttpRequest) -> HttpResponse:
     """The archive of monthly PDFs of the user's scopes, and rendering this month's now."""
     if not can(request.user, Action.ANALYTICS):
         raise PermissionDenied(_("Reports are for data managers, PIs and administrators."))
+    rendering = None
+    if request.GET.get("rendering", "").isdigit():
+        rendering = (
+            report_services.renderings_visible_to(request.user)
+            .filter(pk=int(request.GET["rendering"]))
+            .first()
+        )
+    if request.htmx and rendering is not None:  # the progress, polled while it runs
+        return render(request, "analytics/_report_progress.html", {"rendering": rendering})
     scopes = services.scopes_visible_to(request.user)
     context = {
+        "rendering": rendering,
         "reports": report_services.reports_visible_to(request.user)[:200],
         "scopes": [(scope_slug(site), services.scope_label(site)) for site in scopes],
         "month": str(Month.containing(today())),
@@ -652,21 +637,13 @@ def report_download(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def report_render(request: HttpRequest) -> HttpResponse:
-    """Render the current month's report for one of the user's scopes now, into the archive."""
+    """Render the current month's report for one of the user's scopes: a worker does it, the
+    reports page shows its progress and then the download."""
     site = visible_scope(request, request.POST.get("scope", ""))
     language = request.POST.get("language", "en")
     if language not in report_services.LANGUAGES:
         language = "en"
-    try:
-        report = report_services.report_archive(
-            site=site,
-            month=Month.containing(today()),
-            language=language,
-            trigger=Trigger.ON_DEMAND,
-            user=request.user,
-        )
-    except report_services.NoSnapshot as missing:
-        messages.error(request, str(missing))
-        return redirect("analytics:reports")
-    messages.success(request, _("Report rendered: %(report)s.") % {"report": report})
-    return redirect("analytics:reports")
+    rendering = report_services.rendering_request(
+        user=request.user, site=site, month=Month.containing(today()), language=language
+    )
+    return redirect(f"{reverse('analytics:reports')}?rendering={rendering.pk}")

@@ -13,8 +13,6 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from analytics import figures
-from analytics.report import charts
 from analytics.report import formatting as fmt
 from registry.models import choices as labels
 
@@ -142,7 +140,7 @@ def _km_rows(block: dict[str, Any]) -> list[dict[str, str]]:
 
 def _cox_text(cox: dict[str, Any] | None) -> str:
     if not cox or cox.get("hr") is None:
-        return _("not estimable") + (f" ({cox['reason']})" if cox and cox.get("reason") else "")
+        return fmt.not_estimable((cox or {}).get("reason"))
     return (
         f"HR {fmt.number(cox['hr'])} (95% CI {fmt.interval(cox['ci95'], digits=2)}), "
         f"p {fmt.p_value(cox['p'])}"
@@ -160,7 +158,7 @@ def _transplant_rows(transplant: dict[str, Any]) -> list[dict[str, str]]:
             rows.append(
                 {
                     "kind": kind_label,
-                    "group": arm_labels().get(group, _("Both arms (arm as covariate)")),
+                    "group": arm_labels().get(group, str(fmt.POOLED)),
                     "n_transplanted": block["n_transplanted"],
                     "naive": f"χ² {fmt.number(block['naive_logrank']['chi2'])}, "
                     f"p {fmt.p_value(block['naive_logrank']['p'])}",
@@ -206,35 +204,14 @@ def _subgroup_rows(subgroups: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _figures(output: dict[str, Any]) -> dict[str, str]:
-    km_texts = {"x": _("Months from day 0"), "y": _("Probability"), "at_risk": _("Number at risk")}
-    drawn = {
-        endpoint: figures.survival_figure(
-            output, endpoint, labels=arm_labels(), texts=km_texts | {"title": title}
-        )
-        for endpoint, title in (
-            ("pfs", _("Progression-free survival")),
-            ("os", _("Overall survival")),
-        )
-    }
-    drawn["crs_grades"] = charts.grade_distribution_svg(
-        output["crs"]["grade_distribution"],
-        labels=arm_labels(),
-        title=_("CRS grade (ASTCT 2019 where derived)"),
-        x_label=_("Grade"),
-        # xgettext:no-python-format
-        y_label=_("% of CRS-evaluable"),
-    )
-    pooled = output["transplant"]["ucbt"].get("pooled", {})
-    if pooled.get("simon_makuch"):
-        drawn["simon_makuch"] = figures.simon_makuch_figure(
-            output,
-            "ucbt",
-            "pooled",
-            labels={"not_transplanted": _("No UCBT (yet)"), "transplanted": _("After UCBT")},
-            texts=km_texts | {"title": _("PFS by current UCBT status (Simon-Makuch)")},
-        )
-    return drawn
+# The report's figures: those of the pages, kept with the snapshot (analytics.snapshot_figures),
+# by the names the report's template uses.
+REPORT_FIGURES = {
+    "pfs": "pfs",
+    "os": "os",
+    "crs_grades": "crs-grades",
+    "simon_makuch": "sm-ucbt-pooled",
+}
 
 
 def methods_parameters(snapshot) -> dict[str, Any]:
@@ -247,8 +224,15 @@ def methods_parameters(snapshot) -> dict[str, Any]:
 
 
 def report_context(
-    *, snapshot, month: Month, scope_label: str, sites: list[str], activity: dict[str, Any]
+    *,
+    snapshot,
+    month: Month,
+    scope_label: str,
+    sites: list[str],
+    activity: dict[str, Any],
+    figures: dict[str, str],
 ) -> dict[str, Any]:
+    """`figures`: the SVG of each of REPORT_FIGURES, in the report's language."""
     output = snapshot.output
     crs, icans, response = output["crs"], output["icans"], output["response"]
     survival = output["survival"]
@@ -300,6 +284,6 @@ def report_context(
         },
         "transplant_rows": _transplant_rows(output["transplant"]),
         "completeness": output.get("completeness", {}),
-        "figures": _figures(output),
+        "figures": figures,
         "parameters": methods_parameters(snapshot),
     }

@@ -5,16 +5,32 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q, QuerySet
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from analytics.models import Report, ReportDownload, Snapshot, Trigger
-from analytics.report.context import Month, report_context
+from analytics import queue
+from analytics.models import (
+    RenderingFailure,
+    RenderingStatus,
+    Report,
+    ReportDownload,
+    ReportRendering,
+    Snapshot,
+    Trigger,
+)
+from analytics.report.context import REPORT_FIGURES, Month, report_context
 from analytics.report.render import render_pdf
-from analytics.services import scope_label, scopes_visible_to
+from analytics.services import (
+    ComputationRunning,
+    scope_label,
+    scopes_visible_to,
+    snapshot_compute,
+)
+from analytics.snapshot_figures import figure_svg, figures_draw
 from registry.models import Site, User
 from registry.selectors import monthly_activity
 
@@ -34,10 +50,7 @@ def report_pdf(*, site: Site | None, month: Month, language: str = "en") -> tupl
     snapshot = Snapshot.objects.latest_complete(site)
     if snapshot is None:
         raise NoSnapshot(
-            _(
-                "No complete analytics snapshot exists yet for %(scope)s; compute one "
-                "first (compute_analytics)."
-            )
+            _("The analytics of %(scope)s have not been computed yet.")
             % {"scope": scope_label(site)}
         )
     # Everything in the report, figures and labels included, in the report's language,
@@ -53,9 +66,22 @@ def report_pdf(*, site: Site | None, month: Month, language: str = "en") -> tupl
             scope_label=scope_label(site),
             sites=sites,
             activity=activity,
+            figures=report_figures(snapshot, language),
         )
         pdf = render_pdf(context, language=language)
     return pdf, snapshot
+
+
+def report_figures(snapshot: Snapshot, language: str) -> dict[str, str]:
+    """The report's figures, kept with the snapshot (drawn now only if they were not)."""
+    figures = {
+        key: figure_svg(snapshot, name, language)
+        for key, name in REPORT_FIGURES.items()
+        if key != "simon_makuch"
+    }
+    if snapshot.output["transplant"]["ucbt"].get("pooled", {}).get("simon_makuch"):
+        figures["simon_makuch"] = figure_svg(snapshot, REPORT_FIGURES["simon_makuch"], language)
+    return figures
 
 
 def report_archive(
@@ -120,3 +146,95 @@ def report_download(report: Report, *, user: User) -> bytes:
     ReportDownload.objects.create(report=report, user=user)
     with report.pdf.open("rb") as pdf:
         return pdf.read()
+
+
+# --- a report asked for on the reports page, rendered by a worker ---------------------------
+
+
+def rendering_request(
+    *, user: User, site: Site | None, month: Month, language: str
+) -> ReportRendering:
+    """Queue the rendering of a report of one of the user's scopes; the page follows its
+    progress (ReportRendering) and offers the download when it is done."""
+    if site not in scopes_visible_to(user):
+        raise PermissionDenied(_("You may not see the analytics of this scope."))
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
+    rendering = ReportRendering.objects.create(
+        site=site, month=month.first, language=language, requested_by=user
+    )
+    try:
+        queue.send("render-report", rendering_id=rendering.pk)
+    except Exception:
+        log.exception("the rendering of report %s could not be queued", rendering.pk)
+        rendering_failed(rendering.pk, failure=RenderingFailure.ERROR)
+    rendering.refresh_from_db()
+    return rendering
+
+
+def rendering_run(rendering_id: int) -> int | None:
+    """Render a queued report: compute the scope's analytics first if it has none, then the
+    PDF into the archive. Returns the report's id, or None when it failed (the reason is kept
+    in words for the page; the technical detail goes to the log). Raises ComputationRunning
+    while another computation runs, and transient database errors, for the task to retry."""
+    rendering = ReportRendering.objects.select_related("site", "requested_by").get(pk=rendering_id)
+    if rendering.is_finished:  # delivered twice
+        return rendering.report_id
+    site, user = rendering.site, rendering.requested_by
+    if Snapshot.objects.latest_complete(site) is None:
+        _rendering_status(rendering, RenderingStatus.ANALYTICS)
+        try:
+            figures_draw(snapshot_compute(site=site, trigger=Trigger.ON_DEMAND, user=user))
+        except (ComputationRunning, OperationalError):
+            raise
+        except Exception:
+            log.exception("analytics for report rendering %s failed", rendering.pk)
+            rendering_failed(rendering.pk, failure=RenderingFailure.ANALYTICS)
+            return None
+    _rendering_status(rendering, RenderingStatus.RENDERING)
+    try:
+        report = report_archive(
+            site=site,
+            month=Month.containing(rendering.month),
+            language=rendering.language,
+            trigger=Trigger.ON_DEMAND,
+            user=user,
+        )
+    except OperationalError:
+        raise
+    except Exception:
+        log.exception("report rendering %s failed", rendering.pk)
+        rendering_failed(rendering.pk, failure=RenderingFailure.ERROR)
+        return None
+    ReportRendering.objects.filter(pk=rendering.pk).update(
+        status=RenderingStatus.DONE, report=report, finished_at=timezone.now()
+    )
+    return report.pk
+
+
+def _rendering_status(rendering: ReportRendering, status: str) -> None:
+    ReportRendering.objects.filter(pk=rendering.pk).update(status=status)
+    rendering.status = status
+
+
+def rendering_waiting(rendering_id: int) -> None:
+    ReportRendering.objects.filter(pk=rendering_id).update(status=RenderingStatus.WAITING)
+
+
+def rendering_failed(rendering_id: int, *, failure: str) -> None:
+    ReportRendering.objects.filter(pk=rendering_id).update(
+        status=RenderingStatus.FAILED, failure=failure, finished_at=timezone.now()
+    )
+
+
+def renderings_visible_to(user: User) -> QuerySet[ReportRendering]:
+    """The renderings a user asked for, of scopes they still may see."""
+    scopes = scopes_visible_to(user)
+    if not scopes:
+        return ReportRendering.objects.none()
+    visible = Q(site__in=[s for s in scopes if s is not None])
+    if None in scopes:
+        visible |= Q(site__isnull=True)
+    return ReportRendering.objects.filter(visible, requested_by=user).select_related(
+        "site", "report"
+    )

@@ -28,7 +28,18 @@ LARGE_STEP = 0.1
 
 
 class NotEstimable(Exception):
-    """The model cannot be fitted or did not converge; the message is the reason."""
+    """The model cannot be fitted or did not converge. The message is the reason, short and
+    stable (it is kept in the snapshot and shown, translated, to readers); `detail` is the
+    numerical account for the log."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail or reason
+
+
+# The reasons, in the words the snapshot keeps (analytics.report.formatting translates them).
+NOT_FITTED = "model could not be fitted (separation or collinearity)"
+NOT_CONVERGED = "model did not converge (separation or collinearity)"
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,7 @@ def fit(
     try:
         covariance = -linalg.inv(hessian) / np.outer(std, std)
     except (linalg.LinAlgError, ValueError) as error:
-        raise NotEstimable(f"model could not be fitted: {error}") from None
+        raise NotEstimable(NOT_FITTED, f"the information matrix is singular: {error}") from None
     return CoxFit(
         names=[str(name) for name in covariates.columns],
         coef=beta / std,
@@ -146,8 +157,8 @@ def newton_raphson(
     partial: EfronPartialLikelihood,
 ) -> tuple[np.ndarray, float, float, np.ndarray]:
     """lifelines' CoxPHFitter iteration: (beta, log-likelihood, null log-likelihood, Hessian),
-    or NotEstimable where lifelines raises or warns of non-convergence or separation (in its
-    words, which the reports show)."""
+    or NotEstimable where lifelines raises or warns of non-convergence or separation (its
+    words are the error's detail, for the log)."""
     beta = np.zeros(partial.p)
     delta = np.zeros(partial.p)
     step_sizer = StepSizer(INITIAL_STEP)
@@ -167,10 +178,10 @@ def newton_raphson(
             delta = linalg.cho_solve(linalg.cho_factor(-hessian, check_finite=False), gradient)
         except (linalg.LinAlgError, ValueError):
             raise NotEstimable(
-                "model could not be fitted: Convergence halted due to matrix inversion problems"
+                NOT_FITTED, "Convergence halted due to matrix inversion problems"
             ) from None
         if np.isnan(delta).any():
-            raise NotEstimable("model could not be fitted: delta contains nan value(s)")
+            raise NotEstimable(NOT_FITTED, "delta contains nan value(s)")
         norm_delta = float(linalg.norm(delta))
         decrement = float(gradient @ delta) / 2
         if (
@@ -181,21 +192,24 @@ def newton_raphson(
             break
         if iteration >= MAX_STEPS or step <= MIN_STEP:
             raise NotEstimable(
-                "model did not converge: Newton-Raphson failed to converge sufficiently."
+                NOT_CONVERGED,
+                f"Newton-Raphson failed to converge sufficiently in {iteration} steps.",
             )
         if abs(log_likelihood) < 0.0001 and norm_delta > 1.0:
             raise NotEstimable(
-                "model did not converge: The log-likelihood is getting suspiciously close to 0 "
-                "and the delta is still large. There may be complete separation in the dataset."
+                NOT_CONVERGED,
+                "The log-likelihood is getting suspiciously close to 0 and the delta is still "
+                "large. There may be complete separation in the dataset.",
             )
         previous = log_likelihood
         step = step_sizer.update(norm_delta).next()
     if norm_delta > LARGE_STEP:
         raise NotEstimable(
-            "model did not converge: Newton-Raphson convergence completed successfully but "
+            NOT_CONVERGED,
+            "Newton-Raphson convergence completed successfully but "
             f"norm(delta) is still high, {norm_delta:.3f}. This may imply non-unique solutions "
             "to the maximum likelihood. Perhaps there is collinearity or complete separation "
-            "in the dataset?"
+            "in the dataset?",
         )
     # lifelines' CoxPHFitter stops before this last, tiny step, a few 1e-8 short of the maximum
     # that R's coxph reaches; the estimate takes it.

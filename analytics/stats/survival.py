@@ -10,6 +10,7 @@ Newton-Raphson for Cox models (analytics.stats.cox).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -22,6 +23,8 @@ from scipy import stats
 from analytics.stats import cox as cox_fitting
 from analytics.stats.plain import finite_or_none, interval
 from registry.domain.followup import DAYS_PER_MONTH  # pure, like this module: one definition
+
+logger = logging.getLogger(__name__)
 
 AT_RISK_MONTHS = (0, 3, 6, 9, 12, 18, 24)
 RATE_MONTHS = (12, 24)
@@ -238,6 +241,7 @@ def cox(
     try:
         fit = cox_fitting.fit(design, durations, observed)
     except cox_fitting.NotEstimable as error:
+        log_not_estimable(error, f"Cox model of {exposure}", covariates, len(design), events)
         return cox_not_estimable(str(error))
     result = cox_terms(fit, exposure)
     if result.get("reason"):
@@ -291,6 +295,22 @@ def cox_terms(fit: cox_fitting.CoxFit, exposure: str) -> dict[str, Any]:
     if main["hr"] is None or main["se"] is None or None in main["ci95"]:
         return cox_not_estimable("estimate is not finite (separation?)")
     return {**main, "terms": terms}
+
+
+def log_not_estimable(
+    error: cox_fitting.NotEstimable, model: str, covariates: Sequence[str], n: int, events: int
+) -> None:
+    """The numerical account of a model that could not be fitted goes to the log; readers see
+    its reason, translated."""
+    logger.warning(
+        "%s (covariates %s; %d rows, %d events) not estimable: %s. %s",
+        model,
+        ", ".join(covariates),
+        n,
+        events,
+        error,
+        error.detail,
+    )
 
 
 def cox_not_estimable(reason: str) -> dict[str, Any]:

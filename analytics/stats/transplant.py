@@ -29,6 +29,7 @@ from analytics.stats.survival import (
     cox_terms,
     design_matrix,
     kaplan_meier,
+    log_not_estimable,
 )
 
 LANDMARK_DAYS = 90
@@ -125,6 +126,13 @@ def time_dependent_cox(rows: pd.DataFrame, covariates: Sequence[str] = ()) -> di
             rows["start"].to_numpy(dtype=float),
         )
     except cox_fitting.NotEstimable as error:
+        log_not_estimable(
+            error,
+            "Time-dependent Cox model of transplant",
+            list(design.columns),
+            len(rows),
+            int(rows["event"].sum()),
+        )
         return {**cox_not_estimable(str(error)), "n_transplanted": n_transplanted}
     return {**cox_terms(fit, "transplanted"), "n_transplanted": n_transplanted}
 

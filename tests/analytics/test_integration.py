@@ -29,9 +29,9 @@ from django.db import connection
 from kombu import Connection
 
 from analytics import services
-from analytics.models import Snapshot, Status, Trigger
+from analytics.models import RenderingStatus, ReportRendering, Snapshot, Status, Trigger
 from registry import demo
-from registry.models import Site
+from registry.models import Site, User
 
 BASE_DIR = Path(settings.BASE_DIR)
 WAIT_SECONDS = 45
@@ -114,7 +114,13 @@ def shared_database_url(django_db_setup, django_db_blocker) -> str:
 
 
 @pytest.fixture(scope="module")
-def worker(shared_database_url, redis_url, tmp_path_factory) -> Iterator[Path]:
+def worker_var_dir(tmp_path_factory) -> Path:
+    """The worker's var/ (its media: the report archive)."""
+    return tmp_path_factory.mktemp("worker-var")
+
+
+@pytest.fixture(scope="module")
+def worker(shared_database_url, redis_url, worker_var_dir, tmp_path_factory) -> Iterator[Path]:
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -126,7 +132,11 @@ def worker(shared_database_url, redis_url, tmp_path_factory) -> Iterator[Path]:
                 *("-n", f"analytics-test-{os.getpid()}@%h"),
             ],
             cwd=BASE_DIR,
-            env=child_env(DATABASE_URL=shared_database_url, CELERY_BROKER_URL=redis_url),
+            env=child_env(
+                DATABASE_URL=shared_database_url,
+                CELERY_BROKER_URL=redis_url,
+                IMMUNOREG_VAR_DIR=str(worker_var_dir),
+            ),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -182,6 +192,32 @@ def test_the_nightly_task_runs_on_the_worker_for_every_scope(worker, redis_url, 
         what=f"the nightly run (log: {worker})",
     )
     assert set(Snapshot.objects.values_list("trigger", flat=True)) == {Trigger.NIGHTLY}
+
+
+@pytest.mark.integration
+def test_a_report_renders_on_a_real_worker_computing_the_analytics_first(
+    worker, worker_var_dir, redis_url, transactional_db
+):
+    demo.seed_scaled(10)
+    site = Site.objects.get(code="AHP")
+    rendering = ReportRendering.objects.create(
+        site=site,
+        month="2024-10-01",
+        language="zh-hans",
+        requested_by=User.objects.get(username="pi"),
+    )
+    send(redis_url, "analytics.tasks.render_report", rendering_id=rendering.pk)
+    wait_for(
+        lambda: ReportRendering.objects.get(pk=rendering.pk).is_finished,
+        what=f"the rendering (log: {worker})",
+    )
+    rendering.refresh_from_db()
+    assert rendering.status == RenderingStatus.DONE, rendering.get_failure_display()
+    snapshot = Snapshot.objects.latest_complete(site)
+    assert rendering.report.snapshot == snapshot and snapshot.trigger == Trigger.ON_DEMAND
+    assert snapshot.figures.filter(language="zh-hans").exists()
+    pdf = worker_var_dir / "media" / rendering.report.pdf.name
+    assert pdf.read_bytes().startswith(b"%PDF-")
 
 
 # --- a computation killed half-way -------------------------------------------------------------

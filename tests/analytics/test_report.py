@@ -116,7 +116,7 @@ def test_the_naive_transplant_test_is_marked_biased_beside_the_correct_ones(rend
 
 def test_the_figures_are_present_with_numbers_at_risk(rendered):
     assert rendered.english.count("Number at risk") >= 2  # PFS and OS (and Simon-Makuch)
-    assert "Months from day 0" in rendered.english
+    assert "Months since day 0" in rendered.english
     assert "CRS grade (ASTCT 2019 where derived)" in rendered.english
 
 
@@ -145,9 +145,18 @@ def test_a_site_report_names_only_that_site(rendered):
 
 
 @pytest.mark.django_db
-def test_without_a_snapshot_the_report_says_what_to_do():
-    with pytest.raises(NoSnapshot, match="compute_analytics"):
+def test_without_a_snapshot_the_report_says_so_in_plain_words():
+    with pytest.raises(NoSnapshot, match="have not been computed yet") as missing:
         report_pdf(site=None, month=MONTH, language="en")
+    assert "compute_analytics" not in str(missing.value)
+
+
+@pytest.mark.django_db
+def test_render_report_without_a_snapshot_names_the_command_that_computes_it(tmp_path):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="compute_analytics"):
+        call_command("render_report", "--out", str(tmp_path / "r.pdf"))
 
 
 @pytest.mark.django_db

@@ -13,6 +13,7 @@ from analytics.models import Report, ReportDownload, Trigger
 from analytics.report.context import Month
 from analytics.report.services import monthly_archive, report_archive
 from analytics.tasks import monthly_reports
+from config.celery import app as celery_app
 from registry import demo
 from registry.domain.vocabulary import Role
 
@@ -22,6 +23,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
+
+
+@pytest.fixture
+def eager(monkeypatch):
+    """Run tasks in this process even where CI configures a broker."""
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
 
 
 @pytest.fixture
@@ -102,7 +109,7 @@ def test_nurses_have_no_reports(client, users, archived, site):
 
 
 def test_a_data_manager_renders_the_current_month_now(
-    client, data_manager, snapshots, site, settings
+    client, data_manager, snapshots, site, settings, eager
 ):
     settings.IMMUNOREG_TODAY = "2024-10-31"
     client.force_login(data_manager)

@@ -4,6 +4,7 @@ snapshot, and "recompute now" with its progress and outcome."""
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 
 from analytics import services, tasks
@@ -20,6 +21,12 @@ def eager(monkeypatch):
     """Run tasks in this process even where CI configures a broker: these tests are about the
     flow around the task (test_integration.py sends tasks to a real worker)."""
     monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+
+
+@pytest.fixture(autouse=True)
+def no_queued_computation_remembered():
+    """The cache remembers a queued first computation for a while: not from another test."""
+    cache.clear()
 
 
 @pytest.fixture
@@ -126,9 +133,41 @@ def test_a_newer_failed_computation_does_not_change_what_the_page_shows(
     assert Snapshot.objects.filter(status=Status.FAILED).count() == 1
 
 
-def test_a_scope_without_a_snapshot_says_so(client, users, cohort, site):
+def test_a_scope_never_computed_is_computed_when_a_pi_first_opens_it(
+    client, users, cohort, site, eager
+):
+    client.force_login(users[Role.PI])
+    response = client.get(scope_url(site.code), follow=True)
+    snapshot = Snapshot.objects.latest_complete(site)
+    assert snapshot is not None and snapshot.requested_by == users[Role.PI]
+    html = response.content.decode()
+    assert snapshot.fingerprint in html and 'data-testid="no-snapshot"' not in html
+
+
+def test_a_scope_computing_now_shows_its_progress_and_says_the_results_will_appear(
+    client, users, cohort, site, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr(tasks.recompute_analytics, "delay", lambda **kw: sent.append(kw))
     html = page(client, users[Role.PI], scope_url(site.code)).content.decode()
-    assert 'data-testid="no-snapshot"' in html
+    running = Snapshot.objects.get(status=Status.RUNNING)
+    assert sent == [{"trigger": Trigger.ON_DEMAND, "snapshot_id": running.pk}]
+    assert 'data-testid="no-snapshot"' in html and "being computed now" in html
+    assert reverse("analytics:computation", args=[running.pk]) in html  # polled
+    page(client, users[Role.PI], scope_url(site.code))
+    assert len(sent) == 1  # a reload follows the same computation
+
+
+def test_a_scope_opened_while_another_computes_is_queued_once_for_when_it_is_free(
+    client, users, cohort, site, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr(tasks.compute_missing_scope, "delay", lambda **kw: sent.append(kw))
+    services.snapshot_claim(site=None, trigger=Trigger.NIGHTLY)
+    for _ in range(2):
+        html = page(client, users[Role.PI], scope_url(site.code)).content.decode()
+    assert sent == [{"site_code": site.code, "user_id": users[Role.PI].pk}]
+    assert "nightly run makes it at the latest" in html
 
 
 def test_the_scope_page_takes_a_fixed_number_of_queries(
@@ -150,7 +189,8 @@ def test_the_kaplan_meier_plot_is_svg_with_the_numbers_at_risk(client, users, sn
     assert "Number at risk" in svg and "Progression-free survival" in svg
     for arm in ("blinatumomab", "car_t"):
         assert f">{snapshot.output['survival']['pfs'][arm]['at_risk']['0']}<" in svg
-    assert url in page(client, users[Role.PI], scope_url(site.code)).content.decode()
+    in_page = reverse("analytics:figure", args=[snapshot.pk, "en", "pfs"])
+    assert in_page in page(client, users[Role.PI], scope_url(site.code)).content.decode()
 
 
 def test_a_simon_makuch_plot_is_served_for_each_arm(client, users, snapshots, site):
@@ -224,7 +264,9 @@ def test_a_failed_computation_shows_its_error_and_that_the_old_snapshot_stays(
     client.force_login(data_manager)
     response = client.post(reverse("analytics:recompute"), {"scope": site.code}, follow=True)
     html = response.content.decode()
-    assert "IndexError" in html and "latest complete snapshot stays in use" in html
+    assert "latest complete snapshot stays in use" in html
+    assert "because of an error in the registry" in html
+    assert "IndexError" not in html and "list index" not in html  # the detail is in the log
 
 
 def test_the_recompute_page_lists_recent_computations(

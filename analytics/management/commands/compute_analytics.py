@@ -1,7 +1,10 @@
-"""`compute_analytics [--site CODE] [--json FILE]` (INTERFACES.md section 2).
+"""`compute_analytics [--site CODE | --every-scope] [--json FILE]` (INTERFACES.md section 2).
 
 Computes a snapshot now (SAP.md) for the whole registry or one site and writes its output, the
-JSON of SAP.md section 10, to FILE (stdout with `--json -`). Exit status 0, or 1 with a message
+JSON of SAP.md section 10, to FILE (stdout with `--json -`). With --every-scope: the whole
+registry and every site, as the nightly run does (a scope whose data did not change keeps its
+snapshot), so that every scope a user may see is computed (`make demo`); the JSON is the whole
+registry's. The figures of each snapshot are drawn with it. Exit status 0, or 1 with a message
 on stderr when it cannot (unknown site, a computation already running, a failed computation).
 """
 
@@ -14,7 +17,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analytics import services
-from analytics.models import Trigger
+from analytics.models import Snapshot, Status, Trigger
+from analytics.snapshot_figures import figures_draw
 from registry.models import Site
 
 
@@ -25,15 +29,35 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--site", help="Site code; default: the whole registry.")
+        scope = parser.add_mutually_exclusive_group()
+        scope.add_argument("--site", help="Site code; default: the whole registry.")
+        scope.add_argument(
+            "--every-scope",
+            action="store_true",
+            help="The whole registry and every site (as the nightly run; unchanged ones kept).",
+        )
         parser.add_argument(
             "--json", dest="json_path", help="Write the output JSON here ('-' for stdout)."
         )
 
-    def handle(self, *args: Any, site: str | None, json_path: str | None, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        site: str | None,
+        every_scope: bool,
+        json_path: str | None,
+        **options: Any,
+    ) -> None:
         scope = self._site(site)
         try:
-            snapshot = services.snapshot_compute(site=scope, trigger=Trigger.COMMAND)
+            if every_scope:
+                snapshots = services.snapshots_refresh_all(trigger=Trigger.COMMAND)
+                for other in snapshots[1:]:
+                    self._summary(other, json_path)
+                snapshot = Snapshot.objects.latest_complete(None) or snapshots[0]
+            else:
+                snapshot = services.snapshot_compute(site=scope, trigger=Trigger.COMMAND)
+                figures_draw(snapshot)
         except services.ComputationRunning as running:
             raise CommandError(str(running)) from running
         except Exception as error:
@@ -46,12 +70,19 @@ class Command(BaseCommand):
             self.stdout.write(text)
         elif json_path:
             self._write(Path(json_path), text)
-        summary = (
-            f"Snapshot {snapshot.pk} of {scope.code if scope else 'the whole registry'}: "
-            f"{snapshot.row_counts.get('analysis_set', 0)} patients, {snapshot.fingerprint}, "
-            f"frames {snapshot.timings.get('frames_s')} s, statistics "
-            f"{snapshot.timings.get('stats_s')} s."
-        )
+        self._summary(snapshot, json_path)
+
+    def _summary(self, snapshot: Snapshot, json_path: str | None) -> None:
+        scope = snapshot.site.code if snapshot.site_id else "the whole registry"
+        if snapshot.status == Status.SKIPPED:
+            summary = f"Snapshot {snapshot.pk} of {scope}: data unchanged, snapshot kept."
+        else:
+            summary = (
+                f"Snapshot {snapshot.pk} of {scope}: "
+                f"{snapshot.row_counts.get('analysis_set', 0)} patients, {snapshot.fingerprint}, "
+                f"frames {snapshot.timings.get('frames_s')} s, statistics "
+                f"{snapshot.timings.get('stats_s')} s."
+            )
         # With the JSON on stdout, everything else goes to stderr (unstyled: it is no error).
         if json_path == "-":
             self.stderr.write(summary, style_func=lambda text: text)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import translation
 
 from analytics.report.context import Month
 from analytics.report.services import LANGUAGES, NoSnapshot, report_pdf
@@ -35,9 +36,13 @@ class Command(BaseCommand):
             if scope is None:
                 raise CommandError(f"Unknown site {site!r}.")
         try:
-            pdf, snapshot = report_pdf(site=scope, month=period, language=lang)
+            with translation.override("en"):  # the command speaks English
+                pdf, snapshot = report_pdf(site=scope, month=period, language=lang)
         except NoSnapshot as missing:
-            raise CommandError(str(missing)) from missing
+            option = f" --site {scope.code}" if scope else ""
+            raise CommandError(
+                f"{missing} Compute them first: manage.py compute_analytics{option}"
+            ) from missing
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pdf)

@@ -1,0 +1,143 @@
+"""A report asked for on the reports page is rendered by a worker: the page shows its progress
+(polled), then the download; a scope never computed is computed first; a failure is told in
+plain words (run eagerly here; test_integration.py renders one on a real worker)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.urls import reverse
+
+from analytics import queue, services
+from analytics.models import (
+    RenderingFailure,
+    RenderingStatus,
+    Report,
+    ReportRendering,
+    Snapshot,
+    Trigger,
+)
+from analytics.report import services as report_services
+from config.celery import app as celery_app
+from registry import demo
+from registry.domain.vocabulary import Role
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.IMMUNOREG_TODAY = "2024-10-31"
+
+
+@pytest.fixture
+def eager(monkeypatch):
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+
+
+@pytest.fixture
+def cohort(users):
+    return demo.seed_scaled(20)
+
+
+@pytest.fixture
+def pi(client, users):
+    client.force_login(users[Role.PI])
+    return users[Role.PI]
+
+
+def ask(client, scope: str, language: str = "en"):
+    return client.post(reverse("analytics:report-render"), {"scope": scope, "language": language})
+
+
+def progress(client, rendering: ReportRendering) -> str:
+    url = f"{reverse('analytics:reports')}?rendering={rendering.pk}"
+    return client.get(url, headers={"HX-Request": "true"}).content.decode()
+
+
+def test_the_request_only_queues_the_rendering_and_the_page_polls_its_progress(
+    client, pi, cohort, site, monkeypatch
+):
+    sent = []
+    monkeypatch.setitem(queue._senders, "render-report", lambda **kwargs: sent.append(kwargs))
+    response = ask(client, site.code)
+    rendering = ReportRendering.objects.get()
+    assert sent == [{"rendering_id": rendering.pk}] and not Report.objects.exists()
+    assert response["Location"].endswith(f"?rendering={rendering.pk}")
+    page = client.get(response["Location"]).content.decode()
+    assert 'data-testid="report-progress"' in page and "Waiting for a worker" in page
+    partial = progress(client, rendering)
+    assert "hx-trigger" in partial and "<html" not in partial
+
+
+def test_when_done_the_progress_offers_the_download_and_stops_polling(
+    client, pi, cohort, site, eager
+):
+    services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
+    ask(client, site.code, "zh-hans")
+    rendering = ReportRendering.objects.get()
+    assert rendering.status == RenderingStatus.DONE and rendering.report.language == "zh-hans"
+    partial = progress(client, rendering)
+    assert reverse("analytics:report-download", args=[rendering.report.pk]) in partial
+    assert "hx-trigger" not in partial
+
+
+def test_a_scope_never_computed_is_computed_first_then_rendered(client, pi, cohort, site, eager):
+    assert Snapshot.objects.latest_complete(site) is None
+    ask(client, site.code)
+    rendering = ReportRendering.objects.get()
+    snapshot = Snapshot.objects.latest_complete(site)
+    assert rendering.status == RenderingStatus.DONE
+    assert snapshot is not None and rendering.report.snapshot == snapshot
+    assert snapshot.requested_by == pi and snapshot.figures.exists()
+
+
+def test_a_failed_rendering_is_told_in_plain_words_and_logged_in_full(
+    client, pi, cohort, site, eager, monkeypatch, caplog
+):
+    services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
+
+    def broken(*args, **kwargs):
+        raise ValueError("WeasyPrint: cannot lay out table 7")
+
+    monkeypatch.setattr(report_services, "render_pdf", broken)
+    with caplog.at_level(logging.ERROR, logger="analytics.report.services"):
+        ask(client, site.code)
+    rendering = ReportRendering.objects.get()
+    assert (rendering.status, rendering.failure) == (RenderingStatus.FAILED, RenderingFailure.ERROR)
+    partial = progress(client, rendering)
+    assert "could not be laid out" in partial and "WeasyPrint" not in partial
+    assert "cannot lay out table 7" in caplog.text
+    assert not Report.objects.exists()
+
+
+def test_a_rendering_waiting_for_another_computation_gives_up_in_plain_words_when_eager(
+    client, pi, cohort, site, eager
+):
+    services.snapshot_claim(site=None, trigger=Trigger.NIGHTLY)  # runs elsewhere, and goes on
+    ask(client, site.code)
+    rendering = ReportRendering.objects.get()
+    assert (rendering.status, rendering.failure) == (RenderingStatus.FAILED, RenderingFailure.BUSY)
+    assert "try again in a few minutes" in progress(client, rendering)
+
+
+def test_nobody_follows_another_users_rendering(client, users, cohort, site, monkeypatch):
+    monkeypatch.setitem(queue._senders, "render-report", lambda **kwargs: None)
+    client.force_login(users[Role.DATA_MANAGER])
+    ask(client, site.code)
+    rendering = ReportRendering.objects.get()
+    client.force_login(users[Role.PI])
+    page = client.get(f"{reverse('analytics:reports')}?rendering={rendering.pk}").content.decode()
+    assert 'data-testid="report-progress"' not in page
+
+
+def test_a_rendering_delivered_twice_renders_once(users, cohort, site, eager):
+    services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
+    rendering = ReportRendering.objects.create(
+        site=site, month="2024-10-01", language="en", requested_by=users[Role.PI]
+    )
+    first = report_services.rendering_run(rendering.pk)
+    assert report_services.rendering_run(rendering.pk) == first
+    assert Report.objects.count() == 1
