@@ -205,6 +205,9 @@ SPECTACULAR_SETTINGS = {
         "YesNoUnknownEnum": "registry.models.choices.YES_NO_UNKNOWN",
         "MrdStatusEnum": "registry.models.choices.MRD_STATUS",
     },
+    # No validator badge: Swagger UI would send the schema's address to validator.swagger.io
+    # and show its image from there (refused by the Content-Security-Policy).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -3,7 +3,7 @@
 Its URL names live in the `api` namespace ("api:patient-detail", "api:schema"), apart from the
 pages' names (registry/urls.py has its own "patient-detail")."""
 
-from csp.constants import UNSAFE_INLINE
+from csp.constants import NONCE, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.urls import include, path
 from drf_spectacular.views import (
@@ -29,10 +29,14 @@ router.register("relapses", views.RelapseViewSet, basename="relapse")
 router.register("deaths", views.DeathViewSet, basename="death")
 router.register("reports", views.ReportViewSet, basename="report")
 
-# The API docs pages style themselves with inline styles (ReDoc does not render without them);
-# their scripts still come from the app itself only (the Swagger split view serves its
-# initialisation as a script URL), so only style-src is relaxed, and only for these two pages.
-docs_page = csp_update({"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]})
+# The API docs pages style themselves with inline styles (Swagger UI and ReDoc inject them as
+# they render), ReDoc searches in a blob: worker, and ReDoc's page starts it with an inline
+# script that carries the request's nonce (templates/drf_spectacular/redoc.html; the Swagger
+# split view serves its start-up as a script URL). Only these two pages are relaxed, and only
+# so far: every other page keeps script-src and style-src 'self'.
+docs_page = csp_update(
+    {"style-src": [UNSAFE_INLINE], "script-src": [NONCE], "worker-src": ["blob:"]}
+)
 
 urlpatterns = [
     path("v1/analytics/latest/", views.AnalyticsLatestView.as_view(), name="analytics-latest"),
