@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from simple_history.utils import bulk_update_with_history
 
 from registry import audit
@@ -38,6 +39,14 @@ from registry.models import (
 )
 from registry.models.quality import query_text
 from registry.permissions import Action, can
+
+# The registry's own reasons in the queries' history: stored in English whatever the language
+# of the request that triggered the refresh (marked for translation, so a page can show them
+# in its reader's language with gettext).
+OPENED = gettext_noop("opened automatically")
+REOPENED = gettext_noop("condition found again")
+CHANGED = gettext_noop("condition changed")
+CLOSED = gettext_noop("closed automatically: the data no longer shows the problem")
 
 CRS_STATUS_DUE_DAYS = 30
 RESPONSE_DUE_DAYS = 60
@@ -269,19 +278,19 @@ def _refresh_chunk(ids: list[int], *, today: date) -> None:
         elif not query.is_open and query.closed_by_id is None:
             query.is_open, query.closed_at = True, None
             query.message, query.params = condition.message, condition.params
-            query._change_reason = _("condition found again")
+            query._change_reason = REOPENED
             changed.append(query)
         elif query.is_open and (query.message, query.params) != (
             condition.message,
             condition.params,
         ):
             query.message, query.params = condition.message, condition.params
-            query._change_reason = _("condition changed")
+            query._change_reason = CHANGED
             changed.append(query)
     for identity, query in existing.items():
         if query.is_open and identity not in wanted:
             query.is_open, query.closed_at = False, now
-            query._change_reason = _("closed automatically: the data no longer shows the problem")
+            query._change_reason = CLOSED
             changed.append(query)
     if new:
         DataQualityQuery.objects.bulk_create(new, batch_size=500)
@@ -289,7 +298,7 @@ def _refresh_chunk(ids: list[int], *, today: date) -> None:
             DataQualityQuery,
             [query.pk for query in new],
             user_id=None,
-            reason=_("opened automatically"),
+            reason=OPENED,
             when=now,
         )
     if changed:

@@ -264,3 +264,22 @@ def test_every_page_that_shows_a_query_writes_it_in_chinese_for_a_chinese_reader
             page = client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
             assert chinese in page, url
             assert "overdue: its window" not in page and "day100" not in page, url
+
+
+def test_the_registrys_reasons_in_the_query_history_are_stored_in_one_language(
+    nurse, patient, settings
+):
+    settings.IMMUNOREG_TODAY = TODAY.isoformat()
+    with translation.override("zh-hans"):  # a Chinese nurse's write refreshes the queries
+        treatment = factories.treatment(
+            user=nurse, patient=patient, day0=on_day(0), bm_blast_pct=None
+        )
+        services.record_update(treatment, user=nurse, reason="marrow report", bm_blast_pct=45)
+    reasons = set(
+        DataQualityQuery.history.filter(kind=QueryKind.BASELINE_INCOMPLETE).values_list(
+            "history_change_reason", flat=True
+        )
+    )
+    assert reasons == {quality.OPENED, quality.CLOSED}
+    with translation.override("zh-hans"):  # and a page can show them translated
+        assert translation.gettext(quality.OPENED) != quality.OPENED
