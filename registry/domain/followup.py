@@ -3,6 +3,9 @@
 Visits count from day 0 (first day of blinatumomab cycle 1, or the CAR-T infusion): day 28
 (21-35), day 100 (80-120), month 6 (150-210), month 12 (330-400), then every year k >= 2 at
 365*k +- 45 days. Windows are inclusive at both ends and do not overlap.
+
+`follow_up` is the one definition of due, overdue and lost that the worklist, the data-quality
+queries, the analytics and the monthly report read (docs/DOMAIN_DECISIONS.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ DAYS_PER_YEAR = 365
 YEARLY_WINDOW_HALF_WIDTH_DAYS = 45
 FIRST_YEARLY_VISIT = 2
 
-# DOMAIN.md: a patient alive with no contact for more than 180 days is lost to follow-up.
+# DOMAIN.md: a patient alive and not seen (no contact, no day 0) for more than 180 days is lost
+# to follow-up.
 LOST_TO_FOLLOW_UP_DAYS = 180
 
 
