@@ -225,3 +225,40 @@ def test_every_roles_header_fits_a_phone(role, language, browser, live_server, w
             expect(page.get_by_test_id(control)).to_be_in_viewport()
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_the_sign_in_page_fits_each_screen(size, browser, live_server):
+    context = browser.new_context(viewport=VIEWPORTS[size], locale="en-GB")
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.screenshot(path=str(SCREENSHOTS / f"responsive-{size}-sign-in.png"), full_page=True)
+        assert page.evaluate(OVERFLOW) == []
+        assert page.evaluate(NARROW_CONTROLS) == []
+    finally:
+        context.close()
+
+
+def test_on_a_phone_the_grade_follows_the_findings_in_sight_of_save(signed_in, live_server, ward):
+    page = signed_in("phone")
+    car_t = ward["car_t"]
+    page.goto(f"{live_server.url}/records/{car_t.pk}/crs/new/")
+    expect(page.get_by_test_id("day0")).to_contain_text(f"day 0 {car_t.day0.isoformat()}")
+    grade = page.get_by_test_id("astct-grade")
+    expect(grade).to_contain_text("Waiting for: Maximum temperature (°C), Hypotension")
+    page.get_by_label("Onset").fill((car_t.day0 + timedelta(days=4)).isoformat())
+    page.get_by_label("Maximum temperature (°C)").fill("39.4")
+    page.get_by_label("Hypotension").select_option(label="Yes")
+    expect(grade).to_contain_text("Waiting for: Vasopressors")
+    expect(grade).to_contain_text("Onset on day 4")
+    page.get_by_label("Vasopressors (excluding vasopressin)").fill("1")
+    page.get_by_label("Oxygen support").select_option("none")
+    expect(grade).to_contain_text("Grade 3")
+    # Typed near the top of the form, the grade is on the screen, above Save.
+    expect(grade).to_be_in_viewport()
+    save = page.get_by_role("button", name="Save")
+    expect(save).to_be_in_viewport()
+    assert grade.bounding_box()["y"] + grade.bounding_box()["height"] <= save.bounding_box()["y"]
+    page.screenshot(path=str(SCREENSHOTS / "responsive-phone-crs-grade-3.png"))
