@@ -5,3 +5,23 @@ from django.utils.translation import gettext_lazy as _
 class RegistryConfig(AppConfig):
     name = "registry"
     verbose_name = _("Registry")
+
+    def ready(self) -> None:
+        from django.contrib.auth import user_logged_in
+        from django.contrib.auth.models import update_last_login
+
+        # A user's history leaves out last_login, so the version simple-history would write at
+        # every sign-in is the same as the one before it: the sign-in is recorded by django-axes'
+        # access log, and last_login is saved without a version.
+        user_logged_in.disconnect(update_last_login, dispatch_uid="update_last_login")
+        user_logged_in.connect(last_login_saved_without_a_version, dispatch_uid="update_last_login")
+
+
+def last_login_saved_without_a_version(sender, user, **kwargs) -> None:
+    from django.contrib.auth.models import update_last_login
+
+    user.skip_history_when_saving = True
+    try:
+        update_last_login(sender, user, **kwargs)
+    finally:
+        del user.skip_history_when_saving
