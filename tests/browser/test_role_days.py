@@ -41,6 +41,11 @@ def section(page: Page, heading: str):
     )
 
 
+def count_in(part) -> int:
+    """The count its heading shows beside its title ("Overdue visits 3")."""
+    return int(re.findall(r"\d+", part.get_by_role("heading").first.inner_text())[-1])
+
+
 def begin_the_day(page: Page, url: str, username: str, language: str) -> None:
     sign_in(page, url, username)
     if language != "en":
@@ -109,6 +114,15 @@ def test_a_research_nurse_s_day(page, clinic: Clinic, language):
     expect(section(page, say("Visits due now"))).to_contain_text(due_patient)
     expect(section(page, say("Overdue visits"))).to_contain_text("AHP-C002")
     expect(section(page, say("Lost to follow-up"))).to_contain_text("AHP-C003")
+    # ...and the worklist's counts are those of the data-quality queries (one definition).
+    for heading, kind in (
+        ("Overdue visits", QueryKind.FOLLOW_UP_OVERDUE),
+        ("Lost to follow-up", QueryKind.LOST_TO_FOLLOW_UP),
+    ):
+        queries = DataQualityQuery.objects.filter(
+            patient__site=clinic.ahp, kind=kind, is_open=True
+        ).count()
+        assert count_in(section(page, say(heading))) == queries, heading
 
     # She finds her patient...
     page.locator("header").get_by_role("link", name=say("Patients"), exact=True).click()
