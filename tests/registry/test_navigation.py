@@ -19,12 +19,13 @@ from django.contrib.staticfiles import finders
 from django.template import Context, Template
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils import timezone
 
 from analytics import services as analytics
 from registry import services
 from registry.clock import today
 from registry.domain.vocabulary import Role
-from registry.models import CrsEpisode
+from registry.models import CrsEpisode, DataQualityQuery
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -203,3 +204,18 @@ def test_browsers_asking_for_favicon_ico_get_the_svg_icon(client):
     assert response["Location"] == static("favicon.svg")
     icon = finders.find("favicon.svg")
     assert icon and "<svg" in Path(icon).read_text()
+
+
+def test_the_open_queries_are_counted_in_good_english_for_each_scope(
+    client, data_manager, administrator, treatment
+):
+    open_count = DataQualityQuery.objects.filter(is_open=True).count()
+    assert open_count > 1
+    for user, scope in ((data_manager, "at your sites"), (administrator, "in the registry")):
+        client.force_login(user)
+        page = client.get(reverse("home")).content.decode()
+        assert f"{open_count} open queries {scope}." in page
+    DataQualityQuery.objects.exclude(
+        pk=DataQualityQuery.objects.filter(is_open=True).first().pk
+    ).update(is_open=False, closed_at=timezone.now())
+    assert "1 open query in the registry." in client.get(reverse("home")).content.decode()
