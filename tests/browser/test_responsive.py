@@ -156,6 +156,8 @@ def test_every_nurse_page_fits_the_screen_and_its_grade_is_above_save(
     for name, path in nurse_pages(ward).items():
         page.goto(f"{live_server.url}{path}")
         expect(page.locator("main h1")).to_be_visible()
+        # Every section open, as a nurse working through the lost and the queries has it.
+        page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
         page.screenshot(path=str(SCREENSHOTS / f"responsive-{size}-{name}.png"), full_page=True)
         assert page.evaluate(OVERFLOW) == [], f"{name} at {size}"
         assert page.evaluate(NARROW_CONTROLS) == [], f"{name} at {size}"
