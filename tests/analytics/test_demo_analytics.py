@@ -39,7 +39,8 @@ LANGUAGES = [code for code, _ in settings.LANGUAGES]
 
 def demo_recipe_commands() -> list[list[str]]:
     """The management commands the Makefile's demo target runs after seeding, as argument
-    lists (render_report's --out left for the caller), runserver and collectstatic aside."""
+    lists (the value of an --out, a shell expression, left for the caller), runserver and
+    collectstatic aside."""
     makefile = (BASE_DIR / "Makefile").read_text()
     recipe = re.search(r"^demo: migrate\n((?:\t.*\n)+)", makefile, re.M)
     assert recipe, "the Makefile has a demo recipe"
@@ -47,6 +48,8 @@ def demo_recipe_commands() -> list[list[str]]:
     for line in recipe.group(1).splitlines():
         words = shlex.split(line.strip())
         if words[:1] == ["$(MANAGE)"] and words[1] not in ("runserver", "collectstatic"):
+            if "--out" in words:
+                words = [*words[: words.index("--out") + 1], "OUT"]
             commands.append(words[1:])
     return commands
 
