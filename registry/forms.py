@@ -103,16 +103,21 @@ GRADE_FINDINGS = {
 
 
 def rule_errors(
-    record: models.Model, *, failed: Iterable[str] = (), unparsed: Iterable[str] = ()
+    record: models.Model,
+    *,
+    failed: Iterable[str] = (),
+    unparsed: Iterable[str] = (),
+    together: tuple = (),
 ) -> dict[str, list[str]]:
     """The DOMAIN.md rules (registry.services) that a submission breaks beside the fields that
     failed their own checks (`failed`), so that every error shows at once: checked on the
-    values that parsed (`unparsed` fields are left out), and not repeated on a failed field."""
+    values that parsed (`unparsed` fields are left out), and not repeated on a failed field.
+    `together`: the other records the write will save with it (services.full_validate)."""
     unparsed = set(unparsed)
     if unparsed:
         record = values_as_parsed(record, unparsed)
     try:
-        services.full_validate(record)
+        services.full_validate(record, together=together)
         return {}
     except ValidationError as error:
         by_field = error.message_dict
@@ -157,9 +162,18 @@ class ClinicalForm(forms.ModelForm):
         # but break a model field's check (a temperature of -1) have the value typed.
         unparsed = [name for name in self.fields if name not in self.cleaned_data]
         super()._post_clean()
-        errors = rule_errors(self.instance, failed=set(self._errors), unparsed=unparsed)
+        errors = rule_errors(
+            self.instance,
+            failed=set(self._errors),
+            unparsed=unparsed,
+            together=self.written_together(),
+        )
         if errors:
             add_service_errors(self, ValidationError(errors))
+
+    def written_together(self) -> tuple:
+        """The other records saved with this one (a death's fatal episode)."""
+        return ()
 
     def validate_unique(self) -> None:
         """Uniqueness is a DOMAIN.md rule with its own message (registry.validation), checked
@@ -298,3 +312,9 @@ class DeathForm(ClinicalForm):
     class Meta:
         model = Death
         fields = ["date", "cause"]
+
+    def written_together(self) -> tuple:
+        """A death from CRS or ICANS is saved with its fatal episode, which becomes grade 5
+        (services.death_record): the rules see the episode so."""
+        episode = self.cleaned_data.get("fatal_episode")
+        return () if episode is None else (services.as_fatal(episode),)

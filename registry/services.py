@@ -8,6 +8,7 @@ A broken rule raises ValidationError with messages by field, and nothing is save
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models, transaction
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -36,7 +37,12 @@ from registry.models import (
 from registry.models.people import new_data_token
 from registry.permissions import Action, can
 from registry.selectors import site_id_of
-from registry.validation import patient_errors, record_errors, relapses_and_remissions
+from registry.validation import (
+    CONSTRAINT_RULES,
+    patient_errors,
+    record_errors,
+    relapses_and_remissions,
+)
 
 Record = TypeVar("Record", bound=models.Model)
 
@@ -175,6 +181,37 @@ def _write_block() -> Iterator[None]:
 
 
 @contextmanager
+def _database_refusals() -> Iterator[None]:
+    """The database's refusal of a write, as a field message: its constraints stand behind the
+    rules (registry.validation.CONSTRAINT_RULES), and refuse only what two writes at once let
+    past them (the same study ID saved twice in the same instant). Its own English message
+    never reaches a user. (The cohort import reports its whole file refused instead.)"""
+    try:
+        yield
+    except IntegrityError as refused:
+        if _history_batch.get() is not None:
+            raise
+        constraint = getattr(getattr(refused.__cause__, "diag", None), "constraint_name", None)
+        field = CONSTRAINT_RULES.get(
+            constraint or "", UNIQUE_FIELDS.get(constraint or "", NON_FIELD_ERRORS)
+        )
+        raise ValidationError(
+            {
+                field: [
+                    _(
+                        "Someone else saved a record that conflicts with this one meanwhile, "
+                        "and nothing of yours was saved: check this value and save again."
+                    )
+                ]
+            }
+        ) from refused
+
+
+# The database's names of the unique fields' constraints (one death per patient).
+UNIQUE_FIELDS = {"registry_death_patient_id_key": "patient"}
+
+
+@contextmanager
 def batched_writes() -> Iterator[None]:
     """Writes for the all-or-nothing cohort import, inside its transaction.atomic().
 
@@ -273,20 +310,26 @@ def site_data_changed(site_ids: Iterable[int]) -> None:
 def _marked_status_yes(record: models.Model) -> Treatment | None:
     """Recording an episode says the toxicity occurred: an unknown status becomes 'yes'. The
     treatment so changed (not saved yet), or None. The treatment is a second record of the
-    write: it is locked and read again, so that a change made to it meanwhile is kept."""
+    write: it is locked and read again first, so that a change made to it meanwhile is kept."""
     if not isinstance(record, CrsEpisode | IcansEpisode):
         return None
     field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
-    if getattr(record.treatment, field) != YesNoUnknown.UNKNOWN or record.treatment.pk is None:
+    treatment = record.treatment
+    if getattr(treatment, field) != YesNoUnknown.UNKNOWN or treatment.pk is None:
         return None
-    treatment = Treatment.objects.select_for_update().get(pk=record.treatment.pk)
-    treatment.patient = record.treatment.patient  # the same row, already read
-    record.treatment = treatment
+    _read_again(treatment)
     if getattr(treatment, field) != YesNoUnknown.UNKNOWN:
         return None
     setattr(treatment, field, YesNoUnknown.YES)
     treatment.version += 1
     return treatment
+
+
+def _read_again(record: models.Model) -> None:
+    """Lock a record's row and read its values again into the object the caller holds."""
+    locked = type(record).objects.select_for_update().get(pk=record.pk)
+    for field in record._meta.concrete_fields:
+        setattr(record, field.attname, getattr(locked, field.attname))
 
 
 def _lock_patient(record: models.Model) -> None:
@@ -310,7 +353,7 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
     it applies only if the record is still at that version (optimistic concurrency). Every
     check comes before the first write.
     """
-    with _write_block():
+    with _database_refusals(), _write_block():
         marked, marked_reason, moved_from, left = None, reason or _("episode recorded"), None, None
         if record.pk is None:
             _require(user, Action.EDIT, _site_or_invalid(record))
@@ -441,7 +484,7 @@ def death_record(
 ) -> Death:
     """Record a death; with a CRS or ICANS cause, mark the fatal episode (grade 5) with it.
     Every check comes before the first write."""
-    with _write_block():
+    with _database_refusals(), _write_block():
         _require(user, Action.EDIT, patient.site_id)
         _lock_patient(patient)
         death = Death(patient=patient, date=date, cause=cause)
@@ -456,7 +499,7 @@ def death_record(
                         ]
                     }
                 )
-            fatal_episode = _fatal_episode_marked(fatal_episode, patient)
+            fatal_episode = _fatal_episode_marked(fatal_episode)
             derive(fatal_episode)
         together = () if fatal_episode is None else (fatal_episode,)
         full_validate(death, together=together)
@@ -471,17 +514,23 @@ def death_record(
     return death
 
 
+def as_fatal(episode: CrsEpisode | IcansEpisode) -> CrsEpisode | IcansEpisode:
+    """A copy of an episode as death_record will save it with a death from it: grade 5. For the
+    checks of a death's form before it is saved (registry.validation's `together`)."""
+    marked = copy.copy(episode)
+    setattr(marked, "died_of_crs" if isinstance(marked, CrsEpisode) else "died_of_icans", True)
+    derive(marked)
+    return marked
+
+
 def _fatal_episode_marked(
-    episode: CrsEpisode | IcansEpisode, patient: Patient
+    episode: CrsEpisode | IcansEpisode,
 ) -> CrsEpisode | IcansEpisode:
     """The fatal episode of a death, a second record of the write: locked and read again (a
     change made to it meanwhile is kept; the cohort import's new episode is its own), then
     marked as the death from it."""
     if episode.pk is not None:
-        episode = (
-            type(episode).objects.select_for_update().select_related("treatment").get(pk=episode.pk)
-        )
-        episode.treatment.patient = patient
+        _read_again(episode)
     flag = "died_of_crs" if isinstance(episode, CrsEpisode) else "died_of_icans"
     setattr(episode, flag, True)
     episode.version += 1

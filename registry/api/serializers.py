@@ -21,6 +21,7 @@ from rest_framework.settings import api_settings
 from rest_framework.validators import UniqueValidator
 
 from registry import forms as record_forms
+from registry import services
 from registry.models import (
     CrsEpisode,
     Death,
@@ -119,7 +120,9 @@ class ClinicalSerializer(serializers.ModelSerializer):
             allowed = False  # no parent, or not one of the user's: that field says so
         if not allowed:
             return {}
-        errors = record_forms.rule_errors(record, failed=failed, unparsed=failed)
+        fatal = accepted.get("fatal_crs_episode") or accepted.get("fatal_icans_episode")
+        together = () if fatal is None else (services.as_fatal(fatal),)
+        errors = record_forms.rule_errors(record, failed=failed, unparsed=failed, together=together)
         return {
             api_settings.NON_FIELD_ERRORS_KEY if field == "__all__" else field: messages
             for field, messages in errors.items()

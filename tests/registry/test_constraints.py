@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from registry import forms as record_forms
+from registry import services
 from registry.api import serializers as api
 from registry.models import (
     CrsEpisode,
@@ -245,3 +247,43 @@ def test_the_forms_never_check_the_constraints_the_django_way(treatment):
     episode.resolution = DAY0
     episode.validate_constraints()  # no ValidationError: the rule says it beside the field
     assert record_forms.rule_errors(episode)["resolution"]
+
+
+@pytest.mark.parametrize(
+    "write, field",
+    [
+        (
+            lambda user, treatment: services.record_create(
+                Patient,
+                user=user,
+                site=treatment.patient.site,
+                study_id="P001",
+                sex="M",
+                year_of_birth=1980,
+            ),
+            "study_id",
+        ),
+        (
+            lambda user, treatment: [
+                services.death_record(
+                    patient=treatment.patient, user=user, date=DAY0, cause="disease"
+                )
+                for _twice in range(2)
+            ],
+            "patient",
+        ),
+    ],
+    ids=["the same study ID", "a second death"],
+)
+def test_what_two_writes_at_once_let_past_a_rule_is_refused_beside_its_field(
+    nurse, treatment, monkeypatch, write, field
+):
+    """The rule read the data before the other write committed: the database refuses it, and
+    the user reads a field message in their language, not the database's."""
+    monkeypatch.setattr(services, "record_errors", lambda record, **context: {})
+
+    with pytest.raises(ValidationError) as refused:
+        write(nurse, treatment)
+
+    assert field in refused.value.message_dict, refused.value.message_dict
+    _no_constraint_named(" ".join(refused.value.messages))

@@ -534,3 +534,36 @@ def test_a_breach_is_refused_by_the_api_on_the_field(world, case):
     assert response.status_code == 400, response.content
     assert breach.field in response.json(), response.json()
     assert database_state() == before
+
+
+def test_a_death_from_crs_is_recorded_from_the_nurses_form_with_its_fatal_episode(client, world):
+    """The death's side of grade 5 sees the fatal episode as the save will make it."""
+    episode = world.record(CrsEpisode, day(2))
+    client.force_login(world.nurse)
+    url = reverse("record-new", args=[world.patient.pk, "death"])
+    form = client.get(url).context["form"]
+    changes = {"date": day(10), "cause": "crs", "fatal_episode": f"CrsEpisode:{episode.pk}"}
+
+    response = client.post(url, form_data(form, changes))
+
+    assert response.status_code == 302, response.context["form"].errors
+    episode.refresh_from_db()
+    assert (Death.objects.get().cause, episode.derived_grade) == ("crs", 5)
+
+
+def test_a_death_from_crs_is_recorded_through_the_api_with_its_fatal_episode(world):
+    episode = world.record(CrsEpisode, day(2))
+    client = APIClient()
+    client.force_authenticate(world.nurse)
+    body = {
+        "patient": world.patient.pk,
+        "date": day(10).isoformat(),
+        "cause": "crs",
+        "fatal_crs_episode": episode.pk,
+    }
+
+    response = client.post("/api/v1/deaths/", body, format="json")
+
+    assert response.status_code == 201, response.json()
+    episode.refresh_from_db()
+    assert episode.derived_grade == 5
