@@ -65,7 +65,10 @@ EXPECTED: dict[str, dict] = {
     "otp-verify": signed_in(302),  # no device yet: on to enrolment
     "otp-setup": signed_in(200),
     # the nurses' pages
-    "home": signed_in(302),
+    # each role's home: nurses to the worklist, PIs to the analytics (302); data managers and
+    # administrators have a page of queries and data exchange
+    "home": by_role(nurse=302, datamanager=200, pi=302, admin=200),
+    "favicon": everyone(301),  # to the static SVG icon
     "worklist": signed_in(200),
     "patients": signed_in(200),
     "patient-new": by_role(nurse=200, datamanager=200, pi=403, admin=200),
