@@ -1,7 +1,10 @@
 """A small load generator (its own process, threads, one keep-alive connection per client):
 `python bench/load.py HOST:PORT SETUP.json SCENARIO CLIENTS REQUESTS_PER_CLIENT` prints one
 JSON line: p50/p95/mean in ms, throughput, errors. Scenarios: patient_list, patient_page,
-worklist, crs_save (GET the edit form of a CRS episode, then time the POST that saves it)."""
+worklist, crs_save (GET the edit form of a CRS episode, then time the POST that saves it), and
+save_worklist ("a save, then the worklist": save a CRS episode of the nurse's site as crs_save
+does, untimed, then time the worklist that follows it; every save gives the site a new data
+token, so this is the worklist recomputed after a write, not the cached one)."""
 
 from __future__ import annotations
 
@@ -124,6 +127,22 @@ def main() -> None:
                     cookies[name] = rest.split(";")[0]
             return response.status, content
 
+        def crs_form(path: str) -> str | None:
+            """The edit form of a CRS episode, filled in as a browser would send it back
+            unchanged with a reason (None, and an error counted, if it cannot be read)."""
+            status, content = request("GET", path)
+            if status != 200:
+                with lock:
+                    errors.append(f"GET {path} {status}")
+                return None
+            parser = FormFields()
+            parser.feed(content.decode())
+            fields = dict(parser.record)
+            for name in fields:
+                if "reason" in name:
+                    fields[name] = "bench: re-saved unchanged"
+            return urllib.parse.urlencode(fields)
+
         rng = random.Random(number)
         barrier.wait()
         for _ in range(per_client):
@@ -137,17 +156,21 @@ def main() -> None:
                     path, method, body = "/worklist/", "GET", None
                 elif scenario == "crs_save":
                     path = f"/records/crs/{next_of(crs)}/"
-                    status, content = request("GET", path)
-                    if status != 200:
-                        errors.append(f"GET {path} {status}")
+                    body = crs_form(path)
+                    if body is None:
                         continue
-                    parser = FormFields()
-                    parser.feed(content.decode())
-                    fields = dict(parser.record)
-                    for name in fields:
-                        if "reason" in name:
-                            fields[name] = "bench: re-saved unchanged"
-                    method, body = "POST", urllib.parse.urlencode(fields)
+                    method = "POST"
+                elif scenario == "save_worklist":
+                    saved = f"/records/crs/{next_of(crs)}/"
+                    body = crs_form(saved)
+                    if body is None:
+                        continue
+                    status, content = request("POST", saved, body)
+                    if status != 302:
+                        with lock:
+                            errors.append(f"POST {saved} {status} {content[:300]!r}")
+                        continue
+                    path, method, body = "/worklist/", "GET", None
                 started = time.perf_counter()
                 status, content = request(method, path, body)
                 elapsed = (time.perf_counter() - started) * 1000

@@ -52,7 +52,50 @@ for page, target in (
     FIGURES.append((f"{page} p95 @8", ("load", f"{page}@8", "p95_ms"), "ms", target))
     FIGURES.append((f"{page} p50 @32", ("load", f"{page}@32", "p50_ms"), "ms", None))
     FIGURES.append((f"{page} p95 @32", ("load", f"{page}@32", "p95_ms"), "ms", None))
+# "A save, then the worklist" (issue #12): the worklist right after a save at the nurse's site,
+# recomputed (the save gave the site a new data token), alone and with 8 clients each saving.
+for clients in (1, 8):
+    FIGURES.append(
+        (
+            f"worklist after a save p50 @{clients}",
+            ("save_worklist", f"save_worklist@{clients}", "p50_ms"),
+            "ms",
+            None,
+        )
+    )
+    FIGURES.append(
+        (
+            f"worklist after a save p95 @{clients}",
+            ("save_worklist", f"save_worklist@{clients}", "p95_ms"),
+            "ms",
+            300,
+        )
+    )
 FIGURES += [
+    (
+        "worklist after a save, one process: wall p95",
+        ("save_worklist", "in_process", "after_save_wall", "p95_ms"),
+        "ms",
+        None,
+    ),
+    (
+        "worklist after a save, one process: CPU p50",
+        ("save_worklist", "in_process", "after_save_cpu", "p50_ms"),
+        "ms",
+        None,
+    ),
+    (
+        "worklist after a save, one process: CPU p95",
+        ("save_worklist", "in_process", "after_save_cpu", "p95_ms"),
+        "ms",
+        None,
+    ),
+    (
+        "worklist cached (asked again), one process: CPU p50",
+        ("save_worklist", "in_process", "cached_cpu", "p50_ms"),
+        "ms",
+        None,
+    ),
     ("monthly PDF", ("pdf", "total_s", "median"), "s", 5),
     ("export of every patient (CSV)", ("export", "wall_s", "median"), "s", 20),
     ("export peak memory", ("export", "peak_mb", "median"), "MB", 400),
@@ -109,7 +152,7 @@ def main() -> None:
     load_errors = {
         n: {
             k: v.get("errors")
-            for k, v in (runs[n].get("load") or {}).items()
+            for k, v in ((runs[n].get("load") or {}) | (runs[n].get("save_worklist") or {})).items()
             if isinstance(v, dict) and v.get("errors")
         }
         for n in sizes

@@ -6,7 +6,8 @@ Per size, its own database immunoreg_bench_<N> (seeded once with `seed_demo --pa
 kept; --reseed starts again): nightly analytics (whole registry and one site: wall time, peak
 memory, frames vs statistics), the same statistics in R's survival package on the same frame
 (ratio ImmunoReg / R), page latency under load against gunicorn with production settings (a
-second process, bench/load.py), the monthly PDF, an import of 10,000 rows (into a fresh
+second process, bench/load.py), the worklist right after a save at the site ("a save, then
+the worklist"), the monthly PDF, an import of 10,000 rows (into a fresh
 database) and an export of every patient. Summaries go to bench/results/*.json and the table
 between the bench markers of docs/PERFORMANCE.md. Nothing here asserts a timing.
 """
@@ -14,6 +15,7 @@ between the bench markers of docs/PERFORMANCE.md. Nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +45,7 @@ TARGETS = {
     "patient_page_p95_ms": 150,
     "worklist_p95_ms": 300,
     "crs_save_p95_ms": 300,
+    "save_worklist_p95_ms": 300,
     "pdf_s": 5,
     "import_10k_s": 60,
     "export_s": 20,
@@ -235,12 +238,14 @@ def import_10k(repeats: int, reseed: bool) -> dict:
     }
 
 
-def load(db: str, levels: list[int], per_client: dict[int, int]) -> dict:
+@contextlib.contextmanager
+def served(db: str):
+    """gunicorn with docker/web.sh's command line and production settings, on loopback, and the
+    load test's setup (sessions of the AHP nurse, patients and CRS episodes to ask for)."""
     env = env_for(db, production=True)
     subprocess.run(
         [PY, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
     )
-    # docker/web.sh's command line, on loopback
     server = subprocess.Popen(
         [
             str(ROOT / ".venv/bin/gunicorn"),
@@ -279,46 +284,77 @@ def load(db: str, levels: list[int], per_client: dict[int, int]) -> dict:
             ):
                 break
             time.sleep(0.3)
-        results = {}
-        for scenario in ("patient_list", "patient_page", "worklist", "crs_save"):
-            # warm-up: every worker process imports and connects before it is measured
+        yield setup
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def load_scenarios(setup: Path, plan: list[tuple[str, int, int]]) -> dict:
+    """Each (scenario, clients, requests per client) of the plan, after a warm-up of its
+    scenario (every worker process imports and connects before it is measured)."""
+    results = {}
+    warmed = set()
+    for scenario, clients, requests in plan:
+        if scenario not in warmed:
             subprocess.run(
                 [PY, "bench/load.py", f"127.0.0.1:{PORT}", str(setup), scenario, "6", "2"],
                 cwd=ROOT,
                 capture_output=True,
             )
-            for clients in levels:
-                proc = subprocess.run(
-                    [
-                        PY,
-                        "bench/load.py",
-                        f"127.0.0.1:{PORT}",
-                        str(setup),
-                        scenario,
-                        str(clients),
-                        str(per_client[clients]),
-                    ],
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                )
-                results[f"{scenario}@{clients}"] = json.loads(proc.stdout.strip().splitlines()[-1])
-                log(f"  load {scenario} x{clients}: {results[f'{scenario}@{clients}']}")
-        return results
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+            warmed.add(scenario)
+        proc = subprocess.run(
+            [
+                PY,
+                "bench/load.py",
+                f"127.0.0.1:{PORT}",
+                str(setup),
+                scenario,
+                str(clients),
+                str(requests),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        results[f"{scenario}@{clients}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        log(f"  load {scenario} x{clients}: {results[f'{scenario}@{clients}']}")
+    return results
+
+
+def load(db: str, levels: list[int], per_client: dict[int, int]) -> dict:
+    plan = [
+        (scenario, clients, per_client[clients])
+        for scenario in ("patient_list", "patient_page", "worklist", "crs_save")
+        for clients in levels
+    ]
+    with served(db) as setup:
+        return load_scenarios(setup, plan)
+
+
+def save_worklist(db: str, plan: list[tuple[int, int]]) -> dict:
+    """ "A save, then the worklist" (issue #12): each client saves a CRS episode at the nurse's
+    site and then loads the worklist; the worklist's latency is measured, alone (1 client)
+    and under load (8 clients, each saving). Then the same in one process (bench/worker.py
+    save_worklist), with the worklist's CPU time, which other work on the machine does not
+    inflate."""
+    with served(db) as setup:
+        results = load_scenarios(setup, [("save_worklist", c, n) for c, n in plan])
+    return results | {"in_process": worker(db, "save_worklist", "nurse", "30")}
 
 
 def machine() -> dict:
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
     pg = sql("postgres", "SHOW server_version")
-    r = subprocess.run(
-        ["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('survival')))"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    try:
+        r = subprocess.run(
+            ["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('survival')))"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except FileNotFoundError:  # a partial run (--skip r) on a machine without R
+        r = "no R"
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu.group(1) if cpu else platform.processor(),
@@ -339,7 +375,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma-separated parts to skip (their figures of the last run are kept): "
-        "nightly,site,r,load,pdf,import,export",
+        "nightly,site,r,load,save_worklist,pdf,import,export",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -364,6 +400,7 @@ def main() -> None:
             ("pdf", lambda db=db: pdf(db, args.repeats)),
             ("export", lambda db=db: export(db, args.repeats)),
             ("load", lambda db=db: load(db, [8, 32], {8: 25, 32: 10})),
+            ("save_worklist", lambda db=db: save_worklist(db, [(1, 40), (8, 10)])),
         ]
         if n == max(sizes) or len(sizes) == 1:
             steps.append(("import", lambda: import_10k(max(1, args.repeats - 1), args.reseed)))
