@@ -226,7 +226,10 @@ def _treatment_rules(treatment: Treatment, errors: Errors, today: date) -> None:
     _check_date(errors, "day0", treatment.day0, today=today, patient=patient, label=_("day 0"))
     if treatment.day0 and patient.diagnosis_date and treatment.day0 < patient.diagnosis_date:
         errors["day0"].append(
-            _("Day 0 cannot be before the date of diagnosis (%(diagnosis)s).")
+            _(
+                "Day 0 cannot be before the patient's date of diagnosis (%(diagnosis)s): "
+                "correct day 0, or the date of diagnosis on the patient's record."
+            )
             % {"diagnosis": patient.diagnosis_date.isoformat()}
         )
     dated = _child_dates([treatment.pk], DATED_RECORDS) if treatment.pk else []
