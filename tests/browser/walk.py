@@ -146,13 +146,14 @@ def screenshot(page: Page, name: str) -> None:
 
 
 def check_page(page: Page, language: str, name: str, *, accessibility: bool = True) -> None:
-    """The checks every page of every role passes, at the page's current size."""
+    """The checks every page of every role passes, at the page's current size (its screenshot
+    taken first, so that a page that fails them can be looked at)."""
     open_every_details(page)
+    screenshot(page, name)
     assert_speaks(page, language)
     assert_fits_the_viewport(page)
     if accessibility:
         assert_no_serious_violations(page)
-    screenshot(page, name)
 
 
 def visit(page: Page, url: str) -> None:
