@@ -110,14 +110,17 @@ def full_validate(record: models.Model, *, together: tuple = ()) -> None:
     every broken rule of the record at once.
 
     `together`: the other records of the same write (registry.validation.record_errors). The
-    models' constraints are not checked here: each has its rule with a field message
-    (registry.validation.CONSTRAINT_RULES), the database refuses what slips past.
+    models' constraints and unique fields are not checked the Django way here: each has its
+    rule with a field message (registry.validation.CONSTRAINT_RULES, one death per patient),
+    and the database refuses what slips past (`_database_refusals`).
     """
     _floats_as_typed(record)
     derive(record)
     errors: dict[str, list] = {}
     try:
-        record.full_clean(exclude=_attached_parents(record), validate_constraints=False)
+        record.full_clean(
+            exclude=_attached_parents(record), validate_unique=False, validate_constraints=False
+        )
     except ValidationError as error:
         errors = error.message_dict
     rules = record_errors(
