@@ -9,4 +9,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         count = quality.refresh_all(today=today())
-        self.stdout.write(f"Data-quality queries refreshed for {count} patients.")
+        patients = "patient" if count == 1 else "patients"
+        self.stdout.write(f"Data-quality queries refreshed for {count} {patients}.")
