@@ -301,8 +301,9 @@ def log_not_estimable(
     error: cox_fitting.NotEstimable, model: str, covariates: Sequence[str], n: int, events: int
 ) -> None:
     """The numerical account of a model that could not be fitted goes to the log; readers see
-    its reason, translated."""
-    logger.warning(
+    its reason, translated. Info, not a warning: it says something of the data, not of the
+    registry's health."""
+    logger.info(
         "%s (covariates %s; %d rows, %d events) not estimable: %s. %s",
         model,
         ", ".join(covariates),

@@ -53,7 +53,7 @@ def snapshot(users, site, monkeypatch, caplog):
     demo.seed_scaled(30)
     real = services.survival_frame
     monkeypatch.setattr(services, "survival_frame", lambda t: separated(real(t)))
-    with caplog.at_level(logging.WARNING, logger="analytics.stats"):
+    with caplog.at_level(logging.INFO, logger="analytics.stats"):
         snapshot = services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
     return snapshot
 
@@ -133,7 +133,7 @@ def test_a_cox_model_with_complete_separation_logs_lifelines_words(caplog):
             "x": [1, 1, 1, 1, 0, 0, 0, 0],
         }
     )
-    with caplog.at_level(logging.WARNING, logger="analytics.stats"):
+    with caplog.at_level(logging.INFO, logger="analytics.stats"):
         result = survival.cox(frame, "time", "event", ["x"])
     assert result["hr"] is None and "separation" in result["reason"]
     assert any(word in caplog.text for word in TECHNICAL)

@@ -105,7 +105,7 @@ def test_the_medians_rates_and_p_values_are_the_snapshots(rendered):
 
 
 def test_the_naive_transplant_test_is_marked_biased_beside_the_correct_ones(rendered):
-    text = rendered.english.replace("- ", "-")  # a narrow header cell breaks at the hyphen
+    text = rendered.english
     assert "Naive log-rank (biased)" in text
     assert "immortal time" in text
     for label in ("Time-dependent Cox", "Mantel-Byar", "Landmark 90 days"):

@@ -123,3 +123,12 @@ def test_a_figure_of_another_sites_snapshot_is_not_found_for_a_pi(client, pi, us
 
     other = services.snapshot_compute(site=other_site, trigger=Trigger.COMMAND)
     assert client.get(figure_url(other, "en")).status_code == 404
+
+
+def test_a_kept_figure_is_served_in_a_fixed_number_of_queries(
+    client, pi, snapshot, django_assert_num_queries
+):
+    client.get(figure_url(snapshot, "en", "os"))
+    with django_assert_num_queries(6):
+        response = client.get(figure_url(snapshot, "zh-hans", "pfs"))
+    assert response.status_code == 200
