@@ -40,6 +40,7 @@ class Clinic:
     users: dict[str, User]  # by username: nurse, nurse_xhc, pi, datamanager
     treatments: dict[str, Treatment] = field(default_factory=dict)  # by study ID
     url: str = ""  # where the live server serves it
+    closed_query: DataQualityQuery | None = None  # closed by the data manager
 
     # The nurse's walk writes (a CRS episode, a follow-up): in each language on patients of
     # its own, so that the walks do not depend on their order.
@@ -168,7 +169,7 @@ def build_clinic() -> Clinic:
     closed = DataQualityQuery.objects.get(
         patient=assessed_elsewhere.patient, kind=QueryKind.RESPONSE_NOT_ASSESSED, is_open=True
     )
-    quality.query_close(
+    clinic.closed_query = quality.query_close(
         closed, user=users["datamanager"], reason="Assessed at another hospital; report awaited"
     )
 

@@ -366,7 +366,7 @@ def test_a_data_manager_s_day(page, clinic: Clinic, language):
     # The admin's queries: the open ones (the closed one hidden), a page at a time.
     page.goto(home)
     queries_link.click()
-    closed = DataQualityQuery.objects.get(is_open=False)
+    closed = clinic.closed_query
     still_open = DataQualityQuery.objects.get(
         patient=clinic.patient("AHP-C002"), kind=QueryKind.BASELINE_INCOMPLETE
     )
