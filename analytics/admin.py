@@ -10,11 +10,12 @@ from django.utils.translation import gettext_lazy as _
 
 from analytics import services
 from analytics.models import Snapshot
+from registry.admin_links import LinksOnlyWhereAllowed
 from registry.permissions import Action, can
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
+class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
     list_display = ["started_at", "scope", "status", "trigger", "requested_by", "fingerprint"]
     list_filter = ["status", "trigger", "site"]
     list_select_related = ["site", "requested_by"]

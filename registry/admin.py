@@ -18,6 +18,7 @@ from django.utils.translation import pgettext_lazy
 from simple_history.admin import SimpleHistoryAdmin
 
 from registry import quality, services
+from registry.admin_links import LinksOnlyWhereAllowed
 from registry.forms import ClinicalForm, field_label
 from registry.models import (
     CrsEpisode,
@@ -56,7 +57,7 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class ClinicalAdmin(SimpleHistoryAdmin):
+class ClinicalAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     form = ClinicalForm
     actions = None  # no bulk delete: deletions are one at a time, with a reason
 
@@ -418,7 +419,7 @@ class QueryStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(DataQualityQuery)
-class DataQualityQueryAdmin(SimpleHistoryAdmin):
+class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     """Queries open and close themselves; a data manager may close one the data cannot fix."""
 
     form = QueryCloseForm

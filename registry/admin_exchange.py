@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from registry import cohort_file
+from registry.admin_links import LinksOnlyWhereAllowed
 from registry.models import ExportLog, ImportRun
 from registry.permissions import Action, can
 
@@ -40,7 +41,7 @@ class ImportForm(forms.Form):
         ) % {"size": filesizeformat(settings.IMMUNOREG_MAX_UPLOAD_BYTES)}
 
 
-class LogAdmin(admin.ModelAdmin):
+class LogAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
     """A log is read, never added, changed or deleted by hand (INTERFACES.md section 6)."""
 
     action = Action.IMPORT
