@@ -123,7 +123,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
             "registry/_worklist_visits.html",
             {
                 "worklist": worklist,
-                "user": request.user,  # for the links' permission (registry.templatetags.access)
+                "may_edit": may_edit,  # the links to record a contact, asked once a page
                 # Due and overdue visits are all shown, first; the patients lost to follow-up
                 # (who accumulate with the registry) a page at a time.
                 "lost": Paginator(worklist.lost, LOST_PER_PAGE).get_page(lost_page),
