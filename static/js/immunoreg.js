@@ -33,3 +33,31 @@ if (document.readyState === "loading") {
 } else {
   focusOnArrival();
 }
+
+// A table wider than the screen scrolls sideways inside itself (immunoreg.css); a keyboard
+// user must be able to reach it to scroll it (WCAG 2.1.1, axe's scrollable-region-focusable),
+// so a table takes a tab stop while, and only while, it scrolls: watched as its size changes
+// (a turned tablet, a <details> opened).
+function tabStopWhileScrolling(entries) {
+  for (const { target: table } of entries) {
+    const scrolls = table.scrollWidth > table.clientWidth + 1;
+    if (scrolls && !table.hasAttribute("tabindex")) {
+      table.setAttribute("tabindex", "0");
+      table.dataset.scrollStop = "";
+    } else if (!scrolls && "scrollStop" in table.dataset) {
+      table.removeAttribute("tabindex");
+      delete table.dataset.scrollStop;
+    }
+  }
+}
+
+function watchScrollingTables() {
+  const observer = new ResizeObserver(tabStopWhileScrolling);
+  document.querySelectorAll("main table, main .table-scroll").forEach((box) => observer.observe(box));
+}
+
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", watchScrollingTables);
+} else {
+  watchScrollingTables();
+}
