@@ -168,20 +168,44 @@ def visit_statuses(
     listed = _known_up_to(days_so_far) + 1  # the visits opened so far, and the next one
     statuses = []
     for visit in _KNOWN_VISITS[:listed]:
-        opens = day0 + timedelta(days=visit.opens_day)
-        closes = day0 + timedelta(days=visit.closes_day)
-        contact = _contact_in(contact_dates, opens, closes)
-        state = visit_state(
-            opens=opens,
-            closes=closes,
-            contact=contact,
-            today=today,
-            death=death,
-            last_seen=last_seen,
-            ends=ends,
+        statuses.append(
+            _visit_status(
+                visit,
+                day0=day0,
+                contact_dates=contact_dates,
+                today=today,
+                death=death,
+                last_seen=last_seen,
+                ends=ends,
+            )
         )
-        statuses.append(VisitStatus(visit, opens, closes, state, contact))
     return statuses
+
+
+def _visit_status(
+    visit: Visit,
+    *,
+    day0: date,
+    contact_dates: list[date],
+    today: date,
+    death: date | None,
+    last_seen: date,
+    ends: date | None,
+) -> VisitStatus:
+    """One visit of a treatment, its window in dates, the contact that fulfilled it, its state."""
+    opens = day0 + timedelta(days=visit.opens_day)
+    closes = day0 + timedelta(days=visit.closes_day)
+    contact = _contact_in(contact_dates, opens, closes)
+    state = visit_state(
+        opens=opens,
+        closes=closes,
+        contact=contact,
+        today=today,
+        death=death,
+        last_seen=last_seen,
+        ends=ends,
+    )
+    return VisitStatus(visit, opens, closes, state, contact)
 
 
 def _contact_in(contact_dates: list[date], opens: date, closes: date) -> date | None:
@@ -273,20 +297,15 @@ def follow_up(
         applicable = known if ends_day is None else bisect_left(_KNOWN_CLOSES, ends_day, 0, known)
 
         def status(index: int, day0: date = day0, ends: date | None = ends) -> VisitStatus:
-            visit = _KNOWN_VISITS[index]
-            opens = day0 + timedelta(days=visit.opens_day)
-            closes = day0 + timedelta(days=visit.closes_day)
-            contact = _contact_in(contact_dates, opens, closes)
-            state = visit_state(
-                opens=opens,
-                closes=closes,
-                contact=contact,
+            return _visit_status(
+                _KNOWN_VISITS[index],
+                day0=day0,
+                contact_dates=contact_dates,
                 today=today,
                 death=None,
                 last_seen=last_seen,
                 ends=ends,
             )
-            return VisitStatus(visit, opens, closes, state, contact)
 
         if closed < opened <= applicable:  # the last opened visit's window is open today
             current = status(opened - 1)
