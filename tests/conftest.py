@@ -4,9 +4,15 @@ import os
 
 import pytest
 from django.utils import translation
+from hypothesis import settings
 
 from registry.domain.vocabulary import Role
 from tests import factories
+
+# Property tests are judged by their examples, not their speed: on a shared 2-core machine a
+# first call can exceed hypothesis's 200 ms deadline and fail a correct test.
+settings.register_profile("immunoreg", deadline=None)
+settings.load_profile("immunoreg")
 
 
 @pytest.fixture
