@@ -15,6 +15,27 @@ settings.register_profile("immunoreg", deadline=None)
 settings.load_profile("immunoreg")
 
 
+@pytest.fixture(scope="session")
+def idle_database_sessions_ended_last(django_db_setup, django_db_blocker):
+    """A live server's request threads can leave idle database sessions behind them, and
+    PostgreSQL then refuses to drop the test database at the end of the run. They are ended
+    once every test has run, never at the end of a module: under Playwright's sync API the
+    tests' own connection is one of those idle sessions, and ending it then broke the first
+    test of the next module ("terminating connection due to administrator command")."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state = 'idle'"
+            )
+
+
 @pytest.fixture
 def site(db):
     return factories.SiteFactory(code="AHP", name="Anhui Provincial Hospital")

@@ -52,7 +52,7 @@ def screenshot(page):
 
 
 @pytest.fixture(scope="module")
-def clinic(django_db_setup, django_db_blocker):
+def clinic(django_db_setup, django_db_blocker, idle_database_sessions_ended_last):
     """Two sites, a user of each role, patients in every state of follow-up, and the analytics
     of every scope (tests/browser/clinic.py), served by a live server of the module's own.
 
@@ -83,20 +83,4 @@ def clinic(django_db_setup, django_db_blocker):
                 server._live_server_modified_settings.disable()
                 server.stop()
         finally:
-            _end_idle_database_sessions()
             call_command("flush", interactive=False, verbosity=0)
-
-
-def _end_idle_database_sessions() -> None:
-    """The live server's request threads can leave idle database sessions behind them, and
-    PostgreSQL then refuses to drop the test database at the end of the run: end them."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND state = 'idle'"
-        )

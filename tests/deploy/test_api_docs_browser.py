@@ -5,7 +5,6 @@ the rest of the site keeps its strict policy (no inline script, no inline style)
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 from playwright.sync_api import expect
 
 from registry.domain.vocabulary import Role
@@ -19,22 +18,9 @@ from tests.deploy.test_csp_browser import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def idle_database_sessions_ended_last(django_db_setup, django_db_blocker):
-    """Under Playwright's sync API the tests' database connection belongs to another context
-    than the one pytest-django closes at the end, and an idle session of it would keep the test
-    database from being dropped: it is ended once every test has run (ending it earlier would
-    cut the connection of the tests that follow)."""
-    yield
-    with django_db_blocker.unblock():
-        if connection.vendor != "postgresql":
-            return
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND state = 'idle'"
-            )
+@pytest.fixture(scope="module", autouse=True)
+def live_server_connections_closed(idle_database_sessions_ended_last):
+    """The live server's idle sessions are ended once every test has run (tests/conftest.py)."""
 
 
 @pytest.fixture

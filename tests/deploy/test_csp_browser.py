@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from django.db import connection
 from playwright.sync_api import expect, sync_playwright
 
 from analytics import services as analytics
@@ -26,20 +25,8 @@ document.addEventListener("securitypolicyviolation",
 
 
 @pytest.fixture(scope="module", autouse=True)
-def live_server_connections_closed(django_db_blocker):
-    """The live server's request threads can leave a database connection open behind them
-    (seen: an idle session whose last query was the analytics page's), and PostgreSQL then
-    refuses to drop the test database at the end of the run: end those sessions here."""
-    yield
-    with django_db_blocker.unblock():
-        if connection.vendor != "postgresql":
-            return
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND state = 'idle'"
-            )
+def live_server_connections_closed(idle_database_sessions_ended_last):
+    """The live server's idle sessions are ended once every test has run (tests/conftest.py)."""
 
 
 @pytest.fixture
