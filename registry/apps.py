@@ -9,6 +9,12 @@ class RegistryConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import user_logged_in
         from django.contrib.auth.models import update_last_login
+        from django.db.models.signals import post_migrate
+
+        from registry.schedules import ensure_schedules
+
+        # The periodic work is put back after every migrate and flush (registry/schedules.py).
+        post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="immunoreg_schedules")
 
         # A user's history leaves out last_login, so the version simple-history would write at
         # every sign-in is the same as the one before it: the sign-in is recorded by django-axes'
