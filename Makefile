@@ -34,8 +34,11 @@ demo: migrate
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) runserver 127.0.0.1:8000
 
+# Two test processes (pytest-xdist), each with its own test database and media folder; a test
+# file stays in one process, so a module's throwaway services are started once.
+TEST_PROCESSES ?= 2
 test: bootstrap messages
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: bootstrap
 	$(BIN)/ruff check .
