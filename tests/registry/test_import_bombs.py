@@ -7,6 +7,7 @@ The files are made here, small on disk; the time bound is checked with an inject
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tracemalloc
 import zipfile
@@ -407,3 +408,17 @@ def test_the_upload_page_refuses_a_file_beyond_a_bound_with_its_message(client, 
 
     assert "第 2 行第 8 列超过 1,000 个字符" in response.content.decode()
     assert "Row 2, column 8 holds more than 1,000 characters" in ImportRun.objects.get().problems
+
+
+def test_a_large_upload_kept_in_a_temporary_file_is_read_as_a_stream(
+    client, site, data_manager, settings
+):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024  # the upload goes to a temporary file
+    client.force_login(data_manager)
+    rows = [ALIVE_CAR_T | {"study_id": f"P{n}"} for n in range(20)] + [ALIVE_CAR_T]
+    content = csv_bytes(rows)
+
+    response = client.post(UPLOAD, {"file": SimpleUploadedFile("c.csv", content), "dry_run": "on"})
+
+    assert "Dry run: 21 patients would be imported; nothing was saved." in response.content.decode()
+    assert ImportRun.objects.get().file_sha256 == hashlib.sha256(content).hexdigest()
