@@ -259,6 +259,8 @@ class ImportLimits:
     max_cell_chars: int = 1_000
     max_xlsx_bytes: int = 50 * 1024 * 1024  # an .xlsx workbook's parts, unpacked, together
     max_xlsx_ratio: int = 100  # unpacked / packed size of any part over XLSX_RATIO_FLOOR
+    # The shared strings are read whole before the first row (openpyxl): a tighter bound.
+    max_xlsx_strings_bytes: int = 10 * 1024 * 1024
     max_seconds: float = 100.0  # reading, checking and writing (gunicorn's timeout is 120 s)
     max_problems_shown: int = 200  # on the upload page; the run's log keeps as many
 
@@ -595,12 +597,25 @@ def _xlsx_lines(stream: IO[bytes], limits: ImportLimits) -> Iterator[tuple[int, 
     from openpyxl.reader.excel import ExcelReader
     from openpyxl.styles.stylesheet import apply_stylesheet
     from openpyxl.worksheet._reader import WorkSheetParser
+    from openpyxl.xml.constants import SHARED_STRINGS
 
     try:
         # data_only=False: a formula cell reads as its formula (data type "f"), never as the
         # value a spreadsheet program last cached, or as blank when none was cached.
         reader = ExcelReader(stream, read_only=True, data_only=False, keep_links=False)
         reader.read_manifest()
+        strings = reader.package.find(SHARED_STRINGS)
+        if strings is not None:
+            size = reader.archive.getinfo(strings.PartName[1:]).file_size
+            if size > limits.max_xlsx_strings_bytes:
+                raise LimitExceeded(
+                    _(
+                        "The .xlsx workbook's shared strings unpack to %(size)s, more than the "
+                        "limit of %(limit)s."
+                    ),
+                    size=filesizeformat(size),
+                    limit=filesizeformat(limits.max_xlsx_strings_bytes),
+                )
         reader.read_strings()
         reader.read_workbook()
         apply_stylesheet(reader.archive, reader.wb)
@@ -612,6 +627,8 @@ def _xlsx_lines(stream: IO[bytes], limits: ImportLimits) -> Iterator[tuple[int, 
             ),
             None,
         )
+    except UnreadableFile:
+        raise
     except Exception as error:  # openpyxl raises many kinds for a damaged workbook
         raise UnreadableFile(XLSX_UNREADABLE, error=str(error)[:200]) from error
     try:

@@ -73,6 +73,30 @@ def xlsx_with_sheet(chunks: Iterable[str]) -> bytes:
     return out.getvalue()
 
 
+def with_shared_strings(workbook: bytes, strings: str) -> bytes:
+    """The workbook with a shared strings part holding `strings` (<si> elements)."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(workbook)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for part in source.infolist():
+            data = source.read(part.filename)
+            if part.filename == "[Content_Types].xml":
+                data = data.replace(
+                    b"</Types>",
+                    b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+                    b'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+                )
+            target.writestr(part, data)
+        target.writestr(
+            "xl/sharedStrings.xml",
+            '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+            f"{strings}</sst>",
+        )
+    return out.getvalue()
+
+
 def padding(megabytes: int) -> Iterable[str]:
     """Whitespace between the sheet's rows: a part that packs to almost nothing."""
     yield SHEET_HEAD
@@ -127,6 +151,17 @@ def test_an_xlsx_part_packed_far_tighter_than_a_spreadsheet_is_refused(tmp_path,
         "The .xlsx workbook's part xl/worksheets/sheet1.xml unpacks to",
     )
     assert "times its packed size (at most 100)" in ImportRun.objects.get().problems
+
+
+@override_settings(IMMUNOREG_IMPORT_MAX_XLSX_STRINGS_BYTES=1024 * 1024)
+def test_xlsx_shared_strings_over_their_limit_are_refused_before_they_are_read(tmp_path, site):
+    strings = "".join(f"<si><t>s{n:07d}</t></si>" for n in range(100_000))
+    content = with_shared_strings(xlsx_with_sheet(padding(0)), strings)
+
+    refused(
+        run_command(tmp_path, content, name="strings.xlsx"),
+        "The .xlsx workbook's shared strings unpack to 2.3 MB, more than the limit of 1.0 MB.",
+    )
 
 
 @override_settings(IMMUNOREG_IMPORT_MAX_ROWS=1000)  # openpyxl reads 20,000 rows slowly
