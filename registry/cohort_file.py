@@ -377,8 +377,10 @@ def read_table(
     stream.seek(0)
     if not start:
         raise UnreadableFile(EMPTY)
-    reader = _xlsx_lines if start == XLSX_MAGIC else _csv_lines
-    lines = reader(stream, limits)
+    if start == XLSX_MAGIC:
+        lines = _xlsx_lines(stream, limits, deadline)
+    else:
+        lines = _csv_lines(stream, limits)
     header: list[str] | None = None
     formulas: set[int] = set()
     rows: list[tuple[int, list[Any]]] = []
@@ -583,7 +585,9 @@ def _check_workbook_archive(stream: IO[bytes], limits: ImportLimits) -> None:
     stream.seek(0)
 
 
-def _xlsx_lines(stream: IO[bytes], limits: ImportLimits) -> Iterator[tuple[int, list[Any]]]:
+def _xlsx_lines(
+    stream: IO[bytes], limits: ImportLimits, deadline: Deadline
+) -> Iterator[tuple[int, list[Any]]]:
     """The first sheet's rows, streamed, formulas as Formula.
 
     openpyxl's parts are used one by one rather than load_workbook: in read-only mode that
@@ -635,7 +639,7 @@ def _xlsx_lines(stream: IO[bytes], limits: ImportLimits) -> Iterator[tuple[int, 
         if sheet is None:
             raise UnreadableFile(_("The .xlsx file has no sheet."))
         with reader.archive.open(sheet) as source:
-            parser = WorkSheetParser(
+            parser = _bounded_sheet_parser(WorkSheetParser, deadline)(
                 source,
                 reader.shared_strings,
                 data_only=False,
@@ -651,6 +655,61 @@ def _xlsx_lines(stream: IO[bytes], limits: ImportLimits) -> Iterator[tuple[int, 
         raise UnreadableFile(XLSX_UNREADABLE, error=str(error)[:200]) from error
     finally:
         reader.archive.close()
+
+
+XLSX_MAX_CELLS_PER_ROW = 16_384  # Excel's own limit; each cell's parts count too (x 8)
+
+
+def _bounded_sheet_parser(base: type, deadline: Deadline) -> type:
+    """openpyxl's sheet parser, parsing rows only, in bounded memory.
+
+    Its own parse() keeps every element outside the rows it has read (ElementTree's iterparse
+    builds the tree as it goes), so that a sheet of millions of empty elements fills memory,
+    and builds a whole row before it yields it. This one drops each element outside a row once
+    read, and refuses a row of more than XLSX_MAX_CELLS_PER_ROW cells as soon as it has them;
+    it checks the deadline as it goes, rows or not.
+    """
+    from openpyxl.worksheet._reader import CELL_TAG, ROW_TAG
+    from openpyxl.xml.functions import iterparse
+
+    class BoundedSheetParser(base):
+        def parse(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+            stack: list[Any] = []
+            in_row, cells, parts, number = False, 0, 0, 0
+            for events, (event, element) in enumerate(
+                iterparse(self.source, events=("start", "end")), start=1
+            ):
+                if events % 4096 == 0:
+                    deadline.check()
+                if event == "start":
+                    stack.append(element)
+                    if element.tag == ROW_TAG:
+                        in_row, cells, parts = True, 0, 0
+                        r = element.get("r", "")
+                        number = int(r) if r.isdigit() else self.row_counter + 1
+                    elif in_row:
+                        parts += 1
+                        cells += element.tag == CELL_TAG
+                        if cells > XLSX_MAX_CELLS_PER_ROW or parts > 16 * XLSX_MAX_CELLS_PER_ROW:
+                            raise LimitExceeded(
+                                _(
+                                    "Row %(row)s of the .xlsx sheet holds more than %(limit)s "
+                                    "cells: it is not an ordinary spreadsheet."
+                                ),
+                                row=number,
+                                limit=_number(XLSX_MAX_CELLS_PER_ROW),
+                            )
+                    continue
+                stack.pop()
+                if element.tag == ROW_TAG:
+                    in_row = False
+                    row = self.parse_row(element)
+                    self.row_dimensions.clear()  # kept for each formatted row: not needed
+                    yield row
+                if not in_row and stack:
+                    stack[-1].clear()  # the parent's children read so far: all done with
+
+    return BoundedSheetParser
 
 
 def _xlsx_row(number: int, cells: list[dict[str, Any]], limits: ImportLimits) -> list[Any]:

@@ -198,6 +198,16 @@ def test_an_xlsx_row_wider_than_the_limit_is_refused(tmp_path, site):
     )
 
 
+def test_an_xlsx_row_of_more_cells_than_excel_allows_is_refused_as_it_is_read(tmp_path, site):
+    row = '<row r="2">' + '<c s="0"/>' * 20_000 + "</row>"
+    content = xlsx_with_sheet([SHEET_HEAD, inline_row(1, ["study_id"]), row, SHEET_TAIL])
+
+    refused(
+        run_command(tmp_path, content, name="cells.xlsx"),
+        "Row 2 of the .xlsx sheet holds more than 16,384 cells",
+    )
+
+
 def test_a_zip_that_is_not_a_workbook_is_refused_as_such(tmp_path, site):
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zip_file:
@@ -457,3 +467,22 @@ def test_a_large_upload_kept_in_a_temporary_file_is_read_as_a_stream(
 
     assert "Dry run: 21 patients would be imported; nothing was saved." in response.content.decode()
     assert ImportRun.objects.get().file_sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_reading_an_xlsx_checks_the_deadline_between_rows_too(site, data_manager):
+    clock = Clock()
+    deadline = cohort_file.Deadline(2, clock=clock)
+    real_check = deadline.check
+
+    def check() -> None:
+        clock.now += 1  # each check, a second later
+        real_check()
+
+    deadline.check = check
+    junk = "<foo>" + "<x/>" * 10_000 + "</foo>"  # elements, but no row: 20,000 parser events
+    sheet = [SHEET_HEAD.replace("<sheetData>", junk + "<sheetData>"), SHEET_TAIL]
+
+    with pytest.raises(cohort_file.LimitExceeded, match="longer than 2 seconds"):
+        cohort_file.import_cohort(
+            xlsx_with_sheet(sheet), name="c.xlsx", user=data_manager, deadline=deadline
+        )
