@@ -486,3 +486,21 @@ def test_reading_an_xlsx_checks_the_deadline_between_rows_too(site, data_manager
         cohort_file.import_cohort(
             xlsx_with_sheet(sheet), name="c.xlsx", user=data_manager, deadline=deadline
         )
+
+
+def test_the_streamed_xlsx_reader_reads_back_what_the_export_writes(tmp_path, site, administrator):
+    cohort_file.import_cohort(
+        csv_bytes([ALIVE_CAR_T, DIED_OF_DISEASE]), name="c.csv", user=administrator
+    )
+    path = tmp_path / "cohort.xlsx"
+    cohort_file.export_cohort(path, user=administrator, fmt="xlsx")
+
+    table = cohort_file.read_table(path.read_bytes())
+
+    assert table.header == HEADER
+    rows = {cells[0]: dict(zip(HEADER, cells, strict=False)) for _, cells in table.rows}
+    assert rows["AHP-C001"]["treatment_start"].date() == date(2022, 3, 1)
+    assert rows["AHP-C001"]["bm_blast_pct"] == 40.5
+    assert rows["AHP-B001"]["death_date"].date() == date(2023, 1, 15)
+    again = cohort_file.import_cohort(path.read_bytes(), name="again.xlsx", user=administrator)
+    assert {(p.row, p.column) for p in again.problems} == {(2, "study_id"), (3, "study_id")}
