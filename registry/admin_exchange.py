@@ -103,8 +103,9 @@ class ImportRunAdmin(LogAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
+                # The upload as a stream, read within cohort_file.ImportLimits.
                 result = cohort_file.import_cohort(
-                    upload.read(),
+                    upload,
                     name=upload.name,
                     user=request.user,
                     dry_run=form.cleaned_data["dry_run"],
@@ -134,8 +135,13 @@ class ImportRunAdmin(LogAdmin):
                         )
                         % {"n": result.patients_created, "run": result.run.pk},
                     )
+        # The page lists at most max_problems_shown problems, then says how many more.
+        shown = cohort_file.ImportLimits.from_settings().max_problems_shown
+        problems = result.problems[:shown] if result else []
         context = {
             **self.admin_site.each_context(request),
+            "problems": problems,
+            "more_problems": len(result.problems) - len(problems) if result else 0,
             "title": _("Import a cohort file"),
             "opts": self.model._meta,
             "form": form,

@@ -138,6 +138,21 @@ MEDIA_URL = "media/"
 IMMUNOREG_SESSION_REFRESH_SECONDS = 0
 IMMUNOREG_MAX_UPLOAD_BYTES = env.int("IMMUNOREG_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 IMMUNOREG_UPLOAD_EXTENSIONS = (".csv", ".xlsx")
+# The bounds of a cohort import, from the web or the command (registry.cohort_file.ImportLimits;
+# the file's size is IMMUNOREG_MAX_UPLOAD_BYTES): a file beyond one is refused as soon as that is
+# known. The time covers reading, checking and writing, under gunicorn's 120 s timeout.
+IMMUNOREG_IMPORT_MAX_ROWS = env.int("IMMUNOREG_IMPORT_MAX_ROWS", default=20_000)
+IMMUNOREG_IMPORT_MAX_COLUMNS = env.int("IMMUNOREG_IMPORT_MAX_COLUMNS", default=100)
+IMMUNOREG_IMPORT_MAX_CELL_CHARS = env.int("IMMUNOREG_IMPORT_MAX_CELL_CHARS", default=1_000)
+IMMUNOREG_IMPORT_MAX_XLSX_BYTES = env.int(
+    "IMMUNOREG_IMPORT_MAX_XLSX_BYTES", default=50 * 1024 * 1024
+)  # an .xlsx unpacked
+IMMUNOREG_IMPORT_MAX_XLSX_RATIO = env.int("IMMUNOREG_IMPORT_MAX_XLSX_RATIO", default=100)
+IMMUNOREG_IMPORT_MAX_XLSX_STRINGS_BYTES = env.int(
+    "IMMUNOREG_IMPORT_MAX_XLSX_STRINGS_BYTES", default=10 * 1024 * 1024
+)  # an .xlsx's shared strings unpacked (read whole before the first row)
+IMMUNOREG_IMPORT_MAX_SECONDS = env.float("IMMUNOREG_IMPORT_MAX_SECONDS", default=100.0)
+IMMUNOREG_IMPORT_MAX_PROBLEMS_SHOWN = 200
 FILE_UPLOAD_HANDLERS = [
     "registry.middleware.CheckedUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",

@@ -2,7 +2,8 @@
 
 Exit status 0: imported (or, with --dry-run, would import); 1: rejected, nothing saved, one line
 per problem as `row R, column C: message`; 2: the file cannot be read. The logic is in
-registry.cohort_file; this command only reads the file, prints and sets the status.
+registry.cohort_file; this command only opens the file, prints and sets the status. The file
+is read as a stream within the same bounds as an upload (cohort_file.ImportLimits).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import translation
 
 from registry import cohort_file
 from registry.models import User
@@ -49,25 +51,28 @@ class Command(BaseCommand):
     ):
         path = Path(file)
         try:
-            content = path.read_bytes()
+            # Read as a stream within the same limits as an upload (ImportLimits).
+            content = path.open("rb")
         except OSError as error:
             self.stderr.write(f"{path}: cannot be read: {error.strerror or error}")
             sys.exit(UNREADABLE)
-        importer = command_user(user, default=DEFAULT_USER)
-        started = time.perf_counter()
-        try:
-            result = cohort_file.import_cohort(
-                content,
-                name=path.name,
-                user=importer,
-                dry_run=dry_run,
-                create_sites=create_sites,
-            )
-        except cohort_file.UnreadableFile as error:
-            self.stderr.write(f"{path}: {error}")
-            sys.exit(UNREADABLE)
-        except PermissionDenied as error:
-            raise CommandError(str(error)) from error
+        with content:
+            importer = command_user(user, default=DEFAULT_USER)
+            started = time.perf_counter()
+            try:
+                result = cohort_file.import_cohort(
+                    content,
+                    name=path.name,
+                    user=importer,
+                    dry_run=dry_run,
+                    create_sites=create_sites,
+                )
+            except cohort_file.UnreadableFile as error:
+                with translation.override("en"):
+                    self.stderr.write(f"{path}: {error}")
+                sys.exit(UNREADABLE)
+            except PermissionDenied as error:
+                raise CommandError(str(error)) from error
         elapsed = time.perf_counter() - started
         if not result.ok:
             for problem in result.problems:
