@@ -37,6 +37,7 @@ from django.utils import timezone, translation
 
 from registry import services
 from registry.domain import mrd
+from registry.domain.identifiers import identifier_key, written_form
 from registry.domain.vocabulary import (
     Arm,
     DeathCause,
@@ -68,6 +69,7 @@ from registry.models import (
     Treatment,
     User,
 )
+from registry.models.base import validate_identifier
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import records_visible_to
 
@@ -690,7 +692,7 @@ def _import_table(
             site = sites.resolve(row)
             study_id = row.get("study_id")
             if study_id is not None and row.get("site") is not None:
-                key = (row.get("site").lower(), study_id)
+                key = (identifier_key(row.get("site")), identifier_key(study_id))
                 if key in first_row:
                     row.add(
                         "study_id",
@@ -720,13 +722,13 @@ class _Sites:
 
     def __init__(self, *, user: User, create: bool) -> None:
         self.user, self.create = user, create
-        self.by_code = {site.code.lower(): site for site in Site.objects.all()}
+        self.by_code = {identifier_key(site.code): site for site in Site.objects.all()}
 
     def resolve(self, row: ParsedRow) -> Site | None:
         code = row.get("site")
         if code is None:
             return None
-        site = self.by_code.get(code.lower())
+        site = self.by_code.get(identifier_key(code))
         if site is None:
             if not self.create:
                 row.add(
@@ -736,8 +738,13 @@ class _Sites:
             if not can(self.user, Action.MANAGE_USERS):
                 row.add("site", f"no site has the code {code}; only an administrator may add sites")
                 return None
-            site = Site.objects.create(code=code, name=code)
-            self.by_code[code.lower()] = site
+            try:
+                validate_identifier(code)
+            except ValidationError as error:
+                row.add("site", error.messages[0])
+                return None
+            site = Site.objects.create(code=written_form(code), name=written_form(code))
+            self.by_code[identifier_key(code)] = site
         if not can(self.user, Action.IMPORT, site.pk):
             row.add("site", f"you may not import patients at site {site.code}")
             return None
