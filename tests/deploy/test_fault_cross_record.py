@@ -13,6 +13,8 @@ import json
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from tests.deploy.conftest import Answer, Client, Stack
 
 PAIRS = 30
@@ -27,36 +29,39 @@ from registry.models import CrsEpisode, Patient, Site, Treatment, User
 
 nurse = User.objects.get(username="nurse")
 site = Site.objects.get(code="AHP")
-made = []
-for number in range({pairs}):
-    patient = services.record_create(
-        Patient, user=nurse, site=site, study_id=f"XR-{prefix}-{{number:02d}}", sex="F",
-        year_of_birth=1980, diagnosis_date=date(2023, 11, 1),
-    )
-    treatment = services.record_create(
-        Treatment, user=nurse, patient=patient, arm="car_t", day0=date(2024, 1, 10),
-        disease_burden="morphologic", bm_blast_pct=40, relapse_status="first_relapse",
-    )
-    episode = None
-    if {with_episode}:
-        episode = services.record_create(
-            CrsEpisode, user=nurse, treatment=treatment, onset=date(2024, 1, 12),
-            max_temperature_c=39.5, hypotension=True, vasopressors=2, oxygen="high_flow",
+made = {{"T": [], "D": []}}
+for prefix, records in made.items():
+    for number in range({pairs}):
+        patient = services.record_create(
+            Patient, user=nurse, site=site, study_id=f"XR-{{prefix}}-{{number:02d}}", sex="F",
+            year_of_birth=1980, diagnosis_date=date(2023, 11, 1),
         )
-    made.append({{
-        "patient": patient.pk,
-        "treatment": treatment.pk, "treatment_version": treatment.version,
-        "episode": episode and episode.pk, "episode_version": episode and episode.version,
-    }})
+        treatment = services.record_create(
+            Treatment, user=nurse, patient=patient, arm="car_t", day0=date(2024, 1, 10),
+            disease_burden="morphologic", bm_blast_pct=40, relapse_status="first_relapse",
+        )
+        episode = None
+        if prefix == "D":
+            episode = services.record_create(
+                CrsEpisode, user=nurse, treatment=treatment, onset=date(2024, 1, 12),
+                max_temperature_c=39.5, hypotension=True, vasopressors=2, oxygen="high_flow",
+            )
+        records.append({{
+            "patient": patient.pk,
+            "treatment": treatment.pk, "treatment_version": treatment.version,
+            "episode": episode and episode.pk, "episode_version": episode and episode.version,
+        }})
 token = Token.objects.get_or_create(user=nurse)[0].key
 print(json.dumps({{"token": token, "made": made}}))
 """
 
 
-def set_up(stack: Stack, *, prefix: str, with_episode: bool) -> tuple[str, list[dict]]:
-    out = stack.django(SETUP.format(pairs=PAIRS, prefix=prefix, with_episode=with_episode))
-    data = json.loads(out.strip().splitlines()[-1])
-    return data["token"], data["made"]
+@pytest.fixture(scope="module")
+def world(stack: Stack) -> dict:
+    """The nurse's API token, and PAIRS patients for each test: "T" with a treatment whose CRS
+    status is unknown, "D" with a treatment and a grade 4 CRS episode (one process for both)."""
+    out = stack.django(SETUP.format(pairs=PAIRS))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def in_pairs_at_once(
@@ -97,8 +102,8 @@ def repeated_versions(stack: Stack, table: str, ids: list[int]) -> list[tuple]:
     )
 
 
-def test_a_treatment_edit_at_the_same_time_as_a_new_crs_episode_is_never_lost(stack):
-    token, made = set_up(stack, prefix="T", with_episode=False)
+def test_a_treatment_edit_at_the_same_time_as_a_new_crs_episode_is_never_lost(stack, world):
+    token, made = world["token"], world["made"]["T"]
 
     def edit(record: dict, number: int) -> Callable[[Client], Answer]:
         return lambda client: client.request(
@@ -141,8 +146,8 @@ def test_a_treatment_edit_at_the_same_time_as_a_new_crs_episode_is_never_lost(st
     assert repeated_versions(stack, "registry_historicaltreatment", ids) == []
 
 
-def test_an_episode_edit_at_the_same_time_as_a_death_from_it_is_never_lost(stack):
-    token, made = set_up(stack, prefix="D", with_episode=True)
+def test_an_episode_edit_at_the_same_time_as_a_death_from_it_is_never_lost(stack, world):
+    token, made = world["token"], world["made"]["D"]
 
     def edit(record: dict, number: int) -> Callable[[Client], Answer]:
         return lambda client: client.request(
