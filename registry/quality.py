@@ -249,6 +249,10 @@ def refresh_patients(patient_ids: Iterable[int], *, today: date) -> None:
 
 
 def _refresh_chunk(ids: list[int], *, today: date) -> None:
+    # The patients' rows locked first, in the order of their keys (as registry.services does):
+    # a write to their records meanwhile (which refreshes them too) is not undone by this
+    # refresh's older reading of the data, nor a query closed by hand meanwhile reopened.
+    list(Patient.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
     now = timezone.now()
     treatments, deaths = _facts(ids)
     existing = {
@@ -326,6 +330,13 @@ def query_close(query: DataQualityQuery, *, user, reason: str) -> DataQualityQue
         raise PermissionDenied(_("You may not resolve data-quality queries at this site."))
     if not (reason or "").strip():
         raise ValidationError({"close_reason": [_("Say why the query is closed.")]})
+    # Locked and read again under the patient's lock, as a refresh changes it.
+    list(Patient.objects.select_for_update().filter(pk=query.patient_id).values("pk"))
+    current = DataQualityQuery.objects.select_for_update().get(pk=query.pk)
+    for column in query._meta.concrete_fields:
+        setattr(query, column.attname, getattr(current, column.attname))
+    if not query.is_open:
+        return query  # closed meanwhile (the data was fixed): it stays closed as it was
     query.is_open, query.closed_at, query.closed_by = False, timezone.now(), user
     query.close_reason = reason.strip()
     query._change_reason = reason.strip()
