@@ -1,24 +1,26 @@
 """The Django admin, for data managers and administrators cleaning data.
 
 Every save and delete goes through registry.services (same rules, same audit as the nurses'
-forms and the API); every list is scoped to the user's sites by registry.selectors.
+forms and the API); every page is scoped to the user's sites by registry.admin_scope (lists,
+records, their history), and the history is read-only.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth.admin import UserAdmin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, Max, OuterRef, Q
-from django.http import Http404, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 from simple_history.admin import SimpleHistoryAdmin
 
 from registry import quality, services
 from registry.admin_links import LinksOnlyWhereAllowed
+from registry.admin_scope import SiteScopedAdmin
 from registry.forms import ClinicalForm, field_label
 from registry.models import (
     CrsEpisode,
@@ -57,12 +59,9 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class ClinicalAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
+class ClinicalAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     form = ClinicalForm
     actions = None  # no bulk delete: deletions are one at a time, with a reason
-
-    def get_queryset(self, request):
-        return scope_to_user(super().get_queryset(request), user=request.user)
 
     def has_module_permission(self, request) -> bool:
         return can(request.user, Action.ADMIN_SITE)
@@ -112,24 +111,6 @@ class ClinicalAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
 
     def delete_model(self, request, obj) -> None:
         services.record_delete(obj, user=request.user, reason=request.POST["delete_reason"])
-
-    def _require_visible(self, request, object_id) -> None:
-        """simple-history shows a record missing from the queryset from its history (for deleted
-        records): another site's record must stay a 404; deleted ones, administrators only."""
-        visible = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
-        if not visible and not request.user.is_administrator:
-            raise Http404
-
-    def history_view(self, request, object_id, extra_context=None):
-        self._require_visible(request, object_id)
-        return super().history_view(request, object_id, extra_context)
-
-    def history_form_view(self, request, object_id, version_id, extra_context=None):
-        """Past versions are for reading: a change is made on the record's own page."""
-        self._require_visible(request, object_id)
-        if request.method != "GET":
-            raise PermissionDenied(_("Past versions cannot be restored; edit the record instead."))
-        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -210,6 +191,8 @@ class CrsGradeFilter(admin.SimpleListFilter):
             return queryset
         if self.value() == "none":
             return queryset.exclude(treatments__crs_episodes__isnull=False)
+        if self.value() not in {str(grade) for grade in range(1, 6)}:
+            raise IncorrectLookupParameters(f"worst CRS grade {self.value()!r}")  # a 400
         grade = int(self.value())
         episodes = CrsEpisode.objects.filter(treatment__patient=OuterRef("pk"))
         worse = episodes.filter(
@@ -419,7 +402,7 @@ class QueryStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(DataQualityQuery)
-class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
+class DataQualityQueryAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     """Queries open and close themselves; a data manager may close one the data cannot fix."""
 
     form = QueryCloseForm
@@ -439,9 +422,6 @@ class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     )
     actions = None
 
-    def get_queryset(self, request):
-        return scope_to_user(super().get_queryset(request), user=request.user)
-
     def has_module_permission(self, request) -> bool:
         return can(request.user, Action.ADMIN_SITE)
 
@@ -459,6 +439,14 @@ class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         quality.query_close(obj, user=request.user, reason=form.cleaned_data["close_reason"])
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as refused:  # closed meanwhile: nothing saved, and why
+            for message in refused.messages:
+                messages.error(request, message)
+        return HttpResponseRedirect(request.get_full_path())
 
     def get_changeform_initial_data(self, request):
         return {}
@@ -480,13 +468,13 @@ class AdministratorsOnly:
 
 
 @admin.register(Site)
-class SiteAdmin(AdministratorsOnly, SimpleHistoryAdmin):
+class SiteAdmin(SiteScopedAdmin, AdministratorsOnly, SimpleHistoryAdmin):
     list_display = ("code", "name")
     search_fields = ("code", "name")
 
 
 @admin.register(User)
-class RegistryUserAdmin(AdministratorsOnly, UserAdmin):
+class RegistryUserAdmin(SiteScopedAdmin, AdministratorsOnly, UserAdmin):
     list_display = ("username", "first_name", "last_name", "role", "is_active")
     list_filter = ("role", "sites", "is_active")
     fieldsets = (*UserAdmin.fieldsets, (_("Registry"), {"fields": ("role", "sites", "language")}))
