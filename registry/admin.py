@@ -98,6 +98,7 @@ class ClinicalAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, SimpleHistoryAdmin):
         """Inlines are read-only; nothing else is saved behind the services' back."""
 
     def delete_view(self, request, object_id, extra_context=None):
+        self.require_found(request, object_id)
         if request.method == "POST" and not request.POST.get("delete_reason", "").strip():
             messages.error(
                 request, _("Give a reason for the deletion; it goes into the audit trail.")

@@ -66,6 +66,16 @@ class SiteScopedAdmin:
         if not visible and not (request.user.is_authenticated and request.user.is_administrator):
             raise Http404(_("No such record."))
 
+    def require_found(self, request: HttpRequest, object_id: str) -> None:
+        """A 404 unless the record is in the user's scope: before anything else is checked (a
+        reason asked for, a permission), by any view of an admin that overrides one."""
+        if self.get_object(request, unquote(object_id)) is None:
+            raise Http404(_("No such record."))
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self.require_found(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
     def history_view(self, request, object_id, extra_context=None):
         self._require_visible(request, object_id)
         return super().history_view(request, object_id, extra_context)
