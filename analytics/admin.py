@@ -18,7 +18,7 @@ from registry.permissions import Action, can
 @admin.register(Snapshot)
 class SnapshotAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
     list_display = ["started_at", "scope", "status", "trigger", "requested_by", "fingerprint"]
-    list_filter = ["status", "trigger", "site"]
+    list_filter = ["status", "trigger", ("site", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["site", "requested_by"]
     date_hierarchy = "started_at"
     actions = None

@@ -154,6 +154,10 @@ class QueryInline(ReadOnlyInline):
     verbose_name_plural = _("data-quality queries")
 
 
+# A site filter offers the sites of the rows the user may see, not every site of the registry.
+SITES_OF_THE_USER = ("site", admin.RelatedOnlyFieldListFilter)
+
+
 class ArmFilter(admin.SimpleListFilter):
     title = _("arm")
     parameter_name = "arm"
@@ -237,7 +241,7 @@ class VitalStatusFilter(admin.SimpleListFilter):
 class PatientAdmin(ClinicalAdmin):
     list_display = ("study_id", "site", "sex", "year_of_birth", "ph_status", "open_queries")
     list_filter = (
-        "site",
+        SITES_OF_THE_USER,
         ArmFilter,
         BurdenFilter,
         CrsGradeFilter,
@@ -278,7 +282,7 @@ class TreatmentAdmin(ClinicalAdmin):
         "worst_crs_grade",
     )
     list_filter = (
-        "patient__site",
+        ("patient__site", admin.RelatedOnlyFieldListFilter),
         "arm",
         "disease_burden",
         "relapse_status",
@@ -310,7 +314,7 @@ class TreatmentChildAdmin(ClinicalAdmin):
     list_select_related = ("treatment", "treatment__patient", "treatment__patient__site")
     search_fields = ("treatment__patient__study_id",)
     autocomplete_fields = ("treatment",)
-    list_filter = ("treatment__patient__site", "treatment__arm")
+    list_filter = (("treatment__patient__site", admin.RelatedOnlyFieldListFilter), "treatment__arm")
 
 
 @admin.register(CrsEpisode)
@@ -353,7 +357,7 @@ class RelapseAdmin(TreatmentChildAdmin):
 @admin.register(Death)
 class DeathAdmin(ClinicalAdmin):
     list_display = ("patient", "date", "cause")
-    list_filter = ("patient__site", "cause")
+    list_filter = (("patient__site", admin.RelatedOnlyFieldListFilter), "cause")
     search_fields = ("patient__study_id",)
     list_select_related = ("patient", "patient__site")
     autocomplete_fields = ("patient",)
@@ -408,7 +412,7 @@ class DataQualityQueryAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, SimpleHistor
 
     form = QueryCloseForm
     list_display = ("patient", "kind", "text", "is_open", "opened_at", "closed_at", "closed_by")
-    list_filter = (QueryStatusFilter, "kind", "patient__site")
+    list_filter = (QueryStatusFilter, "kind", ("patient__site", admin.RelatedOnlyFieldListFilter))
     list_per_page = 50
     search_fields = ("patient__study_id",)
     list_select_related = ("patient", "patient__site", "closed_by")

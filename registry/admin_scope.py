@@ -2,8 +2,8 @@
 
 Every page reads its rows through `get_queryset`, scoped here: a model of registry.selectors'
 SITE_PATH to the user's sites; a model an admin scopes its own way (logs to their author,
-snapshots to their scope) by overriding `scope_queryset`; any other model to administrators alone. So
-another site's record is a 404 on its change, delete, history and past-version pages, as if it
+snapshots to their scope) by overriding `scope_queryset`; any other model to administrators
+alone. So another site's record is a 404 on its change, delete, history and past-version pages, as if it
 did not exist (Django's admin would redirect to its index with "doesn't exist", and
 simple-history's pages would find it in its history whatever the queryset).
 
