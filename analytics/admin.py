@@ -11,13 +11,14 @@ from django.utils.translation import gettext_lazy as _
 from analytics import services
 from analytics.models import Snapshot
 from registry.admin_links import LinksOnlyWhereAllowed
+from registry.admin_scope import SiteScopedAdmin
 from registry.permissions import Action, can
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
+class SnapshotAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
     list_display = ["started_at", "scope", "status", "trigger", "requested_by", "fingerprint"]
-    list_filter = ["status", "trigger", "site"]
+    list_filter = ["status", "trigger", ("site", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["site", "requested_by"]
     date_hierarchy = "started_at"
     actions = None
@@ -52,11 +53,10 @@ class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
             return "–"
         return format_html("<pre>{}</pre>", json.dumps(snapshot.output, indent=2))
 
-    def get_queryset(self, request):
+    def scope_queryset(self, request, queryset):
         """The snapshots of the scopes the user may see."""
         scopes = services.scopes_visible_to(request.user)
         site_ids = [site.pk for site in scopes if site is not None]
-        queryset = super().get_queryset(request)
         if None in scopes:
             return queryset.filter(site__isnull=True) | queryset.filter(site__in=site_ids)
         return queryset.filter(site__in=site_ids)

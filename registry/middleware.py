@@ -165,6 +165,29 @@ class DatabaseUnavailableMiddleware:
         return None
 
 
+# --- query strings ---------------------------------------------------------------------------------
+
+
+class QueryStringMiddleware:
+    """A query string with a NUL character (which no text column can hold: PostgreSQL refuses
+    it in any comparison, a 500 wherever a filter or search uses it) is a 400 that says so."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if any(
+            "\x00" in key or any("\x00" in value for value in values)
+            for key, values in request.GET.lists()
+        ):
+            message = _("The address contains a character that is not allowed (NUL).")
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=400)
+            html = render_to_string("400.html", {"message": message}, request=request)
+            return HttpResponse(html, status=400)
+        return self.get_response(request)
+
+
 # --- uploads: how big, and of which kind ---------------------------------------------------------
 
 # What a file must start with, by extension (the only uploads are cohort files).

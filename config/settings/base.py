@@ -55,6 +55,7 @@ MIDDLEWARE = [
     "registry.middleware.SessionMiddleware",  # Django's, with an outage answered 503, not 400
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "registry.middleware.QueryStringMiddleware",  # a NUL in a query string: a 400, not a 500
     "django.middleware.csrf.CsrfViewMiddleware",
     "registry.middleware.UploadLimitMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
