@@ -30,6 +30,7 @@ class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
         "requested_by",
         "started_at",
         "heartbeat_at",
+        "lease_expires_at",
         "finished_at",
         "worker",
         "fingerprint",
