@@ -1003,6 +1003,7 @@ def scope_computation_request(*, user: User, site: Site | None) -> Snapshot | No
         raise PermissionDenied(_("You may not see the analytics of this scope."))
     if Snapshot.objects.latest_complete(site) is not None:
         return None
+    fail_interrupted()  # a dead computation's claim is not followed, nor waited for
     running = Snapshot.objects.filter(status=Status.RUNNING).select_related("site").first()
     if running is not None and running.site_id == (site.pk if site else None):
         return running

@@ -305,6 +305,21 @@ def test_a_late_delivery_of_an_interrupted_task_gives_what_the_watchdog_computed
     assert late == again and Snapshot.objects.count() == 2
 
 
+def test_opening_a_scope_whose_computation_died_starts_a_new_one_not_the_dead_one(
+    site, users, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr(services.queue, "send", lambda name, **kwargs: queued.append(kwargs))
+    administrator = users[Role.ADMINISTRATOR]
+    dead = services.snapshot_claim(site=site, trigger=Trigger.ON_DEMAND, user=administrator)
+    expire(dead)
+    computing = services.scope_computation_request(user=administrator, site=site)
+    dead.refresh_from_db()
+    assert dead.was_interrupted
+    assert computing != dead and computing.status == Status.RUNNING
+    assert queued == [{"trigger": Trigger.ON_DEMAND, "snapshot_id": computing.pk}]
+
+
 def test_a_nightly_run_computes_the_whole_registry_and_every_site(cohort):
     snapshots = services.snapshots_refresh_all()
     scopes = [snapshot.site.code if snapshot.site else None for snapshot in snapshots]
