@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from registry.models import Site
@@ -94,8 +95,9 @@ class Snapshot(models.Model):
     started_at = models.DateTimeField(_("started"))
     heartbeat_at = models.DateTimeField(_("last sign of life"))
     # The claim holds while its lease runs: the worker computing it renews it (services.Lease);
-    # once it ran out the computation was interrupted, whatever host or process held it.
-    lease_expires_at = models.DateTimeField(_("lease expires"))
+    # once it ran out the computation was interrupted, whatever host or process held it. A
+    # snapshot made without one (not by snapshot_claim) is held by nobody.
+    lease_expires_at = models.DateTimeField(_("lease expires"), default=timezone.now)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     # host:pid of the process computing it: for information only (a restarted container may
     # have the same host name and reuse the PID; the lease decides whether it is alive).

@@ -26,7 +26,6 @@ class Migration(migrations.Migration):
             field=models.DateTimeField(
                 default=django.utils.timezone.now, verbose_name="lease expires"
             ),
-            preserve_default=False,
         ),
         migrations.RunPython(leases_of_running_claims, migrations.RunPython.noop),
     ]
