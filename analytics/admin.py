@@ -31,6 +31,7 @@ class SnapshotAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
         "requested_by",
         "started_at",
         "heartbeat_at",
+        "lease_expires_at",
         "finished_at",
         "worker",
         "fingerprint",

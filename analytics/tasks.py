@@ -85,6 +85,15 @@ def render_report(self, rendering_id: int) -> int | None:
         raise self.retry(exc=running, countdown=WAIT_SECONDS, max_retries=WAIT_TRIES) from None
 
 
+# Not acknowledged late, and dropped if not started within two minutes: a watchdog lost with
+# its worker, or queued behind a long computation, is replaced by the next minute's.
+@shared_task(acks_late=False, expires=120)
+def watch_computations() -> list[int]:
+    """Every minute (django-celery-beat): close the computations whose claim expired (their
+    worker died) and compute their scope again (services.computations_watch says why)."""
+    return [snapshot.pk for snapshot in services.computations_watch()]
+
+
 # Looked up when sent, not now, so that a test may stand in for a task's delay().
 queue.register("recompute", lambda **kwargs: recompute_analytics.delay(**kwargs))
 queue.register("compute-missing", lambda **kwargs: compute_missing_scope.delay(**kwargs))

@@ -252,6 +252,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 30,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# An analytics computation holds its claim by a lease its worker renews every sixth of it (a
+# thread beside the computation); a claim whose lease ran out was interrupted, whatever host or
+# process held it, and the watchdog (every minute) closes it and computes its scope again. A
+# claim no worker has taken up yet is held for the queued lease (nobody renews it).
+ANALYTICS_LEASE_SECONDS = env.int("ANALYTICS_LEASE_SECONDS", default=180)
+ANALYTICS_QUEUED_LEASE_SECONDS = env.int("ANALYTICS_QUEUED_LEASE_SECONDS", default=600)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING below
 CELERY_TIMEZONE = TIME_ZONE
 
