@@ -39,10 +39,25 @@ class SnapshotAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
         "parameters",
         "timings",
         "row_counts",
+        "failure_reason",
         "error",
         "same_as",
         "output_json",
     ]
+
+    def get_exclude(self, request, obj=None):
+        """The technical error may name servers and addresses (the broker's host and port):
+        for administrators; the others read why in words (failure_reason)."""
+        if request.user.is_administrator:
+            return self.exclude
+        return [*self.exclude, "error"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [name for name in self.readonly_fields if name not in self.get_exclude(request)]
+
+    @admin.display(description=_("why it failed"))
+    def failure_reason(self, snapshot: Snapshot) -> str:
+        return snapshot.failure_reason or "–"
 
     @admin.display(description=_("scope"))
     def scope(self, snapshot: Snapshot) -> str:

@@ -163,6 +163,24 @@ class Snapshot(models.Model):
         """Failed because its lease ran out (services.interruption), not by an error."""
         return self.status == Status.FAILED and self.error.startswith("interrupted:")
 
+    @property
+    def failure_reason(self) -> str:
+        """Why it failed, in words for its readers; the technical detail (`error`, the log) may
+        name servers and addresses, and is for the administrators only."""
+        if self.status != Status.FAILED:
+            return ""
+        if self.was_interrupted:
+            return _("The computation was interrupted before it finished (its worker stopped).")
+        if not self.worker:  # no worker ever took it: the broker refused the task
+            return _(
+                "The computation could not be handed to a worker: the task queue is not "
+                "answering. Please try again in a few minutes."
+            )
+        return _(
+            "The computation failed because of an error in the registry; its administrators "
+            "find the details in the log."
+        )
+
 
 class Report(models.Model):
     """A monthly PDF summary in the archive, with the snapshot every number in it came from."""
@@ -206,6 +224,13 @@ class Report(models.Model):
     def __str__(self) -> str:
         scope = self.site.code if self.site_id else _("whole registry")
         return f"{scope} {self.month:%Y-%m} ({self.language})"
+
+    @property
+    def download_name(self) -> str:
+        """The PDF's name for the reader: the scope, month and language (the archive adds the
+        report's id to keep each name once)."""
+        scope = self.site.code if self.site_id else "registry"
+        return f"immunoreg-{scope}-{self.month:%Y-%m}-{self.language}.pdf"
 
 
 class ReportDownload(models.Model):
@@ -309,6 +334,20 @@ class RenderingFailure(models.TextChoices):
         _(
             "The report could not be laid out because of an error in the registry. The "
             "administrators have been told in the log; please try again later."
+        ),
+    )
+    DISK_FULL = (
+        "disk_full",
+        _(
+            "The report could not be kept: the archive's disk is full. The administrators have "
+            "been told in the log; please try again once they have made room."
+        ),
+    )
+    QUEUE = (
+        "queue",
+        _(
+            "The report could not be handed to a worker: the task queue is not answering. "
+            "Please try again in a few minutes."
         ),
     )
 

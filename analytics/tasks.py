@@ -66,9 +66,18 @@ def nightly_analytics() -> list[int]:
     return [snapshot.pk for snapshot in services.snapshots_refresh_all(trigger=Trigger.NIGHTLY)]
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
+@shared_task(
+    autoretry_for=(*TRANSIENT, OSError),
+    retry_backoff=300,
+    retry_backoff_max=6 * 3600,
+    max_retries=8,
+    acks_late=True,
+)
 def monthly_reports() -> list[int]:
-    """On the 1st of each month: archive last month's reports for every scope."""
+    """On the 1st of each month: archive last month's reports for every scope. A full archive
+    disk (OSError) is tried again up to 8 times, within 5 minutes at first, then less and less
+    often (17 hours at most in all): the reports archived are kept, the others follow once
+    there is room."""
     return [report.pk for report in report_services.monthly_archive(today=today())]
 
 

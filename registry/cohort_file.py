@@ -60,6 +60,7 @@ from registry.domain.vocabulary import (
     TransplantType,
     YesNoUnknown,
 )
+from registry.files import written_whole
 from registry.models import (
     CrsEpisode,
     Death,
@@ -1959,8 +1960,13 @@ def export_cohort(
     check_export_allowed(user, deidentify=deidentify)
     path = Path(path)
     log = log_export(user=user, fmt=fmt, deidentify=deidentify, file_name=path.name, via=via)
-    write_export(path, user=user, fmt=fmt, deidentify=deidentify)
+    # Each file whole or not at all (a full disk leaves no truncated export under its name).
+    with written_whole(path) as temporary:
+        write_export(temporary, user=user, fmt=fmt, deidentify=deidentify)
     codebook_path = path.with_name(f"{path.stem}_codebook.csv")
-    with codebook_path.open("w", encoding="utf-8", newline="") as stream:
+    with (
+        written_whole(codebook_path) as temporary,
+        temporary.open("w", encoding="utf-8", newline="") as stream,
+    ):
         write_codebook(stream, deidentify=deidentify)
     return ExportResult(log, path, codebook_path)

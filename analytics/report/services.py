@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
@@ -31,6 +32,7 @@ from analytics.services import (
     snapshot_compute,
 )
 from analytics.snapshot_figures import figure_svg, figures_draw
+from registry.files import disk_full
 from registry.models import Site, User
 from registry.selectors import monthly_activity
 
@@ -87,9 +89,12 @@ def report_figures(snapshot: Snapshot, language: str) -> dict[str, str]:
 def report_archive(
     *, site: Site | None, month: Month, language: str, trigger: str, user: User | None = None
 ) -> Report:
-    """Render a report and keep it, PDF and snapshot together, in the archive."""
+    """Render a report and keep it, PDF and snapshot together, in the archive: both or neither.
+
+    The PDF is named after its report (reports/<year>/<month>/immunoreg-<scope>-<month>-
+    <language>-<id>.pdf), so a name is never taken twice, and written whole (registry.files):
+    an OSError such as a full disk leaves no row and no file."""
     pdf, snapshot = report_pdf(site=site, month=month, language=language)
-    scope = site.code if site else "registry"
     report = Report(
         site=site,
         month=month.first,
@@ -99,9 +104,16 @@ def report_archive(
         trigger=trigger,
         created_by=user,
     )
-    with transaction.atomic():
-        report.pdf.save(f"immunoreg-{scope}-{month}-{language}.pdf", ContentFile(pdf), save=False)
-        report.save()
+    try:
+        with transaction.atomic():
+            report.save()
+            stem = Path(report.download_name).stem
+            report.pdf.save(f"{stem}-{report.pk}.pdf", ContentFile(pdf), save=False)
+            report.save(update_fields=["pdf"])
+    except BaseException:
+        if report.pdf.name:  # written, but its row was not kept
+            report.pdf.storage.delete(report.pdf.name)
+        raise
     return report
 
 
@@ -167,7 +179,10 @@ def rendering_request(
         queue.send("render-report", rendering_id=rendering.pk)
     except Exception:
         log.exception("the rendering of report %s could not be queued", rendering.pk)
-        rendering_failed(rendering.pk, failure=RenderingFailure.ERROR)
+        # Still queued: the broker refused it (a task run eagerly here got further).
+        queued = ReportRendering.objects.filter(pk=rendering.pk, status=RenderingStatus.QUEUED)
+        failure = RenderingFailure.QUEUE if queued.exists() else RenderingFailure.ERROR
+        rendering_failed(rendering.pk, failure=failure)
     rendering.refresh_from_db()
     return rendering
 
@@ -202,9 +217,10 @@ def rendering_run(rendering_id: int) -> int | None:
         )
     except OperationalError:
         raise
-    except Exception:
+    except Exception as error:
         log.exception("report rendering %s failed", rendering.pk)
-        rendering_failed(rendering.pk, failure=RenderingFailure.ERROR)
+        failure = RenderingFailure.DISK_FULL if disk_full(error) else RenderingFailure.ERROR
+        rendering_failed(rendering.pk, failure=failure)
         return None
     ReportRendering.objects.filter(pk=rendering.pk).update(
         status=RenderingStatus.DONE, report=report, finished_at=timezone.now()

@@ -131,6 +131,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = VAR_DIR / "media"
 MEDIA_URL = "media/"
+# The report archive: each file written whole under the name the app gave it (registry.files).
+STORAGES = {
+    "default": {"BACKEND": "registry.files.WholeFileStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # Uploads (cohort files are the only ones): their size and kind are checked as they arrive
 # (registry.middleware.CheckedUploadHandler), before anything is stored.

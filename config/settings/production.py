@@ -6,7 +6,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DATABASES, SECRET_KEY, env, logging_config
+from .base import DATABASES, SECRET_KEY, STORAGES, env, logging_config
 
 if SECRET_KEY.startswith("insecure-"):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
@@ -49,7 +49,7 @@ IMMUNOREG_REQUIRE_2FA = env.bool("IMMUNOREG_REQUIRE_2FA", default=True)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    **STORAGES,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
