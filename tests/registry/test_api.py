@@ -357,6 +357,62 @@ def test_dates_in_the_future_are_refused_as_in_the_forms(nurse, patient):
     assert "future" in response.json()["day0"][0]
 
 
+# --- bad bodies are a 400 with a message, never a 500 ------------------------------------------
+def clinical_list_urls() -> list[str]:
+    from registry.api.urls import router
+    from registry.api.views import ClinicalViewSet
+
+    return [
+        f"/api/v1/{prefix}/"
+        for prefix, viewset, _ in router.registry
+        if issubclass(viewset, ClinicalViewSet)
+    ]
+
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.mark.parametrize("url", clinical_list_urls())
+def test_deeply_nested_json_is_refused_with_a_message_on_every_endpoint(data_manager, url):
+    response = signed_in(data_manager).post(url, DEEP, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested deeper than" in response.json()["detail"]
+
+
+def test_deeply_nested_json_in_an_update_is_refused_with_a_message(data_manager, patient):
+    deep_reason = '{"version": 1, "reason": ' + "[" * 5000 + "]" * 5000 + "}"
+
+    response = signed_in(data_manager).patch(
+        f"/api/v1/patients/{patient.pk}/", deep_reason, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "nested deeper than" in response.json()["detail"]
+
+
+def test_a_json_body_over_the_size_limit_is_refused_with_a_message(data_manager, settings):
+    huge = '{"study_id": "' + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + '"}'
+
+    response = signed_in(data_manager).post(
+        "/api/v1/patients/", huge, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "larger than" in response.json()["detail"]
+    assert not Patient.objects.exists()
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(data_manager, site):
+    response = signed_in(data_manager).post(
+        "/api/v1/patients/",
+        NEW_PATIENT | {"study_id": "[" * 30 + "{"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+
+
 # --- property-based: no request the schema allows makes the server fail --------------------
 def _fuzzed_schema():
     from django.core.wsgi import get_wsgi_application
