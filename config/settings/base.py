@@ -34,7 +34,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from here, not from a CDN
     "django_filters",
@@ -199,8 +198,9 @@ SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # first: a refused key is a 401 that names the Token scheme
+        "registry.api.auth.ApiTokenAuthentication",  # hashed, expiring, maybe read-only keys
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON bodies are limited in size and nesting (a 400 with a message, never a 500).
@@ -215,6 +215,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }
+# API tokens (registry.models.ApiToken) expire after this many days unless made for fewer.
+IMMUNOREG_API_TOKEN_DAYS = env.int("IMMUNOREG_API_TOKEN_DAYS", default=90)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ImmunoReg API",
     "VERSION": "1",
@@ -258,6 +260,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING below
 CELERY_TIMEZONE = TIME_ZONE
+
+# Reports asked for on the reports page (kept in the archive): at most this many per user in
+# 24 hours; the same one asked again while on its way is not rendered twice.
+IMMUNOREG_REPORT_RENDERINGS_PER_DAY = env.int("IMMUNOREG_REPORT_RENDERINGS_PER_DAY", default=20)
 
 # The registry's clinical data cut-off for the demo cohort; None means "today".
 IMMUNOREG_TODAY = env("IMMUNOREG_TODAY", default=None)

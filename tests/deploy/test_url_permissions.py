@@ -129,7 +129,7 @@ EXPECTED: dict[str, dict] = {
 # The admin (INTERFACES.md 5: data managers and administrators; users, sites, schedules and
 # the sign-in security records: administrators only). Anyone else goes to its sign-in page.
 ADMIN_FOR_DATA_MANAGERS = {"registry", "analytics"}
-ADMINISTRATORS_ONLY_MODELS = {"registry.site", "registry.user"}
+ADMINISTRATORS_ONLY_MODELS = {"registry.site", "registry.user", "registry.apitoken"}
 
 
 def admin_expected(model_label: str | None) -> dict:
