@@ -642,7 +642,11 @@ def report_render(request: HttpRequest) -> HttpResponse:
     language = request.POST.get("language", "en")
     if language not in report_services.LANGUAGES:
         language = "en"
-    rendering = report_services.rendering_request(
-        user=request.user, site=site, month=Month.containing(today()), language=language
-    )
+    try:
+        rendering = report_services.rendering_request(
+            user=request.user, site=site, month=Month.containing(today()), language=language
+        )
+    except report_services.RenderingLimit as limit:
+        messages.error(request, str(limit))
+        return redirect("analytics:reports")
     return redirect(f"{reverse('analytics:reports')}?rendering={rendering.pk}")

@@ -21,8 +21,10 @@ from simple_history.admin import SimpleHistoryAdmin
 from registry import quality, services
 from registry.admin_links import LinksOnlyWhereAllowed
 from registry.admin_scope import SiteScopedAdmin
+from registry.api.auth import api_token_create
 from registry.forms import ClinicalForm, field_label
 from registry.models import (
+    ApiToken,
     CrsEpisode,
     DataQualityQuery,
     Death,
@@ -485,6 +487,63 @@ class RegistryUserAdmin(SiteScopedAdmin, AdministratorsOnly, UserAdmin):
     fieldsets = (*UserAdmin.fieldsets, (_("Registry"), {"fields": ("role", "sites", "language")}))
     add_fieldsets = (*UserAdmin.add_fieldsets, (_("Registry"), {"fields": ("role", "sites")}))
     filter_horizontal = ("sites", "groups", "user_permissions")
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    days = forms.IntegerField(
+        label=_("valid for (days)"), min_value=1, max_value=366, initial=90, required=True
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name", "read_only")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(AdministratorsOnly, admin.ModelAdmin):
+    """Administrators make keys for scripts (the key is shown once, in a message) and revoke
+    them by deleting; a key is never changed or shown again."""
+
+    list_display = ("prefix", "user", "name", "read_only", "created_at", "expires_at")
+    list_filter = ("read_only",)
+    search_fields = ("user__username", "name", "prefix")
+    readonly_fields = ("user", "name", "prefix", "read_only", "created_at", "expires_at")
+    raw_id_fields = ("user",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+            kwargs["fields"] = ("user", "name", "read_only", "days")
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "name", "read_only", "days")
+        return self.readonly_fields
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_authenticated and request.user.is_administrator
+
+    def save_model(self, request, obj, form, change) -> None:
+        token, key = api_token_create(
+            user=form.cleaned_data["user"],
+            name=form.cleaned_data["name"],
+            read_only=form.cleaned_data["read_only"],
+            days=form.cleaned_data["days"],
+        )
+        for field in ApiToken._meta.concrete_fields:  # the admin logs and redirects to it
+            setattr(obj, field.attname, getattr(token, field.attname))
+        self.message_user(
+            request,
+            _("The token's key, shown only now (copy it to the script): %(key)s") % {"key": key},
+            messages.WARNING,
+        )
 
 
 from registry import admin_exchange  # noqa: E402, F401  (cohort import upload, import/export logs)

@@ -1,5 +1,5 @@
-"""Request plumbing: the user's language, request ids and one log line per request, a clean 503
-while the database is unreachable, and the limits on uploads."""
+"""Request plumbing: the user's language, no caching of answers, request ids and one log line per
+request, a clean 503 while the database is unreachable, and the limits on uploads."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ class UserLanguageMiddleware:
             translation.activate(user.language)
             request.LANGUAGE_CODE = translation.get_language()
         return self.get_response(request)
+
+
+class NoStoreMiddleware:
+    """Pages, API answers, downloads and the admin show patient data: no browser or proxy cache
+    keeps a copy of any answer the app writes (Cache-Control: no-store), unless its view chose
+    its own caching (the analytics figures: aggregates, kept by the signed-in browser only).
+    Static files are served before this middleware (WhiteNoise) and stay cacheable."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response:
+            response["Cache-Control"] = "no-store"
+        return response
 
 
 # --- request ids and the request log -------------------------------------------------------------

@@ -11,6 +11,7 @@ from .base import DATABASES, SECRET_KEY, STORAGES, env, logging_config
 if SECRET_KEY.startswith("insecure-"):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
 
+IMMUNOREG_PRODUCTION = True
 DEBUG = False
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])

@@ -175,3 +175,39 @@ def test_a_rendering_the_broker_refuses_is_told_in_plain_words_without_the_broke
     partial = progress(client, rendering)
     assert "the task queue is not answering" in partial
     assert "10.1.2.3" not in partial and "6379" not in partial
+
+
+# --- on-demand reports are kept within a limit ------------------------------------------------
+
+
+def test_the_same_report_asked_for_again_while_on_its_way_is_not_rendered_twice(
+    client, pi, cohort, site, monkeypatch
+):
+    sent = []
+    monkeypatch.setitem(queue._senders, "render-report", lambda **kwargs: sent.append(kwargs))
+
+    first, again = ask(client, site.code), ask(client, site.code)
+
+    rendering = ReportRendering.objects.get()
+    assert first["Location"] == again["Location"]
+    assert sent == [{"rendering_id": rendering.pk}]
+
+
+def test_a_user_may_ask_for_only_so_many_reports_a_day(
+    client, pi, cohort, site, settings, monkeypatch
+):
+    settings.IMMUNOREG_REPORT_RENDERINGS_PER_DAY = 2
+    monkeypatch.setitem(queue._senders, "render-report", lambda **kwargs: None)
+    assert ask(client, site.code, "en")["Location"].endswith(
+        f"?rendering={ReportRendering.objects.get().pk}"
+    )
+    ask(client, site.code, "zh-hans")
+
+    ReportRendering.objects.update(status=RenderingStatus.DONE)
+
+    refused = ask(client, site.code, "en")  # a third one today
+
+    assert ReportRendering.objects.count() == 2
+    assert refused["Location"] == reverse("analytics:reports")
+    page = client.get(refused["Location"]).content.decode()
+    assert "the most a day allows" in page
