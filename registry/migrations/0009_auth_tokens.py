@@ -12,7 +12,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0007_query_params'),
+        ('registry', '0008_exports_identifiers'),
     ]
 
     operations = [

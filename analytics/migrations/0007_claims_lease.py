@@ -16,7 +16,7 @@ def leases_of_running_claims(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("analytics", "0005_figures_and_renderings"),
+        ("analytics", "0006_archive_failures"),
     ]
 
     operations = [
