@@ -9,4 +9,7 @@ DEBUG = False
 
 # The suite never writes into the developer's media folder, and parallel test processes
 # (pytest-xdist's gw0, gw1...) never write into each other's: each has its own.
-MEDIA_ROOT = VAR_DIR / "test-media" / os.environ.get("PYTEST_XDIST_WORKER", "main")  # noqa: F405
+# A process given its own var folder (a worker a test starts) keeps its media there, as in
+# production.
+if "IMMUNOREG_VAR_DIR" not in os.environ:
+    MEDIA_ROOT = VAR_DIR / "test-media" / os.environ.get("PYTEST_XDIST_WORKER", "main")  # noqa: F405

@@ -11,9 +11,11 @@ import pytest
 
 from tests.deploy.conftest import BASE_DIR, app_env, manage, run_django
 
+# The synthetic cohort, written under production settings as the other deploy tests write it
+# (the seed_demo command itself refuses production settings).
 SEED = """
-from django.core.management import call_command
-call_command("seed_demo", patients=30, verbosity=0)
+from registry import demo
+demo.seed_scaled(30)
 """
 
 

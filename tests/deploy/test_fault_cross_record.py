@@ -23,7 +23,7 @@ AT_ONCE = 6  # pairs sent together (gunicorn serves 2 workers x 8 threads)
 SETUP = """
 import json
 from datetime import date
-from rest_framework.authtoken.models import Token
+from registry.api.auth import api_token_create
 from registry import services
 from registry.models import CrsEpisode, Patient, Site, Treatment, User
 
@@ -51,7 +51,7 @@ for prefix, records in made.items():
             "treatment": treatment.pk, "treatment_version": treatment.version,
             "episode": episode and episode.pk, "episode_version": episode and episode.version,
         }})
-token = Token.objects.get_or_create(user=nurse)[0].key
+token = api_token_create(user=nurse)[1]
 print(json.dumps({{"token": token, "made": made}}))
 """
 
