@@ -203,7 +203,8 @@ def worklist_cache_key(
 
 # A patient's part of the worklist: the study ID (their order within the site), the lines of
 # the visits due, of the visits overdue, and the line if lost to follow-up (None if not); each
-# line the fields of a WorklistLine, as a tuple (quick to store in the cache and read back).
+# line the fields of a WorklistLine as a tuple, its dates as ordinals (pickled for the cache
+# ten times faster than date objects: tens of thousands of lines at 100,000 patients).
 PatientLines = tuple[str, tuple[tuple, ...], tuple[tuple, ...], tuple | None]
 # A site's worklist for a day, as cached: its code, data token and version, and the lines of
 # each of its patients who have any.
@@ -218,13 +219,25 @@ def _line_fields(row: dict, status: VisitStatus | None, last_seen: date | None =
         row["patient__site__code"],
         row["pk"],
         row["arm"],
-        row["day0"],
+        row["day0"].toordinal(),
         status.visit.name if status else "",
-        status.opens if status else None,
-        status.closes if status else None,
+        status.opens.toordinal() if status else None,
+        status.closes.toordinal() if status else None,
         status.state if status else "lost",
-        last_seen,
+        last_seen.toordinal() if last_seen else None,
     )
+
+
+def _day(ordinal: int | None) -> date | None:
+    return None if ordinal is None else date.fromordinal(ordinal)
+
+
+def _worklist_line(fields: tuple) -> WorklistLine:
+    patient, study_id, site, treatment, arm, day0, visit, opens, closes, state, seen = fields
+    return WorklistLine(
+        patient, study_id, site, treatment, arm, _day(day0), visit, _day(opens), _day(closes),
+        state, _day(seen),
+    )  # fmt: skip
 
 
 def _patient_lines(treatments: QuerySet, *, today: date) -> dict[int, tuple[int, PatientLines]]:
@@ -385,10 +398,10 @@ def worklist_for(*, user, today: date, sites: list[WorklistSite] | None = None) 
     worklist = Worklist()
     for site in sorted(sites, key=lambda site: site.code):
         for _study_id, due, overdue, lost in sorted(lines[site.pk].values(), key=itemgetter(0)):
-            worklist.due += [WorklistLine(*fields) for fields in due]
-            worklist.overdue += [WorklistLine(*fields) for fields in overdue]
+            worklist.due += [_worklist_line(fields) for fields in due]
+            worklist.overdue += [_worklist_line(fields) for fields in overdue]
             if lost is not None:
-                worklist.lost.append(WorklistLine(*lost))
+                worklist.lost.append(_worklist_line(lost))
     worklist.due.sort(key=lambda w: w.closes)
     worklist.overdue.sort(key=lambda w: w.closes)
     return worklist
