@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import re
 import secrets
 from array import array
@@ -29,11 +30,11 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Exists, Max, Min, OuterRef
 from django.utils import timezone, translation
 
-from registry import services
+from registry import import_runs, services
 from registry.domain import mrd
 from registry.domain.vocabulary import (
     Arm,
@@ -565,6 +566,8 @@ def system_user(username: str) -> User:
     return user
 
 
+logger = logging.getLogger(__name__)
+
 CONCURRENT_IMPORT = (
     "another import saved the same patients meanwhile: nothing of this file was saved"
 )
@@ -582,7 +585,7 @@ def import_cohort(
     """Import a cohort file, all or nothing; raises UnreadableFile (logged) for a bad file."""
     if not can(user, Action.IMPORT):
         raise PermissionDenied("Only data managers and administrators may import a cohort file.")
-    run = ImportRun.objects.create(
+    run = import_runs.start(
         user=user,
         file_name=Path(name).name[:255],
         file_sha256=hashlib.sha256(content).hexdigest(),
@@ -607,7 +610,7 @@ def import_cohort(
             # constraint refused them here): this one is rejected, nothing of it saved.
             problems, created = [Problem(1, "study_id", CONCURRENT_IMPORT)], 0
         except BaseException:
-            _finish(run, ImportRun.Outcome.FAILED, [], rows=len(table.rows))
+            _finish_failed(run, rows=len(table.rows))
             raise
     if problems:
         outcome, created = ImportRun.Outcome.REJECTED, 0
@@ -628,7 +631,20 @@ def _finish(
     run.patients_created = created
     run.problem_count = len(problems)
     run.problems = "\n".join(str(problem) for problem in problems[:200])
-    run.save()
+    try:
+        run.save()
+    finally:
+        import_runs.release(run)
+
+
+def _finish_failed(run: ImportRun, *, rows: int) -> None:
+    """The import failed (the database went away, a bug): its transaction rolled back. If the
+    database cannot record that either, the run is closed later (import_runs.close_abandoned)
+    and the import's own error is the one raised."""
+    try:
+        _finish(run, ImportRun.Outcome.FAILED, [], rows=rows)
+    except DatabaseError:
+        logger.warning("import run %s failed and could not be closed now", run.pk)
 
 
 def _import_table(

@@ -1,8 +1,10 @@
 """`import_cohort FILE [--dry-run] [--create-sites]` (INTERFACES.md sections 2 and 3).
 
 Exit status 0: imported (or, with --dry-run, would import); 1: rejected, nothing saved, one line
-per problem as `row R, column C: message`; 2: the file cannot be read. The logic is in
-registry.cohort_file; this command only reads the file, prints and sets the status.
+per problem as `row R, column C: message`; 2: the file cannot be read; 3: the database failed
+during the import (it stopped, or its disk is full): nothing saved, try again once it is back.
+The logic is in registry.cohort_file; this command only reads the file, prints and sets the
+status.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from registry import cohort_file
 from registry.models import User
 
-IMPORTED, REJECTED, UNREADABLE = 0, 1, 2
+IMPORTED, REJECTED, UNREADABLE, DATABASE_FAILED = 0, 1, 2, 3
 DEFAULT_USER = "import"
 
 
@@ -25,7 +28,8 @@ class Command(BaseCommand):
     help = (
         "Import a flat cohort file (UTF-8 CSV or .xlsx, INTERFACES.md section 3) all or nothing, "
         "through the same validation as the forms. Exit status 0 imported, 1 rejected (every "
-        "problem printed as 'row R, column C: message'), 2 unreadable file."
+        "problem printed as 'row R, column C: message'), 2 unreadable file, 3 the database "
+        "failed (nothing saved: try again once it is back)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,16 +57,22 @@ class Command(BaseCommand):
         except OSError as error:
             self.stderr.write(f"{path}: cannot be read: {error.strerror or error}")
             sys.exit(UNREADABLE)
-        importer = command_user(user, default=DEFAULT_USER)
         started = time.perf_counter()
         try:
             result = cohort_file.import_cohort(
                 content,
                 name=path.name,
-                user=importer,
+                user=command_user(user, default=DEFAULT_USER),
                 dry_run=dry_run,
                 create_sites=create_sites,
             )
+        except DatabaseError:
+            # The transaction rolled back; the error's text (the server's address) stays out.
+            self.stderr.write(
+                f"{path.name}: the database failed during the import (it stopped, or it has no "
+                "space left): nothing of the file was saved. Try again once it is back."
+            )
+            sys.exit(DATABASE_FAILED)
         except cohort_file.UnreadableFile as error:
             self.stderr.write(f"{path}: {error}")
             sys.exit(UNREADABLE)
