@@ -644,7 +644,7 @@ def _finish_failed(run: ImportRun, *, rows: int) -> None:
     try:
         _finish(run, ImportRun.Outcome.FAILED, [], rows=rows)
     except DatabaseError:
-        logger.warning("import run %s failed and could not be closed now", run.pk)
+        logger.warning("import run %s failed; the database did not record it: closed later", run.pk)
 
 
 def _import_table(
