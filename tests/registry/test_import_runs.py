@@ -152,3 +152,16 @@ class another_connection_holding:
     def __exit__(self, *exc) -> None:
         if self.other is not None:
             self.other.close()
+
+
+def test_the_nightly_task_closes_abandoned_runs_too(data_manager):
+    from registry import tasks
+
+    run = import_runs.start(user=data_manager, file_name="cohort.csv")
+    import_runs.release(run)
+    ImportRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(hours=13))
+
+    tasks.refresh_quality_queries()
+
+    run.refresh_from_db()
+    assert run.outcome == ImportRun.Outcome.FAILED
