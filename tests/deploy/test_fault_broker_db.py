@@ -10,8 +10,8 @@ in production).
 
 The small filesystem is a tmpfs mounted here (root, as in CI) and holding the database's
 tablespace: the database's tables and indexes fill it, PostgreSQL's write-ahead log does not
-(it stays on the cluster's disk). A full disk under the write-ahead log makes PostgreSQL stop
-(PANIC) instead: that case is the database stopping, tested below and in test_faults.py.
+(it stays on the cluster's disk). A full disk under the write-ahead log is not tested: there
+PostgreSQL stops (PANIC) rather than refusing one transaction.
 """
 
 from __future__ import annotations
