@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 
 from registry import cohort_file
 from registry.models import User
@@ -66,7 +66,7 @@ class Command(BaseCommand):
                 dry_run=dry_run,
                 create_sites=create_sites,
             )
-        except DatabaseError:
+        except (OperationalError, InterfaceError):  # the database went away or is full
             # The transaction rolled back; the error's text (the server's address) stays out.
             self.stderr.write(
                 f"{path.name}: the database failed during the import (it stopped, or it has no "
