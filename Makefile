@@ -34,8 +34,11 @@ demo: migrate
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) runserver 127.0.0.1:8000
 
+# Two test processes (pytest-xdist), each with its own test database and media folder; a test
+# file stays in one process, so a module's throwaway services are started once.
+TEST_PROCESSES ?= 2
 test: bootstrap messages
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: bootstrap
 	$(BIN)/ruff check .
@@ -59,15 +62,16 @@ report-images: migrate
 	done
 	@ls var/report-pages/*.png
 
-# Backups (docs/DEPLOYMENT.md): the database (pg_dump) and the report archive (MEDIA_ROOT) into
-# var/backups/<timestamp>/; `make restore BACKUP=var/backups/<timestamp>` into an empty database.
+# Backups (README.md, "Deployment"): the database (pg_dump) and the report archive (MEDIA_ROOT)
+# into var/backups/<timestamp>/; `make restore BACKUP=var/backups/<timestamp>` into an empty
+# database and a media folder without the backup's files (OVERWRITE_MEDIA=1 replaces them).
 .PHONY: backup restore docker-check
 backup:
 	scripts/backup.sh
 
 restore:
 	@test -n "$(BACKUP)" || (echo "usage: make restore BACKUP=var/backups/<timestamp>" >&2; exit 2)
-	scripts/restore.sh "$(BACKUP)"
+	scripts/restore.sh $(if $(OVERWRITE_MEDIA),--overwrite-media) "$(BACKUP)"
 
 # What can be checked of the Docker deployment without a Docker engine: the compose file as
 # Compose reads it (with .env.example as its configuration), and the shell scripts.

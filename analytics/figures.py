@@ -10,8 +10,12 @@ keeps them with their snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: pages, workers and the PDF render off-screen
 
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from matplotlib import rc_context
 from matplotlib.figure import Figure
@@ -316,3 +321,36 @@ FIGURES: dict[str, Draw] = {
 # The figures the pages and the report show: drawn in every language as soon as a snapshot is
 # complete (the others are drawn the first time they are asked for).
 SHOWN = ("pfs", "os", "crs-grades", "sm-ucbt-blinatumomab", "sm-ucbt-car_t", "sm-ucbt-pooled")
+
+
+# --- drawing, remembered ----------------------------------------------------------------------
+# A figure is a pure function of the blocks of the output it reads and of the language, and the
+# same input gives the same bytes; drawing one takes about a second (text layout in two fonts).
+# Snapshots of unchanged data (another scope with the same patients, a recomputation after an
+# edit that did not touch the curves) draw the same figures again, so a process keeps the last
+# ones it drew, keyed by a digest of exactly what they read.
+DRAWN_INPUTS = ("survival", "transplant", "crs")
+REMEMBERED = 256  # about 50 KB each
+_remembered: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def input_digest(output: Mapping[str, Any]) -> str:
+    drawn = {block: output.get(block) for block in DRAWN_INPUTS}
+    text = json.dumps(drawn, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def draw(name: str, output: Mapping[str, Any]) -> str:
+    """The SVG of figure `name` of a snapshot output in the active language."""
+    key = (name, get_language() or "", input_digest(output))
+    with _remembered_lock:
+        if key in _remembered:
+            _remembered.move_to_end(key)
+            return _remembered[key]
+    svg = FIGURES[name](output)
+    with _remembered_lock:
+        _remembered[key] = svg
+        while len(_remembered) > REMEMBERED:
+            _remembered.popitem(last=False)
+    return svg

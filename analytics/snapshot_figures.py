@@ -33,7 +33,7 @@ def figures_draw(snapshot: Snapshot, *, names: tuple[str, ...] = figures.SHOWN) 
         with translation.override(language):
             for name in names:
                 if (name, language) not in kept:
-                    svg = figures.FIGURES[name](snapshot.output)
+                    svg = figures.draw(name, snapshot.output)
                     drawn.append(
                         SnapshotFigure(snapshot=snapshot, name=name, language=language, svg=svg)
                     )
@@ -60,7 +60,7 @@ def figure_svg(snapshot: Snapshot, name: str, language: str) -> str:
     if kept is not None:
         return kept
     with translation.override(language):
-        svg = figures.FIGURES[name](snapshot.output)
+        svg = figures.draw(name, snapshot.output)
     try:
         with transaction.atomic():
             SnapshotFigure.objects.create(snapshot=snapshot, name=name, language=language, svg=svg)

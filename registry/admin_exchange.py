@@ -20,6 +20,7 @@ from django.utils.translation import ngettext
 
 from registry import cohort_file, import_runs
 from registry.admin_links import LinksOnlyWhereAllowed
+from registry.admin_scope import SiteScopedAdmin
 from registry.models import ExportLog, ImportRun
 from registry.permissions import Action, can
 
@@ -41,7 +42,7 @@ class ImportForm(forms.Form):
         ) % {"size": filesizeformat(settings.IMMUNOREG_MAX_UPLOAD_BYTES)}
 
 
-class LogAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
+class LogAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
     """A log is read, never added, changed or deleted by hand (INTERFACES.md section 6)."""
 
     action = Action.IMPORT
@@ -62,11 +63,15 @@ class LogAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def get_queryset(self, request: HttpRequest):
-        queryset = super().get_queryset(request).select_related("user")
-        if request.user.is_administrator:
+    def scope_queryset(self, request: HttpRequest, queryset):
+        """A log is its author's (the same user may work at several sites); every log is an
+        administrator's."""
+        queryset = queryset.select_related("user")
+        if request.user.is_authenticated and request.user.is_administrator:
             return queryset
-        return queryset.filter(user=request.user)
+        return (
+            queryset.filter(user=request.user) if request.user.is_authenticated else queryset.none()
+        )
 
 
 @admin.register(ImportRun)
@@ -108,8 +113,9 @@ class ImportRunAdmin(LogAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
+                # The upload as a stream, read within cohort_file.ImportLimits.
                 result = cohort_file.import_cohort(
-                    upload.read(),
+                    upload,
                     name=upload.name,
                     user=request.user,
                     dry_run=form.cleaned_data["dry_run"],
@@ -139,8 +145,13 @@ class ImportRunAdmin(LogAdmin):
                         )
                         % {"n": result.patients_created, "run": result.run.pk},
                     )
+        # The page lists at most max_problems_shown problems, then says how many more.
+        shown = cohort_file.ImportLimits.from_settings().max_problems_shown
+        problems = result.problems[:shown] if result else []
         context = {
             **self.admin_site.each_context(request),
+            "problems": problems,
+            "more_problems": len(result.problems) - len(problems) if result else 0,
             "title": _("Import a cohort file"),
             "opts": self.model._meta,
             "form": form,

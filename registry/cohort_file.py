@@ -9,8 +9,10 @@ a dry run rolls back too. Each record's history names the import run and the use
 Export. The analysis set (SAP.md section 1: each patient's first index treatment by day 0),
 one row per patient in the same columns, so that an exported file imports again. The rows are
 read in chunks with a fixed number of queries per chunk, and written as they are read. A
-de-identified export replaces study IDs by random codes, dates by days from day 0 and the year
-of birth by the age at day 0. Every export is logged (registry.models.ExportLog).
+de-identified export (docs/DEIDENTIFICATION.md) replaces study IDs by random codes, dates by
+days from day 0 and the year of birth by the age at day 0, leaves out free text, and shuffles
+the rows. Every text cell of every format goes through export_value (no live formula). Every
+export is logged (registry.models.ExportLog).
 """
 
 from __future__ import annotations
@@ -21,21 +23,28 @@ import io
 import logging
 import re
 import secrets
+import time
+import zipfile
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Exists, Max, Min, OuterRef
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from registry import import_runs, services
 from registry.domain import mrd
+from registry.domain.identifiers import identifier_key, written_form
 from registry.domain.vocabulary import (
     Arm,
     DeathCause,
@@ -52,6 +61,7 @@ from registry.domain.vocabulary import (
     TransplantType,
     YesNoUnknown,
 )
+from registry.files import written_whole
 from registry.models import (
     CrsEpisode,
     Death,
@@ -67,6 +77,7 @@ from registry.models import (
     Treatment,
     User,
 )
+from registry.models.base import validate_identifier
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import records_visible_to
 
@@ -168,11 +179,46 @@ DEIDENTIFIED_RENAMES: dict[str, Column | None] = {
 }
 
 
+# Every column of a de-identified file, each with the reason it may be there (docs/
+# DEIDENTIFICATION.md says the same): coded values only. No free text (product, and every
+# CharField/TextField without choices of the models: tests/registry/test_export_leaks.py),
+# no calendar date, no study ID.
+DEIDENTIFIED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient_code", "random per export (secrets), not derived from the study ID"),
+    ("site", "the site's registry code, needed to analyse by site (no patient data)"),
+    ("sex", "coded M/F"),
+    ("age_at_day0", "whole years at day 0 instead of the year of birth"),
+    ("ph_status", "coded"),
+    ("arm", "coded"),
+    ("disease_burden", "coded"),
+    ("bm_blast_pct", "a number 0-100"),
+    ("relapse_status", "coded"),
+    ("prior_hsct", "coded yes/no"),
+    ("crs_grade", "a grade 0-5"),
+    ("crs_grading_system", "coded"),
+    ("icans_grade", "a grade 0-5"),
+    ("response", "coded"),
+    ("response_day", "days from day 0 instead of a date"),
+    ("mrd_negative", "coded yes/no"),
+    ("hsct_type", "coded"),
+    ("hsct_day", "days from day 0 instead of a date"),
+    ("relapse_day", "days from day 0 instead of a date"),
+    ("death_day", "days from day 0 instead of a date"),
+    ("death_cause", "coded"),
+    ("last_contact_day", "days from day 0 instead of a date"),
+)
+# Left out of a de-identified file: free text typed by a person can hold anything (a name, a
+# hospital number, a birth date were found in it).
+DEIDENTIFIED_DROPPED = frozenset({"product"})
+
+
 def export_columns(*, deidentify: bool) -> list[Column]:
     if not deidentify:
         return list(COLUMNS)
     columns = []
     for column in COLUMNS:
+        if column.name in DEIDENTIFIED_DROPPED:
+            continue
         replacement = DEIDENTIFIED_RENAMES.get(column.name, column)
         if replacement is not None:
             columns.append(replacement)
@@ -238,73 +284,495 @@ def codebook(*, deidentify: bool = False) -> list[dict[str, str]]:
 def write_codebook(stream: IO[str], *, deidentify: bool = False) -> None:
     writer = csv.DictWriter(stream, fieldnames=CODEBOOK_HEADER, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(codebook(deidentify=deidentify))
+    for line in codebook(deidentify=deidentify):
+        writer.writerow({name: export_value(text) for name, text in line.items()})
 
 
 # --- reading a file ----------------------------------------------------------------------------
+# Every bound of an import, in one place (settings IMMUNOREG_IMPORT_*, read when a file is
+# imported). A file beyond one is refused as soon as that is known, with a message naming the
+# bound and its value; nothing of it is saved. The file is read as a stream: never all of it in
+# memory at once, and never more than the first max_rows + 1 patient rows.
+@dataclass(frozen=True)
+class ImportLimits:
+    max_bytes: int = 50 * 1024 * 1024  # the file as uploaded (IMMUNOREG_MAX_UPLOAD_BYTES)
+    max_rows: int = 20_000  # patient rows (blank rows do not count)
+    max_columns: int = 100  # cells up to the last non-blank one, in any row
+    max_cell_chars: int = 1_000
+    max_xlsx_bytes: int = 50 * 1024 * 1024  # an .xlsx workbook's parts, unpacked, together
+    max_xlsx_ratio: int = 100  # unpacked / packed size of any part over XLSX_RATIO_FLOOR
+    # The shared strings are read whole before the first row (openpyxl): a tighter bound.
+    max_xlsx_strings_bytes: int = 10 * 1024 * 1024
+    max_seconds: float = 100.0  # reading, checking and writing (gunicorn's timeout is 120 s)
+    max_problems_shown: int = 200  # on the upload page; the run's log keeps as many
+
+    @classmethod
+    def from_settings(cls) -> ImportLimits:
+        defaults = cls()
+        return cls(
+            max_bytes=getattr(settings, "IMMUNOREG_MAX_UPLOAD_BYTES", defaults.max_bytes),
+            **{
+                name: getattr(settings, f"IMMUNOREG_IMPORT_{name.upper()}", value)
+                for name, value in vars(defaults).items()
+                if name != "max_bytes"
+            },
+        )
+
+    @property
+    def max_line_chars(self) -> int:
+        """The longest CSV row: every column at its longest, quoted, and a line break."""
+        return self.max_columns * (self.max_cell_chars + 3) + 2
+
+
+XLSX_RATIO_FLOOR = 1024 * 1024  # smaller parts may compress as well as they like
+XLSX_MAX_PARTS = 10_000
+
+
+class Deadline:
+    """The time an import may take (ImportLimits.max_seconds); `clock` is injectable for tests."""
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.ends = clock() + seconds
+
+    def expired(self) -> bool:
+        return self.clock() > self.ends
+
+    def check(self) -> None:
+        if self.expired():
+            raise LimitExceeded(TOO_SLOW, seconds=_number(self.seconds))
+
+
+class Message:
+    """A translatable message and its values, rendered in the language active when shown (the
+    upload page in the reader's language; the run's log and the command in English)."""
+
+    def __init__(self, text: str, **values: Any) -> None:
+        self.text, self.values = text, values
+
+    def __str__(self) -> str:
+        return str(self.text) % self.values if self.values else str(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
 class UnreadableFile(Exception):
-    """Not a UTF-8 CSV or an .xlsx, or nothing in it (exit status 2)."""
+    """Not a UTF-8 CSV or an .xlsx, nothing in it, or beyond a bound (exit status 2)."""
+
+    def __init__(self, message: str, **values: Any) -> None:
+        self.message = Message(message, **values)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+
+class LimitExceeded(UnreadableFile):
+    """The file is beyond one of the ImportLimits: refused before it is read any further."""
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A formula cell of an .xlsx: its text, never its cached value (a problem, not a value)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+FORMULA = _("a formula is not a value: type the value itself")
+TOO_SLOW = _(
+    "The import took longer than %(seconds)s seconds and was stopped; nothing was saved. "
+    "Split the file into smaller ones."
+)
+EMPTY = _("The file is empty.")
+XLSX_UNREADABLE = _("The .xlsx file cannot be read: %(error)s.")
 
 
 @dataclass
 class Table:
     header: list[str]
     rows: list[tuple[int, list[Any]]]  # (spreadsheet row number, cells)
+    formulas: set[int] = field(default_factory=set)  # header cells that hold a formula
 
 
-def read_table(content: bytes) -> Table:
-    """The header and the non-blank rows of a CSV or .xlsx file, numbered as a spreadsheet shows."""
-    if not content.strip():
-        raise UnreadableFile("The file is empty.")
-    lines = _xlsx_lines(content) if content.startswith(XLSX_MAGIC) else _csv_lines(content)
+def read_table(
+    content: bytes | IO[bytes],
+    *,
+    limits: ImportLimits | None = None,
+    deadline: Deadline | None = None,
+) -> Table:
+    """The header and the non-blank rows of a CSV or .xlsx file, numbered as a spreadsheet shows.
+
+    Raises LimitExceeded as soon as the file is known to be beyond one of `limits`.
+    """
+    limits = limits or ImportLimits.from_settings()
+    deadline = deadline or Deadline(limits.max_seconds)
+    stream = _binary_stream(content)
+    _check_size(stream, limits)
+    start = stream.read(len(XLSX_MAGIC))
+    stream.seek(0)
+    if not start:
+        raise UnreadableFile(EMPTY)
+    if start == XLSX_MAGIC:
+        lines = _xlsx_lines(stream, limits, deadline)
+    else:
+        lines = _csv_lines(stream, limits)
     header: list[str] | None = None
+    formulas: set[int] = set()
     rows: list[tuple[int, list[Any]]] = []
-    for number, cells in enumerate(lines, start=1):
-        if header is None:
-            header = [_text(cell).lower() for cell in cells]
-            while header and header[-1] == "":
-                header.pop()
-            if not header:
-                raise UnreadableFile("The first row must name the columns; it is empty.")
-            continue
-        if any(_text(cell) for cell in cells):
+    try:
+        for number, cells in lines:
+            deadline.check()
+            if not any(_text(cell) for cell in cells):
+                continue
+            _check_row(number, cells, limits)
+            if header is None:
+                formulas = {i for i, cell in enumerate(cells) if isinstance(cell, Formula)}
+                header = [_text(cell).lower() for cell in cells]
+                while header and header[-1] == "":
+                    header.pop()
+                if number != 1:
+                    raise UnreadableFile(_("The first row must name the columns; it is empty."))
+                continue
             rows.append((number, list(cells)))
-    if header is None:
-        raise UnreadableFile("The file is empty.")
-    if not rows:
-        raise UnreadableFile("The file has a header but no patient rows.")
-    return Table(header, rows)
-
-
-def _csv_lines(content: bytes) -> Iterator[list[str]]:
-    if b"\x00" in content:
-        raise UnreadableFile("This is not a CSV file (it holds binary data); use CSV or .xlsx.")
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UnreadableFile(
-            f"The file is not UTF-8 text (byte {error.start}); save it as UTF-8 CSV or .xlsx."
-        ) from error
-    try:
-        yield from csv.reader(io.StringIO(text, newline=""))
-    except csv.Error as error:
-        raise UnreadableFile(f"The CSV file cannot be read: {error}.") from error
-
-
-def _xlsx_lines(content: bytes) -> Iterator[list[Any]]:
-    from openpyxl import load_workbook  # imported here: only .xlsx files need it
-
-    try:
-        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except Exception as error:  # openpyxl raises many kinds for a damaged workbook
-        raise UnreadableFile(f"The .xlsx file cannot be read: {error}.") from error
-    try:
-        if not workbook.worksheets:
-            raise UnreadableFile("The .xlsx file has no sheet.")
-        for cells in workbook.worksheets[0].iter_rows(values_only=True):
-            yield list(cells)
+            if len(rows) > limits.max_rows:
+                raise LimitExceeded(
+                    _(
+                        "The file has more than %(limit)s patient rows; an import takes at "
+                        "most %(limit)s. Split the file into smaller ones."
+                    ),
+                    limit=_number(limits.max_rows),
+                )
     finally:
-        workbook.close()
+        lines.close()
+    if header is None:
+        raise UnreadableFile(EMPTY)
+    if not rows:
+        raise UnreadableFile(_("The file has a header but no patient rows."))
+    return Table(header, rows, formulas)
+
+
+def _binary_stream(content: bytes | IO[bytes]) -> IO[bytes]:
+    if isinstance(content, bytes | bytearray | memoryview):
+        return io.BytesIO(content)
+    content.seek(0)
+    return content
+
+
+def stream_size(stream: IO[bytes]) -> int:
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    return size
+
+
+def _check_size(stream: IO[bytes], limits: ImportLimits) -> None:
+    size = stream_size(stream)
+    if size > limits.max_bytes:
+        raise LimitExceeded(
+            _("The file is %(size)s, larger than the limit of %(limit)s."),
+            size=filesizeformat(size),
+            limit=filesizeformat(limits.max_bytes),
+        )
+
+
+def _check_row(number: int, cells: list[Any], limits: ImportLimits) -> None:
+    """Refuse a row wider than max_columns or with a cell longer than max_cell_chars."""
+    width = len(cells)
+    while width and not _text(cells[width - 1]):
+        width -= 1
+    if width > limits.max_columns:
+        _too_wide(number, width, limits)
+    for index, cell in enumerate(cells[:width]):
+        if isinstance(cell, str | Formula) and len(str(cell)) > limits.max_cell_chars:
+            _cell_too_long(number, index + 1, limits)
+
+
+def _too_wide(row: int, width: int, limits: ImportLimits) -> None:
+    raise LimitExceeded(
+        _(
+            "Row %(row)s has %(count)s columns; a cohort file has at most %(limit)s "
+            "(it names %(known)s)."
+        ),
+        row=row,
+        count=_number(width),
+        limit=_number(limits.max_columns),
+        known=len(COLUMNS),
+    )
+
+
+def _cell_too_long(row: int, column: int, limits: ImportLimits) -> None:
+    raise LimitExceeded(
+        _(
+            "Row %(row)s, column %(column)s holds more than %(limit)s characters, the most a "
+            "cell may hold."
+        ),
+        row=row,
+        column=column,
+        limit=_number(limits.max_cell_chars),
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as errors="surrogateescape"
+
+
+def _csv_lines(stream: IO[bytes], limits: ImportLimits) -> Iterator[tuple[int, list[str]]]:
+    """The CSV's records, read a line at a time: no line (or quoted record) longer than a
+    row of max_columns cells of max_cell_chars each is ever held."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    longest = limits.max_line_chars
+    record = {"number": 1, "chars": 0}  # the record being read, and its characters so far
+
+    def lines() -> Iterator[str]:
+        while line := text.readline(longest + 1):
+            record["chars"] += len(line)
+            if "\x00" in line:
+                raise UnreadableFile(
+                    _("This is not a CSV file (it holds binary data); use CSV or .xlsx.")
+                )
+            if NOT_UTF8.search(line):
+                raise UnreadableFile(
+                    _("The file is not UTF-8 text (row %(row)s); save it as UTF-8 CSV or .xlsx."),
+                    row=record["number"],
+                )
+            if record["chars"] > longest:
+                _csv_row_too_long(record["number"], line, limits)
+            yield line
+
+    try:
+        for cells in csv.reader(lines()):
+            yield record["number"], cells
+            record["number"] += 1
+            record["chars"] = 0
+    except csv.Error as error:
+        raise UnreadableFile(
+            _("The CSV file cannot be read (row %(row)s): %(error)s."),
+            row=record["number"],
+            error=str(error),
+        ) from error
+    finally:
+        text.detach()  # the caller's stream stays open
+
+
+def _csv_row_too_long(number: int, line: str, limits: ImportLimits) -> None:
+    """Say which bound a row over max_line_chars breaks, from the part of it that was read."""
+    try:
+        cells = next(csv.reader([line]), [])
+    except csv.Error:
+        cells = []
+    if len(cells) > limits.max_columns:
+        raise LimitExceeded(
+            _(
+                "Row %(row)s has more than %(limit)s columns; a cohort file has at most "
+                "%(limit)s (it names %(known)s)."
+            ),
+            row=number,
+            limit=_number(limits.max_columns),
+            known=len(COLUMNS),
+        )
+    for index, cell in enumerate(cells):
+        if len(cell) > limits.max_cell_chars:
+            _cell_too_long(number, index + 1, limits)
+    raise LimitExceeded(
+        _("Row %(row)s is longer than %(limit)s characters; a cell may hold at most %(chars)s."),
+        row=number,
+        limit=_number(limits.max_line_chars),
+        chars=_number(limits.max_cell_chars),
+    )
+
+
+def _check_workbook_archive(stream: IO[bytes], limits: ImportLimits) -> None:
+    """Refuse a zip that is not a workbook, or that unpacks to more than the limits allow,
+    from its directory alone: before any part is unpacked. (Python's zipfile never unpacks more
+    of a part than its directory entry says, so the sizes checked are the sizes read.)"""
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
+        raise UnreadableFile(XLSX_UNREADABLE, error=str(error)) from error
+    names = {part.filename for part in parts}
+    if "[Content_Types].xml" not in names or "xl/workbook.xml" not in names:
+        raise UnreadableFile(
+            _("The file is a zip archive but not an .xlsx workbook; use CSV or .xlsx.")
+        )
+    total = sum(part.file_size for part in parts)
+    if len(parts) > XLSX_MAX_PARTS or total > limits.max_xlsx_bytes:
+        raise LimitExceeded(
+            _("The .xlsx workbook unpacks to %(size)s, more than the limit of %(limit)s."),
+            size=filesizeformat(total),
+            limit=filesizeformat(limits.max_xlsx_bytes),
+        )
+    for part in parts:
+        packed = max(part.compress_size, 1)
+        if part.file_size > XLSX_RATIO_FLOOR and part.file_size > packed * limits.max_xlsx_ratio:
+            raise LimitExceeded(
+                _(
+                    "The .xlsx workbook's part %(part)s unpacks to %(ratio)s times its packed "
+                    "size (at most %(limit)s): it is not an ordinary spreadsheet."
+                ),
+                part=part.filename[:100],
+                ratio=_number(part.file_size // packed),
+                limit=_number(limits.max_xlsx_ratio),
+            )
+    stream.seek(0)
+
+
+def _xlsx_lines(
+    stream: IO[bytes], limits: ImportLimits, deadline: Deadline
+) -> Iterator[tuple[int, list[Any]]]:
+    """The first sheet's rows, streamed, formulas as Formula.
+
+    openpyxl's parts are used one by one rather than load_workbook: in read-only mode that
+    reads every sheet once more to size it when the sheet does not say its size (a pass over
+    all of its XML before the first row, and no row limit or deadline can stop it), and pads
+    each row to the width the sheet declares. Here each row is checked (its width first) as
+    it is parsed, and reading stops at the first bound broken.
+    """
+    _check_workbook_archive(stream, limits)
+    # Imported here: only .xlsx files need them.
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.styles.stylesheet import apply_stylesheet
+    from openpyxl.worksheet._reader import WorkSheetParser
+    from openpyxl.xml.constants import SHARED_STRINGS
+
+    try:
+        # data_only=False: a formula cell reads as its formula (data type "f"), never as the
+        # value a spreadsheet program last cached, or as blank when none was cached.
+        reader = ExcelReader(stream, read_only=True, data_only=False, keep_links=False)
+        reader.read_manifest()
+        strings = reader.package.find(SHARED_STRINGS)
+        if strings is not None:
+            size = reader.archive.getinfo(strings.PartName[1:]).file_size
+            if size > limits.max_xlsx_strings_bytes:
+                raise LimitExceeded(
+                    _(
+                        "The .xlsx workbook's shared strings unpack to %(size)s, more than the "
+                        "limit of %(limit)s."
+                    ),
+                    size=filesizeformat(size),
+                    limit=filesizeformat(limits.max_xlsx_strings_bytes),
+                )
+        reader.read_strings()
+        reader.read_workbook()
+        apply_stylesheet(reader.archive, reader.wb)
+        sheet = next(
+            (
+                rel.target
+                for _, rel in reader.parser.find_sheets()
+                if rel.target in reader.valid_files and "chartsheet" not in rel.Type
+            ),
+            None,
+        )
+    except UnreadableFile:
+        raise
+    except Exception as error:  # openpyxl raises many kinds for a damaged workbook
+        raise UnreadableFile(XLSX_UNREADABLE, error=str(error)[:200]) from error
+    try:
+        if sheet is None:
+            raise UnreadableFile(_("The .xlsx file has no sheet."))
+        with reader.archive.open(sheet) as source:
+            parser = _bounded_sheet_parser(WorkSheetParser, deadline)(
+                source,
+                reader.shared_strings,
+                data_only=False,
+                epoch=reader.wb.epoch,
+                date_formats=reader.wb._date_formats,
+                timedelta_formats=reader.wb._timedelta_formats,
+            )
+            for number, cells in parser.parse():
+                yield number, _xlsx_row(number, cells, limits)
+    except UnreadableFile:
+        raise
+    except Exception as error:  # a damaged sheet, found as it is read
+        raise UnreadableFile(XLSX_UNREADABLE, error=str(error)[:200]) from error
+    finally:
+        reader.archive.close()
+
+
+XLSX_MAX_CELLS_PER_ROW = 16_384  # Excel's own limit; each cell's parts count too (x 8)
+
+
+def _bounded_sheet_parser(base: type, deadline: Deadline) -> type:
+    """openpyxl's sheet parser, parsing rows only, in bounded memory.
+
+    Its own parse() keeps every element outside the rows it has read (ElementTree's iterparse
+    builds the tree as it goes), so that a sheet of millions of empty elements fills memory,
+    and builds a whole row before it yields it. This one drops each element outside a row once
+    read, and refuses a row of more than XLSX_MAX_CELLS_PER_ROW cells as soon as it has them;
+    it checks the deadline as it goes, rows or not.
+    """
+    from openpyxl.worksheet._reader import CELL_TAG, ROW_TAG
+    from openpyxl.xml.functions import iterparse
+
+    class BoundedSheetParser(base):
+        def parse(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+            stack: list[Any] = []
+            in_row, cells, parts, number = False, 0, 0, 0
+            for events, (event, element) in enumerate(
+                iterparse(self.source, events=("start", "end")), start=1
+            ):
+                if events % 4096 == 0:
+                    deadline.check()
+                if event == "start":
+                    stack.append(element)
+                    if element.tag == ROW_TAG:
+                        in_row, cells, parts = True, 0, 0
+                        r = element.get("r", "")
+                        number = int(r) if r.isdigit() else self.row_counter + 1
+                    elif in_row:
+                        parts += 1
+                        cells += element.tag == CELL_TAG
+                        if cells > XLSX_MAX_CELLS_PER_ROW or parts > 16 * XLSX_MAX_CELLS_PER_ROW:
+                            raise LimitExceeded(
+                                _(
+                                    "Row %(row)s of the .xlsx sheet holds more than %(limit)s "
+                                    "cells: it is not an ordinary spreadsheet."
+                                ),
+                                row=number,
+                                limit=_number(XLSX_MAX_CELLS_PER_ROW),
+                            )
+                    continue
+                stack.pop()
+                if element.tag == ROW_TAG:
+                    in_row = False
+                    row = self.parse_row(element)
+                    self.row_dimensions.clear()  # kept for each formatted row: not needed
+                    yield row
+                if not in_row and stack:
+                    stack[-1].clear()  # the parent's children read so far: all done with
+
+    return BoundedSheetParser
+
+
+def _xlsx_row(number: int, cells: list[dict[str, Any]], limits: ImportLimits) -> list[Any]:
+    """A parsed row's values by column, up to its last non-blank cell (refused when wider)."""
+    width = max((c["column"] for c in cells if c["value"] not in (None, "")), default=0)
+    if width > limits.max_columns:
+        _too_wide(number, width, limits)
+    values: list[Any] = [None] * width
+    for cell in cells:
+        if 1 <= cell["column"] <= width:
+            values[cell["column"] - 1] = _xlsx_value(cell)
+    return values
+
+
+def _xlsx_value(cell: dict[str, Any]) -> Any:
+    value = cell["value"]
+    if value is None or cell["data_type"] != "f":
+        return value
+    # A formula: "=1+4", or an array or data-table formula object.
+    text = value if isinstance(value, str) else getattr(value, "text", None) or "="
+    return Formula(str(text))
 
 
 def _text(cell: Any) -> str:
@@ -335,7 +803,7 @@ def parse_cell(column: Column, cell: Any) -> Any:
         return None
     match column.kind:
         case "text" | "site":
-            return text
+            return import_text(text)  # the ' an export put before a formula-like text
         case "enum":
             for value in column.values:
                 if text.lower() == value.lower():
@@ -375,10 +843,12 @@ def parse_cell(column: Column, cell: Any) -> Any:
 class Problem:
     row: int
     column: str
-    message: str
+    message: str | Message  # a Message (or lazy text) shows in the reader's language
 
     def __str__(self) -> str:
-        return f"row {self.row}, column {self.column}: {self.message}"
+        # The run's log and the command print problems in English (see import_cohort).
+        with translation.override("en"):
+            return f"row {self.row}, column {self.column}: {self.message}"
 
 
 @dataclass
@@ -389,8 +859,9 @@ class ParsedRow:
     # Required columns missing from the header: reported once, against row 1.
     absent: set[str] = field(default_factory=set)
 
-    def add(self, column: str, message: str) -> None:
-        message = str(message)
+    def add(self, column: str, message: str | Message) -> None:
+        if not isinstance(message, Message | Promise):
+            message = str(message)
         if any(p.column == column and p.message == message for p in self.problems):
             return
         self.problems.append(Problem(self.number, column, message))
@@ -402,14 +873,21 @@ class ParsedRow:
         return self.values.get(column)
 
 
-def check_header(header: list[str]) -> tuple[list[Problem], dict[int, Column]]:
-    """Unknown, unnamed, repeated and missing columns; and which cell index is which column."""
+def check_header(
+    header: list[str], *, formulas: Collection[int] = ()
+) -> tuple[list[Problem], dict[int, Column]]:
+    """Unknown, unnamed, repeated and missing columns; and which cell index is which column.
+
+    `formulas` are the indexes of header cells that hold a formula (an .xlsx): each a problem.
+    """
     problems: list[Problem] = []
     positions: dict[int, Column] = {}
     seen: set[str] = set()
     for index, name in enumerate(header):
         label = name or f"{index + 1}"
-        if name == "":
+        if index in formulas:
+            problems.append(Problem(1, f"{index + 1}", Message(FORMULA)))
+        elif name == "":
             problems.append(Problem(1, label, "this column has no name"))
         elif name in seen:
             problems.append(Problem(1, label, "this column appears twice"))
@@ -438,6 +916,9 @@ def parse_row(
     row = ParsedRow(number)
     for index, cell in enumerate(cells):
         column = positions.get(index)
+        if isinstance(cell, Formula):
+            row.add(column.name if column else str(index + 1), Message(FORMULA))
+            continue
         if column is None:
             if index >= width and _text(cell):
                 row.add(str(index + 1), "a value beyond the last column of the header")
@@ -574,36 +1055,50 @@ CONCURRENT_IMPORT = (
 
 
 def import_cohort(
-    content: bytes,
+    content: bytes | IO[bytes],
     *,
     name: str,
     user: User,
     dry_run: bool = False,
     create_sites: bool = False,
     via: str = "command",
+    limits: ImportLimits | None = None,
+    deadline: Deadline | None = None,
 ) -> ImportResult:
-    """Import a cohort file, all or nothing; raises UnreadableFile (logged) for a bad file."""
+    """Import a cohort file, all or nothing; raises UnreadableFile (logged) for a bad file.
+
+    `content` is the file's bytes or a seekable binary stream (an upload, an open file), read
+    as a stream within `limits` (default: the settings) and `deadline` (from them).
+    """
     if not can(user, Action.IMPORT):
         raise PermissionDenied("Only data managers and administrators may import a cohort file.")
+    limits = limits or ImportLimits.from_settings()
+    deadline = deadline or Deadline(limits.max_seconds)
+    stream = _binary_stream(content)
     run = import_runs.start(
         user=user,
         file_name=Path(name).name[:255],
-        file_sha256=hashlib.sha256(content).hexdigest(),
+        file_sha256=_sha256(stream, limits),
         dry_run=dry_run,
         create_sites=create_sites,
         via=via,
     )
     try:
-        table = read_table(content)
+        table = read_table(stream, limits=limits, deadline=deadline)
     except UnreadableFile as error:
-        _finish(run, ImportRun.Outcome.UNREADABLE, [Problem(1, "-", str(error))], rows=0)
+        _finish(run, ImportRun.Outcome.UNREADABLE, [Problem(1, "-", error.message)], rows=0)
         raise
     reason = f"import of {run.file_name} (run {run.pk}) by {user.username}"
     # Messages are stored and printed in English, like the data-quality queries.
     with translation.override("en"):
         try:
             problems, created = _import_table(
-                table, user=user, reason=reason, dry_run=dry_run, create_sites=create_sites
+                table,
+                user=user,
+                reason=reason,
+                dry_run=dry_run,
+                create_sites=create_sites,
+                deadline=deadline,
             )
         except IntegrityError:
             # Another import saved the same patients meanwhile (the database's unique
@@ -647,12 +1142,34 @@ def _finish_failed(run: ImportRun, *, rows: int) -> None:
         logger.warning("import run %s failed; the database did not record it: closed later", run.pk)
 
 
+def _sha256(stream: IO[bytes], limits: ImportLimits) -> str:
+    """The file's SHA-256, read in chunks; blank for a file over the size limit (refused)."""
+    if stream_size(stream) > limits.max_bytes:
+        return ""
+    digest = hashlib.sha256()
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    stream.seek(0)
+    return digest.hexdigest()
+
+
 def _import_table(
-    table: Table, *, user: User, reason: str, dry_run: bool, create_sites: bool
+    table: Table,
+    *,
+    user: User,
+    reason: str,
+    dry_run: bool,
+    create_sites: bool,
+    deadline: Deadline | None = None,
 ) -> tuple[list[Problem], int]:
-    header_problems, positions = check_header(table.header)
+    deadline = deadline or Deadline(ImportLimits.from_settings().max_seconds)
+    header_problems, positions = check_header(table.header, formulas=table.formulas)
     width = len(table.header)
-    parsed = [parse_row(number, cells, positions, width=width) for number, cells in table.rows]
+    parsed = []
+    for number, cells in table.rows:
+        if deadline.expired():
+            return [Problem(number, "-", Message(TOO_SLOW, seconds=_number(deadline.seconds)))], 0
+        parsed.append(parse_row(number, cells, positions, width=width))
     problems = list(header_problems)
     created = 0
     # All or nothing: one transaction, no savepoint per record, the audit rows and the
@@ -665,10 +1182,17 @@ def _import_table(
         sites = _Sites(user=user, create=create_sites)
         first_row: dict[tuple[str, str], int] = {}
         for row in parsed:
+            if deadline.expired():
+                # The transaction is not held past the time an import may take: stopped here,
+                # and (a problem) everything rolled back.
+                problems.append(
+                    Problem(row.number, "-", Message(TOO_SLOW, seconds=_number(deadline.seconds)))
+                )
+                break
             site = sites.resolve(row)
             study_id = row.get("study_id")
             if study_id is not None and row.get("site") is not None:
-                key = (row.get("site").lower(), study_id)
+                key = (identifier_key(row.get("site")), identifier_key(study_id))
                 if key in first_row:
                     row.add(
                         "study_id",
@@ -698,13 +1222,13 @@ class _Sites:
 
     def __init__(self, *, user: User, create: bool) -> None:
         self.user, self.create = user, create
-        self.by_code = {site.code.lower(): site for site in Site.objects.all()}
+        self.by_code = {identifier_key(site.code): site for site in Site.objects.all()}
 
     def resolve(self, row: ParsedRow) -> Site | None:
         code = row.get("site")
         if code is None:
             return None
-        site = self.by_code.get(code.lower())
+        site = self.by_code.get(identifier_key(code))
         if site is None:
             if not self.create:
                 row.add(
@@ -714,8 +1238,13 @@ class _Sites:
             if not can(self.user, Action.MANAGE_USERS):
                 row.add("site", f"no site has the code {code}; only an administrator may add sites")
                 return None
-            site = Site.objects.create(code=code, name=code)
-            self.by_code[code.lower()] = site
+            try:
+                validate_identifier(code)
+            except ValidationError as error:
+                row.add("site", error.messages[0])
+                return None
+            site = Site.objects.create(code=written_form(code), name=written_form(code))
+            self.by_code[identifier_key(code)] = site
         if not can(self.user, Action.IMPORT, site.pk):
             row.add("site", f"you may not import patients at site {site.code}")
             return None
@@ -1190,10 +1719,20 @@ def mrd_negative(response: Assessment | None) -> str | None:
 
 
 def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Random codes for study IDs, days from day 0 for dates, age at day 0 for year of birth."""
+    """docs/DEIDENTIFICATION.md: random codes for study IDs, days from day 0 for dates, age at
+    day 0 for year of birth, no free text, and the rows in a random order.
+
+    The rows are read in study-ID order (analysis_rows), so they are all held (as tuples of the
+    de-identified columns) and shuffled with the operating system's randomness before the first
+    is written: a row's position says nothing of its study ID.
+    """
+    names = [column.name for column in export_columns(deidentify=True)]
     used: set[str] = set()
+    held: list[tuple] = []
     for row in rows:
         day0: date = row.pop("treatment_start")
+        for name in DEIDENTIFIED_DROPPED:
+            del row[name]
         code = f"R{secrets.token_hex(4).upper()}"
         while code in used:
             code = f"R{secrets.token_hex(4).upper()}"
@@ -1203,15 +1742,50 @@ def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for name in DAYS_FROM_DAY0:
             value = row[name]
             row[name] = None if value is None else (value - day0).days
-        yield {
+        renamed = {
             (DEIDENTIFIED_RENAMES[name].name if name in DEIDENTIFIED_RENAMES else name): value
             for name, value in row.items()
         }
+        held.append(tuple(renamed[name] for name in names))
+    secrets.SystemRandom().shuffle(held)
+    for values in held:
+        yield dict(zip(names, values, strict=True))
 
 
 def export_rows(*, user: User, deidentify: bool) -> Iterator[dict[str, Any]]:
     rows = analysis_rows(user=user)
     return deidentified(rows) if deidentify else rows
+
+
+# --- the export cell writer (OWASP CSV injection) ---------------------------------------------
+# A spreadsheet runs a cell whose text starts with one of these as a formula (or a DDE command),
+# also after leading spaces or quotes: every exported text cell, in every format, goes through
+# export_value, which puts a ' before such a text; the import takes exactly that ' away again
+# (import_text), so that a file exported and imported again gives back the text as typed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ESCAPE = "'"
+
+
+def formula_like(text: str) -> bool:
+    """Whether a spreadsheet could read `text` as a formula (OWASP: = + - @ TAB CR first,
+    also after leading spaces and quotes)."""
+    return text.lstrip(" \"'").startswith(FORMULA_STARTS)
+
+
+def export_value(value: Any) -> Any:
+    """The value of one exported cell: a formula-like text gets a ' in front, nothing else
+    changes. Every export format writes its cells through this."""
+    if isinstance(value, str) and formula_like(value):
+        return ESCAPE + value
+    return value
+
+
+def import_text(text: str) -> str:
+    """The text of an imported cell, the ' that export_value added taken away (only that one:
+    a text that export_value would have left alone is kept as it is)."""
+    if text.startswith(ESCAPE) and formula_like(text[1:]):
+        return text[1:]
+    return text
 
 
 def cell_text(value: Any) -> str:
@@ -1235,7 +1809,9 @@ class _Echo:
 
 def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator[str]:
     """The CSV file line by line (for a file or a streaming HTTP response)."""
-    writer = csv.writer(_Echo(), lineterminator="\n")
+    # RFC 4180 line ends: the csv module then quotes a cell holding a CR (with "\n" alone it
+    # would not, and a CR typed in a text would split its row in two when read back).
+    writer = csv.writer(_Echo(), lineterminator="\r\n")
     names = [column.name for column in columns]
     yield writer.writerow(names)
     for row in rows:
@@ -1243,7 +1819,7 @@ def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator
         # check costs less than the call.
         yield writer.writerow(
             [
-                value if type(value) in _CSV_AS_IS else cell_text(value)
+                export_value(value) if type(value) in _CSV_AS_IS else cell_text(value)
                 for value in map(row.__getitem__, names)
             ]
         )
@@ -1256,13 +1832,22 @@ def write_xlsx(
     from openpyxl.cell import WriteOnlyCell
 
     workbook = Workbook(write_only=True)
+
+    def text_cell(sheet, text: str) -> WriteOnlyCell:
+        """Text stored as text: openpyxl would store a text starting with = as a formula."""
+        cell = WriteOnlyCell(sheet, value=None)
+        cell.value, cell.data_type = export_value(text), "s"
+        return cell
+
     sheet = workbook.create_sheet("cohort")
-    sheet.append([column.name for column in columns])
+    sheet.append([text_cell(sheet, column.name) for column in columns])
     for row in rows:
         cells = []
         for column in columns:
             value = row[column.name]
-            if isinstance(value, date):
+            if isinstance(value, str):
+                value = text_cell(sheet, value)
+            elif isinstance(value, date):
                 cell = WriteOnlyCell(sheet, value=value)
                 cell.number_format = "yyyy-mm-dd"
                 value = cell
@@ -1271,9 +1856,9 @@ def write_xlsx(
             cells.append(value)
         sheet.append(cells)
     book = workbook.create_sheet("codebook")
-    book.append(list(CODEBOOK_HEADER))
+    book.append([text_cell(book, name) for name in CODEBOOK_HEADER])
     for line in codebook(deidentify=deidentify):
-        book.append(list(line.values()))
+        book.append([text_cell(book, text) for text in line.values()])
     workbook.save(path)
 
 
@@ -1302,7 +1887,7 @@ def write_stat_file(
             elif column.kind in numeric:
                 value = float("nan") if value is None else float(value)
             elif column.kind in ("text", "site"):
-                value = value or ""
+                value = export_value(value or "")
             data[column.name].append(value)
     frame = pd.DataFrame(
         {
@@ -1391,8 +1976,13 @@ def export_cohort(
     check_export_allowed(user, deidentify=deidentify)
     path = Path(path)
     log = log_export(user=user, fmt=fmt, deidentify=deidentify, file_name=path.name, via=via)
-    write_export(path, user=user, fmt=fmt, deidentify=deidentify)
+    # Each file whole or not at all (a full disk leaves no truncated export under its name).
+    with written_whole(path) as temporary:
+        write_export(temporary, user=user, fmt=fmt, deidentify=deidentify)
     codebook_path = path.with_name(f"{path.stem}_codebook.csv")
-    with codebook_path.open("w", encoding="utf-8", newline="") as stream:
+    with (
+        written_whole(codebook_path) as temporary,
+        temporary.open("w", encoding="utf-8", newline="") as stream,
+    ):
         write_codebook(stream, deidentify=deidentify)
     return ExportResult(log, path, codebook_path)

@@ -59,3 +59,24 @@ def test_unicode_labels_stay_as_text_for_the_chinese_interface():
         [curve("嵌合抗原受体T细胞", [1, 5], [1, 0])], **{**TEXTS, "at_risk_label": "风险人数"}
     )
     assert "风险人数" in svg and "嵌合抗原受体T细胞" in svg
+
+
+def test_a_figure_is_drawn_once_per_input_and_language_and_again_when_what_it_reads_changes(
+    monkeypatch,
+):
+    from django.utils import translation
+
+    from analytics import figures
+
+    calls: list[str] = []
+    monkeypatch.setitem(figures.FIGURES, "probe", lambda output: calls.append("drawn") or "<svg/>")
+    output = {"survival": {"os": [1, 2]}, "crs": {}, "generated_at": "today"}
+    with translation.override("en"):
+        assert figures.draw("probe", output) == "<svg/>"
+        figures.draw("probe", {**output, "generated_at": "tomorrow"})  # not read by figures
+    assert len(calls) == 1
+    with translation.override("zh-hans"):
+        figures.draw("probe", output)
+    with translation.override("en"):
+        figures.draw("probe", {**output, "survival": {"os": [1, 3]}})
+    assert len(calls) == 3

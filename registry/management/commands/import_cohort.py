@@ -3,8 +3,9 @@
 Exit status 0: imported (or, with --dry-run, would import); 1: rejected, nothing saved, one line
 per problem as `row R, column C: message`; 2: the file cannot be read; 3: the database failed
 during the import (it stopped, or its disk is full): nothing saved, try again once it is back.
-The logic is in registry.cohort_file; this command only reads the file, prints and sets the
-status.
+The logic is in registry.cohort_file; this command only opens the file, prints and sets the
+status. The file is read as a stream within the same bounds as an upload
+(cohort_file.ImportLimits).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError
+from django.utils import translation
 
 from registry import cohort_file
 from registry.models import User
@@ -53,31 +55,35 @@ class Command(BaseCommand):
     ):
         path = Path(file)
         try:
-            content = path.read_bytes()
+            # Read as a stream within the same limits as an upload (ImportLimits).
+            content = path.open("rb")
         except OSError as error:
             self.stderr.write(f"{path}: cannot be read: {error.strerror or error}")
             sys.exit(UNREADABLE)
-        started = time.perf_counter()
-        try:
-            result = cohort_file.import_cohort(
-                content,
-                name=path.name,
-                user=command_user(user, default=DEFAULT_USER),
-                dry_run=dry_run,
-                create_sites=create_sites,
-            )
-        except (OperationalError, InterfaceError):  # the database went away or is full
-            # The transaction rolled back; the error's text (the server's address) stays out.
-            self.stderr.write(
-                f"{path.name}: the database failed during the import (it stopped, or it has no "
-                "space left): nothing of the file was saved. Try again once it is back."
-            )
-            sys.exit(DATABASE_FAILED)
-        except cohort_file.UnreadableFile as error:
-            self.stderr.write(f"{path}: {error}")
-            sys.exit(UNREADABLE)
-        except PermissionDenied as error:
-            raise CommandError(str(error)) from error
+        with content:
+            importer = command_user(user, default=DEFAULT_USER)
+            started = time.perf_counter()
+            try:
+                result = cohort_file.import_cohort(
+                    content,
+                    name=path.name,
+                    user=importer,
+                    dry_run=dry_run,
+                    create_sites=create_sites,
+                )
+            except (OperationalError, InterfaceError):  # the database went away or is full
+                # The transaction rolled back; the error's text (the server's address) stays out.
+                self.stderr.write(
+                    f"{path.name}: the database failed during the import (it stopped, or it has "
+                    "no space left): nothing of the file was saved. Try again once it is back."
+                )
+                sys.exit(DATABASE_FAILED)
+            except cohort_file.UnreadableFile as error:
+                with translation.override("en"):
+                    self.stderr.write(f"{path}: {error}")
+                sys.exit(UNREADABLE)
+            except PermissionDenied as error:
+                raise CommandError(str(error)) from error
         elapsed = time.perf_counter() - started
         if not result.ok:
             for problem in result.problems:

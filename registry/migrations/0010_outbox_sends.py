@@ -9,7 +9,7 @@ def count_past_sends(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("registry", "0007_query_params"),
+        ("registry", "0009_auth_tokens"),
     ]
 
     operations = [
