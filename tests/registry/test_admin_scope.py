@@ -43,7 +43,7 @@ from registry.selectors import SITE_PATH
 # data manager may read (INTERFACES.md 5: users, sites, schedules, sign-in security records).
 NOT_SITE_DATA = {
     "auth.group": "permission groups, administrators only",
-    "authtoken.tokenproxy": "API tokens, administrators only",
+    "registry.apitoken": "API tokens (a digest of each key), administrators only",
     "django_celery_beat.periodictask": "schedules, administrators only",
     "django_celery_beat.clockedschedule": "schedules, administrators only",
     "django_celery_beat.crontabschedule": "schedules, administrators only",
