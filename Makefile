@@ -62,15 +62,16 @@ report-images: migrate
 	done
 	@ls var/report-pages/*.png
 
-# Backups (docs/DEPLOYMENT.md): the database (pg_dump) and the report archive (MEDIA_ROOT) into
-# var/backups/<timestamp>/; `make restore BACKUP=var/backups/<timestamp>` into an empty database.
+# Backups (README.md, "Deployment"): the database (pg_dump) and the report archive (MEDIA_ROOT)
+# into var/backups/<timestamp>/; `make restore BACKUP=var/backups/<timestamp>` into an empty
+# database and a media folder without the backup's files (OVERWRITE_MEDIA=1 replaces them).
 .PHONY: backup restore docker-check
 backup:
 	scripts/backup.sh
 
 restore:
 	@test -n "$(BACKUP)" || (echo "usage: make restore BACKUP=var/backups/<timestamp>" >&2; exit 2)
-	scripts/restore.sh "$(BACKUP)"
+	scripts/restore.sh $(if $(OVERWRITE_MEDIA),--overwrite-media) "$(BACKUP)"
 
 # What can be checked of the Docker deployment without a Docker engine: the compose file as
 # Compose reads it (with .env.example as its configuration), and the shell scripts.

@@ -11,13 +11,14 @@ from django.utils.translation import gettext_lazy as _
 from analytics import services
 from analytics.models import Snapshot
 from registry.admin_links import LinksOnlyWhereAllowed
+from registry.admin_scope import SiteScopedAdmin
 from registry.permissions import Action, can
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
+class SnapshotAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
     list_display = ["started_at", "scope", "status", "trigger", "requested_by", "fingerprint"]
-    list_filter = ["status", "trigger", "site"]
+    list_filter = ["status", "trigger", ("site", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["site", "requested_by"]
     date_hierarchy = "started_at"
     actions = None
@@ -30,6 +31,7 @@ class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
         "requested_by",
         "started_at",
         "heartbeat_at",
+        "lease_expires_at",
         "finished_at",
         "worker",
         "fingerprint",
@@ -37,10 +39,25 @@ class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
         "parameters",
         "timings",
         "row_counts",
+        "failure_reason",
         "error",
         "same_as",
         "output_json",
     ]
+
+    def get_exclude(self, request, obj=None):
+        """The technical error may name servers and addresses (the broker's host and port):
+        for administrators; the others read why in words (failure_reason)."""
+        if request.user.is_administrator:
+            return self.exclude
+        return [*self.exclude, "error"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [name for name in self.readonly_fields if name not in self.get_exclude(request)]
+
+    @admin.display(description=_("why it failed"))
+    def failure_reason(self, snapshot: Snapshot) -> str:
+        return snapshot.failure_reason or "–"
 
     @admin.display(description=_("scope"))
     def scope(self, snapshot: Snapshot) -> str:
@@ -52,11 +69,10 @@ class SnapshotAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
             return "–"
         return format_html("<pre>{}</pre>", json.dumps(snapshot.output, indent=2))
 
-    def get_queryset(self, request):
+    def scope_queryset(self, request, queryset):
         """The snapshots of the scopes the user may see."""
         scopes = services.scopes_visible_to(request.user)
         site_ids = [site.pk for site in scopes if site is not None]
-        queryset = super().get_queryset(request)
         if None in scopes:
             return queryset.filter(site__isnull=True) | queryset.filter(site__in=site_ids)
         return queryset.filter(site__in=site_ids)

@@ -1,7 +1,8 @@
 """Analytics snapshots (SAP.md section 9): every computation, stored and never changed after.
 
 A snapshot is `running` while it computes, then `complete` (with its output), `failed` (with the
-error; an interrupted run is marked so by the next computation) or `skipped` (a nightly run
+error; a run whose lease ran out is marked interrupted by the next claim or the watchdog) or
+`skipped` (a nightly run
 whose input data and code equal the latest complete snapshot's). Once it has left `running`, it
 cannot be saved, updated or deleted: the model and its queryset refuse.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from registry.models import Site
@@ -92,8 +94,13 @@ class Snapshot(models.Model):
     )
     started_at = models.DateTimeField(_("started"))
     heartbeat_at = models.DateTimeField(_("last sign of life"))
+    # The claim holds while its lease runs: the worker computing it renews it (services.Lease);
+    # once it ran out the computation was interrupted, whatever host or process held it. A
+    # snapshot made without one (not by snapshot_claim) is held by nobody.
+    lease_expires_at = models.DateTimeField(_("lease expires"), default=timezone.now)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
-    # host:pid of the process computing it, so that a dead one on this host is noticed at once.
+    # host:pid of the process computing it: for information only (a restarted container may
+    # have the same host name and reuse the PID; the lease decides whether it is alive).
     worker = models.CharField(_("worker"), max_length=200, blank=True)
     fingerprint = models.CharField(_("data fingerprint"), max_length=80, blank=True)
     code_version = models.CharField(_("code version"), max_length=100, blank=True)
@@ -153,8 +160,26 @@ class Snapshot(models.Model):
 
     @property
     def was_interrupted(self) -> bool:
-        """Failed because its process stopped (services.interruption), not by an error."""
+        """Failed because its lease ran out (services.interruption), not by an error."""
         return self.status == Status.FAILED and self.error.startswith("interrupted:")
+
+    @property
+    def failure_reason(self) -> str:
+        """Why it failed, in words for its readers; the technical detail (`error`, the log) may
+        name servers and addresses, and is for the administrators only."""
+        if self.status != Status.FAILED:
+            return ""
+        if self.was_interrupted:
+            return _("The computation was interrupted before it finished (its worker stopped).")
+        if not self.worker:  # no worker ever took it: the broker refused the task
+            return _(
+                "The computation could not be handed to a worker: the task queue is not "
+                "answering. Please try again in a few minutes."
+            )
+        return _(
+            "The computation failed because of an error in the registry; its administrators "
+            "find the details in the log."
+        )
 
 
 class Report(models.Model):
@@ -199,6 +224,13 @@ class Report(models.Model):
     def __str__(self) -> str:
         scope = self.site.code if self.site_id else _("whole registry")
         return f"{scope} {self.month:%Y-%m} ({self.language})"
+
+    @property
+    def download_name(self) -> str:
+        """The PDF's name for the reader: the scope, month and language (the archive adds the
+        report's id to keep each name once)."""
+        scope = self.site.code if self.site_id else "registry"
+        return f"immunoreg-{scope}-{self.month:%Y-%m}-{self.language}.pdf"
 
 
 class ReportDownload(models.Model):
@@ -302,6 +334,20 @@ class RenderingFailure(models.TextChoices):
         _(
             "The report could not be laid out because of an error in the registry. The "
             "administrators have been told in the log; please try again later."
+        ),
+    )
+    DISK_FULL = (
+        "disk_full",
+        _(
+            "The report could not be kept: the archive's disk is full. The administrators have "
+            "been told in the log; please try again once they have made room."
+        ),
+    )
+    QUEUE = (
+        "queue",
+        _(
+            "The report could not be handed to a worker: the task queue is not answering. "
+            "Please try again in a few minutes."
         ),
     )
 

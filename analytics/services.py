@@ -5,8 +5,11 @@ Two halves:
   completeness of sections 2 and 8), from analytics.frames through analytics.stats. No
   database access.
 - Snapshots (SAP.md section 9): claim one computation at a time, run it (frames, statistics,
-  saving, each stage recorded with a heartbeat), and finish it as complete, failed or skipped
-  in one UPDATE, so a run that dies half-way never becomes the latest complete snapshot.
+  saving, each stage recorded), and finish it as complete, failed or skipped in one UPDATE, so
+  a run that dies half-way never becomes the latest complete snapshot. The claim is held by a
+  lease its worker renews while it computes (`Lease`); one whose lease ran out was interrupted
+  and is closed as failed by the next claim or the watchdog, which computes its scope again
+  (`computations_watch`): neither host names nor PIDs are trusted (containers reuse both).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,8 +33,8 @@ import pandas as pd
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, OperationalError, transaction
-from django.utils import formats, timezone
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
 
 from analytics import queue
@@ -66,8 +70,11 @@ SCHEMA_VERSION = 1
 ARMS: tuple[str, str] = (Arm.BLINATUMOMAB.value, Arm.CAR_T.value)
 GRADES = range(6)
 BURDENS = (DiseaseBurden.MRD_ONLY.value, DiseaseBurden.MORPHOLOGIC.value)
-# A running computation that has shown no sign of life for this long was interrupted.
-STALE_AFTER = timedelta(minutes=30)
+# The watchdog computes again a scope whose latest computation was interrupted, if that
+# happened within this time (older ones: the nightly run did it since) and not this many times
+# in a row (a computation that kills its worker every time is left for a person to look at).
+RECOVER_WITHIN = timedelta(days=1)
+RECOVER_AT_MOST = 3
 
 
 @dataclass(frozen=True)
@@ -541,6 +548,23 @@ class ComputationLost(Exception):
     """The computation was declared interrupted by another process while it still ran."""
 
 
+def lease_length() -> timedelta:
+    """How long a computing worker's claim holds without renewal (a few minutes)."""
+    return timedelta(seconds=settings.ANALYTICS_LEASE_SECONDS)
+
+
+def queued_lease_length() -> timedelta:
+    """How long a claim may wait for a worker to take it up (nobody renews it meanwhile)."""
+    return timedelta(seconds=settings.ANALYTICS_QUEUED_LEASE_SECONDS)
+
+
+def longest_computation() -> timedelta:
+    """After this a computation is taken for hung and its lease no longer renewed: the broker's
+    visibility timeout, which is longer than any computation runs."""
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+    return timedelta(seconds=options.get("visibility_timeout", 2 * 3600))
+
+
 def snapshot_claim(
     *,
     site: Site | None,
@@ -548,7 +572,8 @@ def snapshot_claim(
     user: User | None = None,
     parameters: Parameters = Parameters(),
 ) -> Snapshot:
-    """Take the lock: a `running` snapshot (stage "queued"), or ComputationRunning."""
+    """Take the lock: a `running` snapshot (stage "queued"), or ComputationRunning. A claim
+    whose lease ran out is closed first (fail_interrupted)."""
     fail_interrupted()
     now = timezone.now()
     try:
@@ -559,6 +584,7 @@ def snapshot_claim(
                 requested_by=user,
                 started_at=now,
                 heartbeat_at=now,
+                lease_expires_at=now + queued_lease_length(),
                 code_version=code_version(),
                 parameters=parameters.as_dict(),
             )
@@ -566,42 +592,114 @@ def snapshot_claim(
         raise ComputationRunning(Snapshot.objects.filter(status=Status.RUNNING).first()) from None
 
 
-def fail_interrupted(*, now: Any = None) -> int:
-    """Mark as failed the running snapshots whose process died: silent for STALE_AFTER, or on
-    this host with its process gone."""
+def fail_interrupted(*, now: datetime | None = None) -> int:
+    """Close as failed the running claims whose lease ran out: their worker stopped renewing
+    it (killed, its container stopped or restarted), whatever host or process it was.
+
+    Each is closed by one UPDATE that checks the lease again, so a renewal that came in
+    between wins. The clocks compared are the web's and the worker's: seconds apart at worst,
+    against a lease of minutes."""
     now = now or timezone.now()
     count = 0
-    for snapshot in Snapshot.objects.filter(status=Status.RUNNING):
-        reason = interruption(snapshot, now=now)
-        if reason:
-            count += Snapshot.objects.filter(pk=snapshot.pk, status=Status.RUNNING).update(
-                status=Status.FAILED, finished_at=now, error=reason
-            )
+    for snapshot in Snapshot.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now):
+        count += Snapshot.objects.filter(
+            pk=snapshot.pk, status=Status.RUNNING, lease_expires_at__lt=now
+        ).update(status=Status.FAILED, finished_at=now, error=interruption(snapshot))
     return count
 
 
-def interruption(snapshot: Snapshot, *, now: Any) -> str:
-    if now - snapshot.heartbeat_at > STALE_AFTER:
-        return f"interrupted: no sign of life since {snapshot.heartbeat_at.isoformat()}"
-    host, _, pid = snapshot.worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
-        return f"interrupted: its process {snapshot.worker} ended before it finished"
-    return ""
+def interruption(snapshot: Snapshot) -> str:
+    """Why a claim whose lease ran out is closed, for the data manager and the admin (the
+    "interrupted:" prefix marks it: Snapshot.was_interrupted)."""
+    expired = timezone.localtime(snapshot.lease_expires_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+    if snapshot.stage == Stage.QUEUED:
+        return f"interrupted: no worker took it up before its claim expired at {expired}"
+    with translation.override("en"):  # stored, as every error is, in English
+        stage = str(Stage(snapshot.stage).label).lower()
+    return (
+        f"interrupted: its worker ({snapshot.worker or 'unknown'}) stopped renewing its claim, "
+        f"which expired at {expired}, while {stage}"
+    )
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+class Lease:
+    """Holds a computation's claim while it runs: renews its lease from a thread beside it.
+
+    The thread renews every sixth of the lease (30 s of 3 minutes), so that a statistics call
+    that takes minutes (lifelines) keeps the claim, whereas a worker killed (SIGKILL, out of
+    memory, its container stopped) stops renewing it and within one lease the claim is found
+    interrupted, whatever host or PID a restarted worker has. A computation still running after
+    `longest_computation` is taken for hung: its lease is no longer renewed. `clock` is for
+    the tests.
+    """
+
+    def __init__(
+        self,
+        snapshot_id: int,
+        *,
+        clock: Callable[[], datetime] = timezone.now,
+        length: timedelta | None = None,
+        give_up_after: timedelta | None = None,
+    ) -> None:
+        self.snapshot_id = snapshot_id
+        self.clock = clock
+        self.length = length or lease_length()
+        self.give_up_after = give_up_after or longest_computation()
+        self.started = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def renew(self) -> bool:
+        """Extend the lease from now; False once it is not ours to renew any more (the claim
+        was closed, or the computation has run for too long)."""
+        now = self.clock()
+        if now - self.started > self.give_up_after:
+            logger.error(
+                "analytics snapshot %s has computed for longer than %s: its lease is no "
+                "longer renewed",
+                self.snapshot_id,
+                self.give_up_after,
+            )
+            return False
+        return bool(
+            Snapshot.objects.filter(pk=self.snapshot_id, status=Status.RUNNING).update(
+                heartbeat_at=now, lease_expires_at=now + self.length
+            )
+        )
+
+    def __enter__(self) -> Lease:
+        self._thread = threading.Thread(
+            target=self._keep, name=f"analytics-lease-{self.snapshot_id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _keep(self) -> None:
+        try:
+            while not self._stop.wait(self.length.total_seconds() / 6):
+                try:
+                    if not self.renew():
+                        return  # the computation finds it out at its next step
+                except DatabaseError:
+                    logger.warning(
+                        "could not renew the lease of analytics snapshot %s; trying again",
+                        self.snapshot_id,
+                        exc_info=True,
+                    )
+                    connection.close()  # a new connection at the next try
+        finally:
+            connection.close()  # this thread's own connection
 
 
 def _mark(snapshot: Snapshot, **fields: Any) -> None:
-    """Record progress (and a heartbeat) on a running snapshot; it must still be running."""
-    fields["heartbeat_at"] = timezone.now()
+    """Record progress on a running snapshot and renew its lease; it must still be running."""
+    now = timezone.now()
+    fields.update(heartbeat_at=now, lease_expires_at=now + lease_length())
     updated = Snapshot.objects.filter(pk=snapshot.pk, status=Status.RUNNING).update(**fields)
     if not updated:
         raise ComputationLost(f"snapshot {snapshot.pk} is no longer running")
@@ -619,7 +717,8 @@ def _finish(snapshot: Snapshot, **fields: Any) -> Snapshot:
 def snapshot_run(snapshot: Snapshot, *, skip_if_unchanged: bool = False) -> Snapshot:
     """Compute a claimed snapshot; on any error it is marked failed and the error re-raised."""
     try:
-        return _compute(snapshot, skip_if_unchanged=skip_if_unchanged)
+        with Lease(snapshot.pk):
+            return _compute(snapshot, skip_if_unchanged=skip_if_unchanged)
     except ComputationLost:
         raise
     except BaseException as error:
@@ -710,11 +809,22 @@ def snapshot_recompute(
     snapshot_id: int | None = None,
 ) -> Snapshot:
     """What the task runs: the snapshot claimed for it, or (after a retry found it failed, or
-    with none claimed) a new one for the same scope."""
+    with none claimed) a new one for the same scope. A task delivered again once its claim was
+    closed as interrupted finds its scope computed since by the watchdog: that one is its
+    result, not a second computation."""
     if snapshot_id is not None:
         claimed = Snapshot.objects.select_related("site").get(pk=snapshot_id)
         if claimed.status == Status.RUNNING:
             return _with_figures(snapshot_run(claimed))
+        since = (
+            Snapshot.objects.complete()
+            .for_scope(claimed.site_id)
+            .filter(started_at__gt=claimed.started_at)
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        if claimed.was_interrupted and since is not None:
+            return since
         site, user = claimed.site, claimed.requested_by
     else:
         site = Site.objects.get(code=site_code) if site_code else None
@@ -752,6 +862,76 @@ def snapshots_refresh_all(*, trigger: str = Trigger.NIGHTLY) -> list[Snapshot]:
 
 class AnalyticsFailed(Exception):
     """At least one scope of the nightly run failed (each is recorded in its snapshot)."""
+
+
+# --- the watchdog -------------------------------------------------------------------------------
+
+
+def computations_watch(*, now: datetime | None = None) -> list[Snapshot]:
+    """Every minute (analytics.tasks.watch_computations): close the claims whose lease ran out,
+    and compute again the scope of one interrupted computation (a nightly one: the rest of the
+    nightly run, unchanged scopes skipped). Returns what it computed.
+
+    Why a watchdog: the task of a computation killed with its worker is delivered again by the
+    broker only after the visibility timeout (2 hours in production: longer than any task runs,
+    so that a running task is never handed out twice); meanwhile the claim would block every
+    computation and the person who asked would wait. The next claim closes an expired one too,
+    but at night nobody claims; and it computes its own scope, not the interrupted one. So a
+    schedule of its own, every minute: an interrupted computation is done again within the
+    lease plus a minute, whatever worker or container restarted where. One scope per run, in
+    this task: the next run takes the next (while another computation runs it does nothing).
+    A late delivery of the lost task finds its scope computed since (snapshot_recompute).
+    """
+    now = now or timezone.now()
+    fail_interrupted(now=now)
+    interrupted = next(interrupted_to_recover(now=now), None)
+    if interrupted is None:
+        return []
+    logger.warning(
+        "analytics for %s were interrupted (snapshot %s): computing them again",
+        scope_label(interrupted.site),
+        interrupted.pk,
+    )
+    try:
+        if interrupted.trigger == Trigger.NIGHTLY:
+            return snapshots_refresh_all(trigger=Trigger.NIGHTLY)
+        snapshot = snapshot_compute(
+            site=interrupted.site, trigger=interrupted.trigger, user=interrupted.requested_by
+        )
+    except ComputationRunning:
+        return []  # the next run looks again
+    return [_with_figures(snapshot)]
+
+
+def interrupted_to_recover(*, now: datetime) -> Iterator[Snapshot]:
+    """The scopes whose latest computation was interrupted within RECOVER_WITHIN, by that
+    computation, oldest first; not those interrupted RECOVER_AT_MOST times in a row."""
+    recent = (
+        Snapshot.objects.filter(
+            status=Status.FAILED,
+            error__startswith="interrupted:",
+            finished_at__gte=now - RECOVER_WITHIN,
+        )
+        .order_by("started_at", "pk")
+        .values_list("site_id", flat=True)
+    )
+    for site_id in dict.fromkeys(recent):
+        history = list(
+            Snapshot.objects.for_scope(site_id)
+            .select_related("site", "requested_by")
+            .order_by("-started_at", "-pk")[:RECOVER_AT_MOST]
+        )
+        if not history[0].was_interrupted:
+            continue  # computed (or being computed) since
+        if len(history) == RECOVER_AT_MOST and all(s.was_interrupted for s in history):
+            logger.error(
+                "analytics for %s were interrupted %s times in a row: not computed again "
+                "automatically (see the snapshots' errors)",
+                scope_label(history[0].site),
+                RECOVER_AT_MOST,
+            )
+            continue
+        yield history[0]
 
 
 # --- who sees what ------------------------------------------------------------------------------
@@ -823,6 +1003,7 @@ def scope_computation_request(*, user: User, site: Site | None) -> Snapshot | No
         raise PermissionDenied(_("You may not see the analytics of this scope."))
     if Snapshot.objects.latest_complete(site) is not None:
         return None
+    fail_interrupted()  # a dead computation's claim is not followed, nor waited for
     running = Snapshot.objects.filter(status=Status.RUNNING).select_related("site").first()
     if running is not None and running.site_id == (site.pk if site else None):
         return running

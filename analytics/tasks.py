@@ -66,9 +66,18 @@ def nightly_analytics() -> list[int]:
     return [snapshot.pk for snapshot in services.snapshots_refresh_all(trigger=Trigger.NIGHTLY)]
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5, acks_late=True)
+@shared_task(
+    autoretry_for=(*TRANSIENT, OSError),
+    retry_backoff=300,
+    retry_backoff_max=6 * 3600,
+    max_retries=8,
+    acks_late=True,
+)
 def monthly_reports() -> list[int]:
-    """On the 1st of each month: archive last month's reports for every scope."""
+    """On the 1st of each month: archive last month's reports for every scope. A full archive
+    disk (OSError) is tried again up to 8 times, within 5 minutes at first, then less and less
+    often (17 hours at most in all): the reports archived are kept, the others follow once
+    there is room."""
     return [report.pk for report in report_services.monthly_archive(today=today())]
 
 
@@ -83,6 +92,15 @@ def render_report(self, rendering_id: int) -> int | None:
             return None
         report_services.rendering_waiting(rendering_id)
         raise self.retry(exc=running, countdown=WAIT_SECONDS, max_retries=WAIT_TRIES) from None
+
+
+# Not acknowledged late, and dropped if not started within two minutes: a watchdog lost with
+# its worker, or queued behind a long computation, is replaced by the next minute's.
+@shared_task(acks_late=False, expires=120)
+def watch_computations() -> list[int]:
+    """Every minute (django-celery-beat): close the computations whose claim expired (their
+    worker died) and compute their scope again (services.computations_watch says why)."""
+    return [snapshot.pk for snapshot in services.computations_watch()]
 
 
 # Looked up when sent, not now, so that a test may stand in for a task's delay().

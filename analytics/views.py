@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -630,7 +629,7 @@ def report_download(request: HttpRequest, pk: int) -> HttpResponse:
     report = get_object_or_404(report_services.reports_visible_to(request.user), pk=pk)
     pdf = report_services.report_download(report, user=request.user)
     response = HttpResponse(pdf, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="{Path(report.pdf.name).name}"'
+    response["Content-Disposition"] = f'attachment; filename="{report.download_name}"'
     return response
 
 
@@ -643,7 +642,11 @@ def report_render(request: HttpRequest) -> HttpResponse:
     language = request.POST.get("language", "en")
     if language not in report_services.LANGUAGES:
         language = "en"
-    rendering = report_services.rendering_request(
-        user=request.user, site=site, month=Month.containing(today()), language=language
-    )
+    try:
+        rendering = report_services.rendering_request(
+            user=request.user, site=site, month=Month.containing(today()), language=language
+        )
+    except report_services.RenderingLimit as limit:
+        messages.error(request, str(limit))
+        return redirect("analytics:reports")
     return redirect(f"{reverse('analytics:reports')}?rendering={rendering.pk}")

@@ -1,26 +1,30 @@
 """The Django admin, for data managers and administrators cleaning data.
 
 Every save and delete goes through registry.services (same rules, same audit as the nurses'
-forms and the API); every list is scoped to the user's sites by registry.selectors.
+forms and the API); every page is scoped to the user's sites by registry.admin_scope (lists,
+records, their history), and the history is read-only.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth.admin import UserAdmin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, Max, OuterRef, Q
-from django.http import Http404, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 from simple_history.admin import SimpleHistoryAdmin
 
 from registry import quality, services
 from registry.admin_links import LinksOnlyWhereAllowed
+from registry.admin_scope import SiteScopedAdmin
+from registry.api.auth import api_token_create
 from registry.forms import ClinicalForm, field_label
 from registry.models import (
+    ApiToken,
     CrsEpisode,
     DataQualityQuery,
     Death,
@@ -57,12 +61,9 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class ClinicalAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
+class ClinicalAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     form = ClinicalForm
     actions = None  # no bulk delete: deletions are one at a time, with a reason
-
-    def get_queryset(self, request):
-        return scope_to_user(super().get_queryset(request), user=request.user)
 
     def has_module_permission(self, request) -> bool:
         return can(request.user, Action.ADMIN_SITE)
@@ -99,6 +100,7 @@ class ClinicalAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
         """Inlines are read-only; nothing else is saved behind the services' back."""
 
     def delete_view(self, request, object_id, extra_context=None):
+        self.require_found(request, object_id)
         if request.method == "POST" and not request.POST.get("delete_reason", "").strip():
             messages.error(
                 request, _("Give a reason for the deletion; it goes into the audit trail.")
@@ -112,24 +114,6 @@ class ClinicalAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
 
     def delete_model(self, request, obj) -> None:
         services.record_delete(obj, user=request.user, reason=request.POST["delete_reason"])
-
-    def _require_visible(self, request, object_id) -> None:
-        """simple-history shows a record missing from the queryset from its history (for deleted
-        records): another site's record must stay a 404; deleted ones, administrators only."""
-        visible = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
-        if not visible and not request.user.is_administrator:
-            raise Http404
-
-    def history_view(self, request, object_id, extra_context=None):
-        self._require_visible(request, object_id)
-        return super().history_view(request, object_id, extra_context)
-
-    def history_form_view(self, request, object_id, version_id, extra_context=None):
-        """Past versions are for reading: a change is made on the record's own page."""
-        self._require_visible(request, object_id)
-        if request.method != "GET":
-            raise PermissionDenied(_("Past versions cannot be restored; edit the record instead."))
-        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -172,6 +156,10 @@ class QueryInline(ReadOnlyInline):
     verbose_name_plural = _("data-quality queries")
 
 
+# A site filter offers the sites of the rows the user may see, not every site of the registry.
+SITES_OF_THE_USER = ("site", admin.RelatedOnlyFieldListFilter)
+
+
 class ArmFilter(admin.SimpleListFilter):
     title = _("arm")
     parameter_name = "arm"
@@ -210,6 +198,8 @@ class CrsGradeFilter(admin.SimpleListFilter):
             return queryset
         if self.value() == "none":
             return queryset.exclude(treatments__crs_episodes__isnull=False)
+        if self.value() not in {str(grade) for grade in range(1, 6)}:
+            raise IncorrectLookupParameters(f"worst CRS grade {self.value()!r}")  # a 400
         grade = int(self.value())
         episodes = CrsEpisode.objects.filter(treatment__patient=OuterRef("pk"))
         worse = episodes.filter(
@@ -253,7 +243,7 @@ class VitalStatusFilter(admin.SimpleListFilter):
 class PatientAdmin(ClinicalAdmin):
     list_display = ("study_id", "site", "sex", "year_of_birth", "ph_status", "open_queries")
     list_filter = (
-        "site",
+        SITES_OF_THE_USER,
         ArmFilter,
         BurdenFilter,
         CrsGradeFilter,
@@ -294,7 +284,7 @@ class TreatmentAdmin(ClinicalAdmin):
         "worst_crs_grade",
     )
     list_filter = (
-        "patient__site",
+        ("patient__site", admin.RelatedOnlyFieldListFilter),
         "arm",
         "disease_burden",
         "relapse_status",
@@ -326,7 +316,7 @@ class TreatmentChildAdmin(ClinicalAdmin):
     list_select_related = ("treatment", "treatment__patient", "treatment__patient__site")
     search_fields = ("treatment__patient__study_id",)
     autocomplete_fields = ("treatment",)
-    list_filter = ("treatment__patient__site", "treatment__arm")
+    list_filter = (("treatment__patient__site", admin.RelatedOnlyFieldListFilter), "treatment__arm")
 
 
 @admin.register(CrsEpisode)
@@ -369,7 +359,7 @@ class RelapseAdmin(TreatmentChildAdmin):
 @admin.register(Death)
 class DeathAdmin(ClinicalAdmin):
     list_display = ("patient", "date", "cause")
-    list_filter = ("patient__site", "cause")
+    list_filter = (("patient__site", admin.RelatedOnlyFieldListFilter), "cause")
     search_fields = ("patient__study_id",)
     list_select_related = ("patient", "patient__site")
     autocomplete_fields = ("patient",)
@@ -419,12 +409,12 @@ class QueryStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(DataQualityQuery)
-class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
+class DataQualityQueryAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, SimpleHistoryAdmin):
     """Queries open and close themselves; a data manager may close one the data cannot fix."""
 
     form = QueryCloseForm
     list_display = ("patient", "kind", "text", "is_open", "opened_at", "closed_at", "closed_by")
-    list_filter = (QueryStatusFilter, "kind", "patient__site")
+    list_filter = (QueryStatusFilter, "kind", ("patient__site", admin.RelatedOnlyFieldListFilter))
     list_per_page = 50
     search_fields = ("patient__study_id",)
     list_select_related = ("patient", "patient__site", "closed_by")
@@ -438,9 +428,6 @@ class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
         "closed_by",
     )
     actions = None
-
-    def get_queryset(self, request):
-        return scope_to_user(super().get_queryset(request), user=request.user)
 
     def has_module_permission(self, request) -> bool:
         return can(request.user, Action.ADMIN_SITE)
@@ -459,6 +446,14 @@ class DataQualityQueryAdmin(LinksOnlyWhereAllowed, SimpleHistoryAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         quality.query_close(obj, user=request.user, reason=form.cleaned_data["close_reason"])
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as refused:  # closed meanwhile: nothing saved, and why
+            for message in refused.messages:
+                messages.error(request, message)
+        return HttpResponseRedirect(request.get_full_path())
 
     def get_changeform_initial_data(self, request):
         return {}
@@ -480,18 +475,75 @@ class AdministratorsOnly:
 
 
 @admin.register(Site)
-class SiteAdmin(AdministratorsOnly, SimpleHistoryAdmin):
+class SiteAdmin(SiteScopedAdmin, AdministratorsOnly, SimpleHistoryAdmin):
     list_display = ("code", "name")
     search_fields = ("code", "name")
 
 
 @admin.register(User)
-class RegistryUserAdmin(AdministratorsOnly, UserAdmin):
+class RegistryUserAdmin(SiteScopedAdmin, AdministratorsOnly, UserAdmin):
     list_display = ("username", "first_name", "last_name", "role", "is_active")
     list_filter = ("role", "sites", "is_active")
     fieldsets = (*UserAdmin.fieldsets, (_("Registry"), {"fields": ("role", "sites", "language")}))
     add_fieldsets = (*UserAdmin.add_fieldsets, (_("Registry"), {"fields": ("role", "sites")}))
     filter_horizontal = ("sites", "groups", "user_permissions")
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    days = forms.IntegerField(
+        label=_("valid for (days)"), min_value=1, max_value=366, initial=90, required=True
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name", "read_only")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(AdministratorsOnly, admin.ModelAdmin):
+    """Administrators make keys for scripts (the key is shown once, in a message) and revoke
+    them by deleting; a key is never changed or shown again."""
+
+    list_display = ("prefix", "user", "name", "read_only", "created_at", "expires_at")
+    list_filter = ("read_only",)
+    search_fields = ("user__username", "name", "prefix")
+    readonly_fields = ("user", "name", "prefix", "read_only", "created_at", "expires_at")
+    raw_id_fields = ("user",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+            kwargs["fields"] = ("user", "name", "read_only", "days")
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "name", "read_only", "days")
+        return self.readonly_fields
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_authenticated and request.user.is_administrator
+
+    def save_model(self, request, obj, form, change) -> None:
+        token, key = api_token_create(
+            user=form.cleaned_data["user"],
+            name=form.cleaned_data["name"],
+            read_only=form.cleaned_data["read_only"],
+            days=form.cleaned_data["days"],
+        )
+        for field in ApiToken._meta.concrete_fields:  # the admin logs and redirects to it
+            setattr(obj, field.attname, getattr(token, field.attname))
+        self.message_user(
+            request,
+            _("The token's key, shown only now (copy it to the script): %(key)s") % {"key": key},
+            messages.WARNING,
+        )
 
 
 from registry import admin_exchange  # noqa: E402, F401  (cohort import upload, import/export logs)

@@ -18,8 +18,9 @@ from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from registry import cohort_file
+from registry import cohort_file, import_runs
 from registry.admin_links import LinksOnlyWhereAllowed
+from registry.admin_scope import SiteScopedAdmin
 from registry.models import ExportLog, ImportRun
 from registry.permissions import Action, can
 
@@ -41,7 +42,7 @@ class ImportForm(forms.Form):
         ) % {"size": filesizeformat(settings.IMMUNOREG_MAX_UPLOAD_BYTES)}
 
 
-class LogAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
+class LogAdmin(SiteScopedAdmin, LinksOnlyWhereAllowed, admin.ModelAdmin):
     """A log is read, never added, changed or deleted by hand (INTERFACES.md section 6)."""
 
     action = Action.IMPORT
@@ -62,11 +63,15 @@ class LogAdmin(LinksOnlyWhereAllowed, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def get_queryset(self, request: HttpRequest):
-        queryset = super().get_queryset(request).select_related("user")
-        if request.user.is_administrator:
+    def scope_queryset(self, request: HttpRequest, queryset):
+        """A log is its author's (the same user may work at several sites); every log is an
+        administrator's."""
+        queryset = queryset.select_related("user")
+        if request.user.is_authenticated and request.user.is_administrator:
             return queryset
-        return queryset.filter(user=request.user)
+        return (
+            queryset.filter(user=request.user) if request.user.is_authenticated else queryset.none()
+        )
 
 
 @admin.register(ImportRun)
@@ -93,9 +98,14 @@ class ImportRunAdmin(LogAdmin):
         )
         return [upload, *super().get_urls()]
 
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        import_runs.close_abandoned()  # runs whose process is gone show as failed, not running
+        return super().changelist_view(request, extra_context)
+
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not can(request.user, Action.IMPORT):
             raise PermissionDenied(_("Only data managers and administrators may import."))
+        import_runs.close_abandoned()
         form = ImportForm(request.POST or None, request.FILES or None)
         if not can(request.user, Action.MANAGE_USERS):
             del form.fields["create_sites"]

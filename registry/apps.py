@@ -7,11 +7,17 @@ class RegistryConfig(AppConfig):
     verbose_name = _("Registry")
 
     def ready(self) -> None:
+        from django.contrib import admin
         from django.contrib.auth import user_logged_in
         from django.contrib.auth.models import update_last_login
         from django.db.models.signals import post_migrate
 
+        from registry.admin_scope import scope_every_admin
         from registry.schedules import ensure_schedules
+
+        # Every admin page, the other apps' too, scoped and read-only in its history alike
+        # (registry/admin_scope.py): the admin modules of every app are loaded by now.
+        scope_every_admin(admin.site)
 
         # The periodic work is put back after every migrate and flush (registry/schedules.py).
         post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="immunoreg_schedules")

@@ -9,8 +9,10 @@ a dry run rolls back too. Each record's history names the import run and the use
 Export. The analysis set (SAP.md section 1: each patient's first index treatment by day 0),
 one row per patient in the same columns, so that an exported file imports again. The rows are
 read in chunks with a fixed number of queries per chunk, and written as they are read. A
-de-identified export replaces study IDs by random codes, dates by days from day 0 and the year
-of birth by the age at day 0. Every export is logged (registry.models.ExportLog).
+de-identified export (docs/DEIDENTIFICATION.md) replaces study IDs by random codes, dates by
+days from day 0 and the year of birth by the age at day 0, leaves out free text, and shuffles
+the rows. Every text cell of every format goes through export_value (no live formula). Every
+export is logged (registry.models.ExportLog).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import re
 import secrets
 import time
@@ -32,15 +35,16 @@ from typing import IO, Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Exists, Max, Min, OuterRef
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from registry import services
+from registry import import_runs, services
 from registry.domain import mrd
+from registry.domain.identifiers import identifier_key, written_form
 from registry.domain.vocabulary import (
     Arm,
     DeathCause,
@@ -57,6 +61,7 @@ from registry.domain.vocabulary import (
     TransplantType,
     YesNoUnknown,
 )
+from registry.files import written_whole
 from registry.models import (
     CrsEpisode,
     Death,
@@ -72,6 +77,7 @@ from registry.models import (
     Treatment,
     User,
 )
+from registry.models.base import validate_identifier
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import records_visible_to
 
@@ -173,11 +179,46 @@ DEIDENTIFIED_RENAMES: dict[str, Column | None] = {
 }
 
 
+# Every column of a de-identified file, each with the reason it may be there (docs/
+# DEIDENTIFICATION.md says the same): coded values only. No free text (product, and every
+# CharField/TextField without choices of the models: tests/registry/test_export_leaks.py),
+# no calendar date, no study ID.
+DEIDENTIFIED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient_code", "random per export (secrets), not derived from the study ID"),
+    ("site", "the site's registry code, needed to analyse by site (no patient data)"),
+    ("sex", "coded M/F"),
+    ("age_at_day0", "whole years at day 0 instead of the year of birth"),
+    ("ph_status", "coded"),
+    ("arm", "coded"),
+    ("disease_burden", "coded"),
+    ("bm_blast_pct", "a number 0-100"),
+    ("relapse_status", "coded"),
+    ("prior_hsct", "coded yes/no"),
+    ("crs_grade", "a grade 0-5"),
+    ("crs_grading_system", "coded"),
+    ("icans_grade", "a grade 0-5"),
+    ("response", "coded"),
+    ("response_day", "days from day 0 instead of a date"),
+    ("mrd_negative", "coded yes/no"),
+    ("hsct_type", "coded"),
+    ("hsct_day", "days from day 0 instead of a date"),
+    ("relapse_day", "days from day 0 instead of a date"),
+    ("death_day", "days from day 0 instead of a date"),
+    ("death_cause", "coded"),
+    ("last_contact_day", "days from day 0 instead of a date"),
+)
+# Left out of a de-identified file: free text typed by a person can hold anything (a name, a
+# hospital number, a birth date were found in it).
+DEIDENTIFIED_DROPPED = frozenset({"product"})
+
+
 def export_columns(*, deidentify: bool) -> list[Column]:
     if not deidentify:
         return list(COLUMNS)
     columns = []
     for column in COLUMNS:
+        if column.name in DEIDENTIFIED_DROPPED:
+            continue
         replacement = DEIDENTIFIED_RENAMES.get(column.name, column)
         if replacement is not None:
             columns.append(replacement)
@@ -243,7 +284,8 @@ def codebook(*, deidentify: bool = False) -> list[dict[str, str]]:
 def write_codebook(stream: IO[str], *, deidentify: bool = False) -> None:
     writer = csv.DictWriter(stream, fieldnames=CODEBOOK_HEADER, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(codebook(deidentify=deidentify))
+    for line in codebook(deidentify=deidentify):
+        writer.writerow({name: export_value(text) for name, text in line.items()})
 
 
 # --- reading a file ----------------------------------------------------------------------------
@@ -761,7 +803,7 @@ def parse_cell(column: Column, cell: Any) -> Any:
         return None
     match column.kind:
         case "text" | "site":
-            return text
+            return import_text(text)  # the ' an export put before a formula-like text
         case "enum":
             for value in column.values:
                 if text.lower() == value.lower():
@@ -1005,6 +1047,8 @@ def system_user(username: str) -> User:
     return user
 
 
+logger = logging.getLogger(__name__)
+
 CONCURRENT_IMPORT = (
     "another import saved the same patients meanwhile: nothing of this file was saved"
 )
@@ -1031,7 +1075,7 @@ def import_cohort(
     limits = limits or ImportLimits.from_settings()
     deadline = deadline or Deadline(limits.max_seconds)
     stream = _binary_stream(content)
-    run = ImportRun.objects.create(
+    run = import_runs.start(
         user=user,
         file_name=Path(name).name[:255],
         file_sha256=_sha256(stream, limits),
@@ -1061,7 +1105,7 @@ def import_cohort(
             # constraint refused them here): this one is rejected, nothing of it saved.
             problems, created = [Problem(1, "study_id", CONCURRENT_IMPORT)], 0
         except BaseException:
-            _finish(run, ImportRun.Outcome.FAILED, [], rows=len(table.rows))
+            _finish_failed(run, rows=len(table.rows))
             raise
     if problems:
         outcome, created = ImportRun.Outcome.REJECTED, 0
@@ -1082,7 +1126,20 @@ def _finish(
     run.patients_created = created
     run.problem_count = len(problems)
     run.problems = "\n".join(str(problem) for problem in problems[:200])
-    run.save()
+    try:
+        run.save()
+    finally:
+        import_runs.release(run)
+
+
+def _finish_failed(run: ImportRun, *, rows: int) -> None:
+    """The import failed (the database went away, a bug): its transaction rolled back. If the
+    database cannot record that either, the run is closed later (import_runs.close_abandoned)
+    and the import's own error is the one raised."""
+    try:
+        _finish(run, ImportRun.Outcome.FAILED, [], rows=rows)
+    except DatabaseError:
+        logger.warning("import run %s failed; the database did not record it: closed later", run.pk)
 
 
 def _sha256(stream: IO[bytes], limits: ImportLimits) -> str:
@@ -1135,7 +1192,7 @@ def _import_table(
             site = sites.resolve(row)
             study_id = row.get("study_id")
             if study_id is not None and row.get("site") is not None:
-                key = (row.get("site").lower(), study_id)
+                key = (identifier_key(row.get("site")), identifier_key(study_id))
                 if key in first_row:
                     row.add(
                         "study_id",
@@ -1165,13 +1222,13 @@ class _Sites:
 
     def __init__(self, *, user: User, create: bool) -> None:
         self.user, self.create = user, create
-        self.by_code = {site.code.lower(): site for site in Site.objects.all()}
+        self.by_code = {identifier_key(site.code): site for site in Site.objects.all()}
 
     def resolve(self, row: ParsedRow) -> Site | None:
         code = row.get("site")
         if code is None:
             return None
-        site = self.by_code.get(code.lower())
+        site = self.by_code.get(identifier_key(code))
         if site is None:
             if not self.create:
                 row.add(
@@ -1181,8 +1238,13 @@ class _Sites:
             if not can(self.user, Action.MANAGE_USERS):
                 row.add("site", f"no site has the code {code}; only an administrator may add sites")
                 return None
-            site = Site.objects.create(code=code, name=code)
-            self.by_code[code.lower()] = site
+            try:
+                validate_identifier(code)
+            except ValidationError as error:
+                row.add("site", error.messages[0])
+                return None
+            site = Site.objects.create(code=written_form(code), name=written_form(code))
+            self.by_code[identifier_key(code)] = site
         if not can(self.user, Action.IMPORT, site.pk):
             row.add("site", f"you may not import patients at site {site.code}")
             return None
@@ -1657,10 +1719,20 @@ def mrd_negative(response: Assessment | None) -> str | None:
 
 
 def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Random codes for study IDs, days from day 0 for dates, age at day 0 for year of birth."""
+    """docs/DEIDENTIFICATION.md: random codes for study IDs, days from day 0 for dates, age at
+    day 0 for year of birth, no free text, and the rows in a random order.
+
+    The rows are read in study-ID order (analysis_rows), so they are all held (as tuples of the
+    de-identified columns) and shuffled with the operating system's randomness before the first
+    is written: a row's position says nothing of its study ID.
+    """
+    names = [column.name for column in export_columns(deidentify=True)]
     used: set[str] = set()
+    held: list[tuple] = []
     for row in rows:
         day0: date = row.pop("treatment_start")
+        for name in DEIDENTIFIED_DROPPED:
+            del row[name]
         code = f"R{secrets.token_hex(4).upper()}"
         while code in used:
             code = f"R{secrets.token_hex(4).upper()}"
@@ -1670,15 +1742,50 @@ def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for name in DAYS_FROM_DAY0:
             value = row[name]
             row[name] = None if value is None else (value - day0).days
-        yield {
+        renamed = {
             (DEIDENTIFIED_RENAMES[name].name if name in DEIDENTIFIED_RENAMES else name): value
             for name, value in row.items()
         }
+        held.append(tuple(renamed[name] for name in names))
+    secrets.SystemRandom().shuffle(held)
+    for values in held:
+        yield dict(zip(names, values, strict=True))
 
 
 def export_rows(*, user: User, deidentify: bool) -> Iterator[dict[str, Any]]:
     rows = analysis_rows(user=user)
     return deidentified(rows) if deidentify else rows
+
+
+# --- the export cell writer (OWASP CSV injection) ---------------------------------------------
+# A spreadsheet runs a cell whose text starts with one of these as a formula (or a DDE command),
+# also after leading spaces or quotes: every exported text cell, in every format, goes through
+# export_value, which puts a ' before such a text; the import takes exactly that ' away again
+# (import_text), so that a file exported and imported again gives back the text as typed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ESCAPE = "'"
+
+
+def formula_like(text: str) -> bool:
+    """Whether a spreadsheet could read `text` as a formula (OWASP: = + - @ TAB CR first,
+    also after leading spaces and quotes)."""
+    return text.lstrip(" \"'").startswith(FORMULA_STARTS)
+
+
+def export_value(value: Any) -> Any:
+    """The value of one exported cell: a formula-like text gets a ' in front, nothing else
+    changes. Every export format writes its cells through this."""
+    if isinstance(value, str) and formula_like(value):
+        return ESCAPE + value
+    return value
+
+
+def import_text(text: str) -> str:
+    """The text of an imported cell, the ' that export_value added taken away (only that one:
+    a text that export_value would have left alone is kept as it is)."""
+    if text.startswith(ESCAPE) and formula_like(text[1:]):
+        return text[1:]
+    return text
 
 
 def cell_text(value: Any) -> str:
@@ -1702,7 +1809,9 @@ class _Echo:
 
 def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator[str]:
     """The CSV file line by line (for a file or a streaming HTTP response)."""
-    writer = csv.writer(_Echo(), lineterminator="\n")
+    # RFC 4180 line ends: the csv module then quotes a cell holding a CR (with "\n" alone it
+    # would not, and a CR typed in a text would split its row in two when read back).
+    writer = csv.writer(_Echo(), lineterminator="\r\n")
     names = [column.name for column in columns]
     yield writer.writerow(names)
     for row in rows:
@@ -1710,7 +1819,7 @@ def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator
         # check costs less than the call.
         yield writer.writerow(
             [
-                value if type(value) in _CSV_AS_IS else cell_text(value)
+                export_value(value) if type(value) in _CSV_AS_IS else cell_text(value)
                 for value in map(row.__getitem__, names)
             ]
         )
@@ -1723,13 +1832,22 @@ def write_xlsx(
     from openpyxl.cell import WriteOnlyCell
 
     workbook = Workbook(write_only=True)
+
+    def text_cell(sheet, text: str) -> WriteOnlyCell:
+        """Text stored as text: openpyxl would store a text starting with = as a formula."""
+        cell = WriteOnlyCell(sheet, value=None)
+        cell.value, cell.data_type = export_value(text), "s"
+        return cell
+
     sheet = workbook.create_sheet("cohort")
-    sheet.append([column.name for column in columns])
+    sheet.append([text_cell(sheet, column.name) for column in columns])
     for row in rows:
         cells = []
         for column in columns:
             value = row[column.name]
-            if isinstance(value, date):
+            if isinstance(value, str):
+                value = text_cell(sheet, value)
+            elif isinstance(value, date):
                 cell = WriteOnlyCell(sheet, value=value)
                 cell.number_format = "yyyy-mm-dd"
                 value = cell
@@ -1738,9 +1856,9 @@ def write_xlsx(
             cells.append(value)
         sheet.append(cells)
     book = workbook.create_sheet("codebook")
-    book.append(list(CODEBOOK_HEADER))
+    book.append([text_cell(book, name) for name in CODEBOOK_HEADER])
     for line in codebook(deidentify=deidentify):
-        book.append(list(line.values()))
+        book.append([text_cell(book, text) for text in line.values()])
     workbook.save(path)
 
 
@@ -1769,7 +1887,7 @@ def write_stat_file(
             elif column.kind in numeric:
                 value = float("nan") if value is None else float(value)
             elif column.kind in ("text", "site"):
-                value = value or ""
+                value = export_value(value or "")
             data[column.name].append(value)
     frame = pd.DataFrame(
         {
@@ -1858,8 +1976,13 @@ def export_cohort(
     check_export_allowed(user, deidentify=deidentify)
     path = Path(path)
     log = log_export(user=user, fmt=fmt, deidentify=deidentify, file_name=path.name, via=via)
-    write_export(path, user=user, fmt=fmt, deidentify=deidentify)
+    # Each file whole or not at all (a full disk leaves no truncated export under its name).
+    with written_whole(path) as temporary:
+        write_export(temporary, user=user, fmt=fmt, deidentify=deidentify)
     codebook_path = path.with_name(f"{path.stem}_codebook.csv")
-    with codebook_path.open("w", encoding="utf-8", newline="") as stream:
+    with (
+        written_whole(codebook_path) as temporary,
+        temporary.open("w", encoding="utf-8", newline="") as stream,
+    ):
         write_codebook(stream, deidentify=deidentify)
     return ExportResult(log, path, codebook_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from django import forms
 from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist, ValidationError
@@ -129,6 +130,12 @@ def rule_errors(
     return {field: messages for field, messages in by_field.items() if field not in skip}
 
 
+MISSING_VERSION = _(
+    "The form was sent without the version of the record it edits, so nothing was saved: "
+    "reload the page and apply your change again."
+)
+
+
 class ClinicalForm(forms.ModelForm):
     change_reason = forms.CharField(
         label=_("Reason for the change"),
@@ -136,7 +143,9 @@ class ClinicalForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text=_("Required when you edit a saved record; it is kept in the audit trail."),
     )
-    edited_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    # The version the user read (optimistic concurrency): required on every edit, so that a form
+    # posted without it cannot overwrite a newer change unseen (services.record_save).
+    edited_version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -154,6 +163,13 @@ class ClinicalForm(forms.ModelForm):
         if self.instance.pk and not reason:
             raise ValidationError(_("Give a reason for the change; it goes into the audit trail."))
         return reason
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.instance.pk and cleaned.get("edited_version") is None:
+            # The field is hidden: its message goes on top of the form, where it is seen.
+            self.add_error(None, MISSING_VERSION)
+        return cleaned
 
     def _post_clean(self) -> None:
         """Every error of the submission at once: the fields' own checks, and the DOMAIN.md rules

@@ -1,5 +1,5 @@
-"""Request plumbing: the user's language, request ids and one log line per request, a clean 503
-while the database is unreachable, and the limits on uploads."""
+"""Request plumbing: the user's language, no caching of answers, request ids and one log line per
+request, a clean 503 while the database is unreachable, and the limits on uploads."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ class UserLanguageMiddleware:
             translation.activate(user.language)
             request.LANGUAGE_CODE = translation.get_language()
         return self.get_response(request)
+
+
+class NoStoreMiddleware:
+    """Pages, API answers, downloads and the admin show patient data: no browser or proxy cache
+    keeps a copy of any answer the app writes (Cache-Control: no-store), unless its view chose
+    its own caching (the analytics figures: aggregates, kept by the signed-in browser only).
+    Static files are served before this middleware (WhiteNoise) and stay cacheable."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response:
+            response["Cache-Control"] = "no-store"
+        return response
 
 
 # --- request ids and the request log -------------------------------------------------------------
@@ -163,6 +179,29 @@ class DatabaseUnavailableMiddleware:
             request.database_unavailable = True
             return database_unavailable_response(request)
         return None
+
+
+# --- query strings ---------------------------------------------------------------------------------
+
+
+class QueryStringMiddleware:
+    """A query string with a NUL character (which no text column can hold: PostgreSQL refuses
+    it in any comparison, a 500 wherever a filter or search uses it) is a 400 that says so."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if any(
+            "\x00" in key or any("\x00" in value for value in values)
+            for key, values in request.GET.lists()
+        ):
+            message = _("The address contains a character that is not allowed (NUL).")
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=400)
+            html = render_to_string("400.html", {"message": message}, request=request)
+            return HttpResponse(html, status=400)
+        return self.get_response(request)
 
 
 # --- uploads: how big, and of which kind ---------------------------------------------------------

@@ -249,6 +249,10 @@ def refresh_patients(patient_ids: Iterable[int], *, today: date) -> None:
 
 
 def _refresh_chunk(ids: list[int], *, today: date) -> None:
+    # The patients' rows locked first, in the order of their keys (as registry.services does):
+    # a write to their records meanwhile (which refreshes them too) is not undone by this
+    # refresh's older reading of the data, nor a query closed by hand meanwhile reopened.
+    list(Patient.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
     now = timezone.now()
     treatments, deaths = _facts(ids)
     existing = {
@@ -326,9 +330,18 @@ def query_close(query: DataQualityQuery, *, user, reason: str) -> DataQualityQue
         raise PermissionDenied(_("You may not resolve data-quality queries at this site."))
     if not (reason or "").strip():
         raise ValidationError({"close_reason": [_("Say why the query is closed.")]})
-    query.is_open, query.closed_at, query.closed_by = False, timezone.now(), user
-    query.close_reason = reason.strip()
-    query._change_reason = reason.strip()
-    query._history_user = user
-    query.save()
+    # Locked and re-read, under the patient's lock first as a refresh takes them in that order:
+    # a query closed meanwhile (by another data manager, or the registry) keeps who closed it
+    # and why.
+    list(Patient.objects.select_for_update().filter(pk=query.patient_id).values("pk"))
+    current = DataQualityQuery.objects.select_for_update().get(pk=query.pk)
+    if not current.is_open:
+        raise ValidationError(_("This query is already closed; who closed it and why stay."))
+    current.is_open, current.closed_at, current.closed_by = False, timezone.now(), user
+    current.close_reason = reason.strip()
+    current._change_reason = reason.strip()
+    current._history_user = user
+    current.save()
+    for name in ("is_open", "closed_at", "closed_by", "close_reason"):
+        setattr(query, name, getattr(current, name))
     return query

@@ -42,6 +42,13 @@ SCHEDULES: tuple[Schedule, ...] = (
         crontab={"minute": "0", "hour": "2", "day_of_month": "*"},
     ),
     Schedule(
+        task="analytics.tasks.watch_computations",
+        name="Resume interrupted analytics computations (every minute)",
+        description="Closes a computation whose worker stopped renewing its claim, and "
+        "computes its scope again.",
+        every_minutes=1,
+    ),
+    Schedule(
         task="analytics.tasks.monthly_reports",
         name="Archive last month's PDF reports (monthly)",
         description="The whole registry and every site, in English and Chinese.",

@@ -349,16 +349,14 @@ def site_data_changed(site_ids: Iterable[int]) -> None:
 
 def _marked_status_yes(record: models.Model) -> Treatment | None:
     """Recording an episode says the toxicity occurred: an unknown status becomes 'yes'. The
-    treatment so changed (not saved yet), or None. The treatment is a second record of the
-    write: it is locked and read again first, so that a change made to it meanwhile is kept."""
+    treatment so changed (not saved yet, its version bumped), or None. The treatment is a second
+    record of the write, read again under the patient's lock (`_parents_read_again`), so that a
+    change made to it meanwhile is kept, and a status set back to unknown meanwhile is seen."""
     if not isinstance(record, CrsEpisode | IcansEpisode):
         return None
     field = "crs_status" if isinstance(record, CrsEpisode) else "icans_status"
     treatment = record.treatment
     if getattr(treatment, field) != YesNoUnknown.UNKNOWN or treatment.pk is None:
-        return None
-    _read_again(treatment)
-    if getattr(treatment, field) != YesNoUnknown.UNKNOWN:
         return None
     setattr(treatment, field, YesNoUnknown.YES)
     treatment.version += 1
@@ -372,18 +370,43 @@ def _read_again(record: models.Model) -> None:
         setattr(record, field.attname, getattr(locked, field.attname))
 
 
+def _parents_read_again(record: models.Model) -> None:
+    """A record's treatment and patient, as the caller holds them, were read before the write
+    began: read again (the patient's row is locked already), so that the rules see them as they
+    are now, and a second record the write changes (a treatment's status) keeps every change
+    made to it meanwhile. The cohort import's parents are its own."""
+    if _history_batch.get() is not None:
+        return
+    treatment = getattr(record, "treatment", None) if hasattr(record, "treatment_id") else None
+    if treatment is not None and treatment.pk is not None:
+        _read_again(treatment)
+    patient = record.patient if not isinstance(record, Patient) else None
+    if patient is not None and patient.pk is not None:
+        _read_again(patient)
+
+
 def _lock_patient(record: models.Model) -> None:
     """Every write to a patient's records first locks the patient's row: the rules that relate
     two records read the other one, and two writes at once (a diagnosis date and a day 0) must
-    not each pass against the other's old value. A new patient, or one written by the cohort
-    import's own transaction, has nobody else to wait for."""
-    if _history_batch.get() is not None or isinstance(record, Patient):
-        return  # a patient's own write locks its row (record_save)
-    patient_id = (
-        record.patient_id if isinstance(record, Treatment | Death) else record.treatment.patient_id
-    )
-    if patient_id is not None:
-        list(Patient.objects.select_for_update().filter(pk=patient_id).values_list("pk"))
+    not each pass against the other's old value; a second record the write changes (the
+    treatment of a new episode, the fatal episode of a death) is changed by nobody else
+    meanwhile. A record moved to another patient locks both, in the order of their keys (as
+    quality.refresh_patients does), so that two writes never wait for each other. A new patient,
+    or one written by the cohort import's own transaction, has nobody else to wait for."""
+    if _history_batch.get() is not None:
+        return
+    if isinstance(record, Patient):
+        ids = set() if record.pk is None else {record.pk}
+    elif isinstance(record, Treatment | Death):
+        ids = {record.patient_id}
+    else:
+        ids = {record.treatment.patient_id}
+    if record.pk is not None and not isinstance(record, Patient):
+        path = "patient_id" if isinstance(record, Treatment | Death) else "treatment__patient_id"
+        ids |= set(type(record).objects.filter(pk=record.pk).values_list(path, flat=True))
+    ids.discard(None)
+    if ids:
+        list(Patient.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
 
 
 def record_save(record: Record, *, user, reason: str = "", version: int | None = None) -> Record:
@@ -398,11 +421,14 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
         if record.pk is None:
             _require(user, Action.EDIT, _site_or_invalid(record))
             _lock_patient(record)
+            _parents_read_again(record)
+            _require(user, Action.EDIT, _site_or_invalid(record))  # where the parent is now
             marked = _marked_status_yes(record)
             reason = reason or _("created")
         else:
             reason = _require_reason(reason)
             _lock_patient(record)
+            _parents_read_again(record)
             locked = type(record).objects.select_for_update().get(pk=record.pk)
             moved_from = site_id_of(locked)
             _require(user, Action.EDIT, moved_from)  # where it was
@@ -496,6 +522,12 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
     patient = record.patient
     patient_id = patient.pk  # a deleted record's pk is None
     _lock_patient(record)
+    # Read again: the history's last row keeps the values deleted, not those read before.
+    current = type(record).objects.select_for_update().filter(pk=record.pk).first()
+    if current is None:
+        return  # deleted meanwhile: nothing left to delete
+    for field in record._meta.concrete_fields:
+        setattr(record, field.attname, getattr(current, field.attname))
     record._change_reason = reason
     record._history_user = user
     try:
@@ -528,10 +560,14 @@ def death_record(
     Every check comes before the first write."""
     with _database_refusals(), _write_block():
         _require(user, Action.EDIT, patient.site_id)
-        _lock_patient(patient)
         death = Death(patient=patient, date=date, cause=cause)
+        _lock_patient(death)  # the patient's row: no other write to their records meanwhile
+        _parents_read_again(death)
+        _require(user, Action.EDIT, patient.site_id)  # where the patient is now
         if fatal_episode is not None:
             expected = CrsEpisode if cause == DeathCause.CRS else IcansEpisode
+            if isinstance(fatal_episode, expected):
+                fatal_episode = _fatal_episode_marked(fatal_episode)  # as it is now
             if not isinstance(fatal_episode, expected) or fatal_episode.patient.pk != patient.pk:
                 raise ValidationError(
                     {
@@ -541,7 +577,6 @@ def death_record(
                         ]
                     }
                 )
-            fatal_episode = _fatal_episode_marked(fatal_episode)
             derive(fatal_episode)
         together = () if fatal_episode is None else (fatal_episode,)
         full_validate(death, together=together)

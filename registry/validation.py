@@ -24,10 +24,13 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from registry.domain.identifiers import identifier_key
+from registry.domain.ranges import RANGES, in_range
 from registry.domain.vocabulary import (
     DeathCause,
     DiseaseBurden,
@@ -47,6 +50,7 @@ from registry.models import (
     Transplant,
     Treatment,
 )
+from registry.models.base import validate_identifier
 
 Errors = dict[str, list[str]]
 MAX_AGE_YEARS = 110
@@ -110,6 +114,7 @@ CROSS_RECORD_RULES: list[tuple[str, tuple[type, str], tuple[type, str]]] = [
 # first, with a field message in the user's language. Derived fields are never typed.
 CONSTRAINT_RULES: dict[str, str] = {
     "patient_study_id_unique_in_site": "study_id",
+    "patient_study_id_key_unique_in_site": "study_id",
     "patient_year_of_birth_plausible": "year_of_birth",
     "treatment_bm_blast_pct_range": "bm_blast_pct",
     "crs_recorded_grade_range": "recorded_grade",
@@ -209,15 +214,24 @@ def _patient_rules(patient: Patient, errors: Errors, today: date) -> None:
                     _("The year of birth cannot be after the first clinical date (%(first)s).")
                     % {"first": first.isoformat()}
                 )
+    if patient.study_id:
+        try:
+            validate_identifier(patient.study_id)
+        except ValidationError as error:
+            errors["study_id"] += error.messages
     if patient.site_id and patient.study_id:
-        duplicate = _rows(_duplicate_sql(), [patient.site_id, patient.study_id, patient.pk or 0])
+        # Look-alikes (another case, full-width digits, Cyrillic letters, a zero-width space)
+        # share the key (registry.domain.identifiers), and are duplicates.
+        key = identifier_key(patient.study_id)
+        duplicate = _rows(_duplicate_sql(), [patient.site_id, key, patient.pk or 0])
         if duplicate:
+            pk, existing = duplicate[0]
             errors["study_id"].append(
                 _(
                     "Study ID %(study_id)s already exists at this site (record %(pk)s); "
                     "study IDs must be unique within a site."
                 )
-                % {"study_id": patient.study_id, "pk": duplicate[0][0]}
+                % {"study_id": existing, "pk": pk}
             )
 
 
@@ -587,6 +601,30 @@ def _cause_errors(death: Death | None, fatal_causes: set[str]) -> list[tuple[str
     return messages
 
 
+def _range_rules(record, errors: Errors) -> None:
+    """The plausible range of every number that has no range on its model field
+    (registry.domain.ranges): a finite number between the ends."""
+    model = type(record).__name__
+    for (model_name, field), rng in RANGES.items():
+        value = getattr(record, field, None) if model_name == model else None
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            plausible = in_range(value, rng)
+        except (TypeError, ValueError):
+            continue  # not a number: the field's own check says so
+        if not plausible:
+            errors[field].append(
+                _("Enter a number from %(low)s to %(high)s (%(unit)s): %(value)s is not plausible.")
+                % {
+                    "low": f"{rng.low:g}",
+                    "high": f"{rng.high:g}",
+                    "unit": _(rng.unit),
+                    "value": f"{float(value):g}",
+                }
+            )
+
+
 def record_errors(record, *, today: date, together: tuple = (), deferred: bool = False) -> Errors:
     """The DOMAIN.md rules that this one record breaks, as {field: [messages]}, checked against
     the saved state of the records it relates to.
@@ -597,6 +635,7 @@ def record_errors(record, *, today: date, together: tuple = (), deferred: bool =
     are all written.
     """
     errors: Errors = defaultdict(list)
+    _range_rules(record, errors)
     match record:
         case Patient():
             _patient_rules(record, errors, today)
@@ -722,10 +761,10 @@ def _of_treatments(model: type, select: str, count: int) -> str:
 
 @cache
 def _duplicate_sql() -> str:
-    """Another patient with the site and study ID (an index look-up)."""
+    """Another patient with the site and study ID key (an index look-up), and its study ID."""
     return (
-        f"SELECT {_column(Patient, 'id')} FROM {_table(Patient)} "
-        f"WHERE {_column(Patient, 'site')} = %s AND {_column(Patient, 'study_id')} = %s "
+        f"SELECT {_column(Patient, 'id')}, {_column(Patient, 'study_id')} FROM {_table(Patient)} "
+        f"WHERE {_column(Patient, 'site')} = %s AND {_column(Patient, 'study_id_key')} = %s "
         f"AND {_column(Patient, 'id')} <> %s"
     )
 

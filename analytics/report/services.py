@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import OperationalError, transaction
@@ -31,6 +33,7 @@ from analytics.services import (
     snapshot_compute,
 )
 from analytics.snapshot_figures import figure_svg, figures_draw
+from registry.files import disk_full
 from registry.models import Site, User
 from registry.selectors import monthly_activity
 
@@ -87,9 +90,12 @@ def report_figures(snapshot: Snapshot, language: str) -> dict[str, str]:
 def report_archive(
     *, site: Site | None, month: Month, language: str, trigger: str, user: User | None = None
 ) -> Report:
-    """Render a report and keep it, PDF and snapshot together, in the archive."""
+    """Render a report and keep it, PDF and snapshot together, in the archive: both or neither.
+
+    The PDF is named after its report (reports/<year>/<month>/immunoreg-<scope>-<month>-
+    <language>-<id>.pdf), so a name is never taken twice, and written whole (registry.files):
+    an OSError such as a full disk leaves no row and no file."""
     pdf, snapshot = report_pdf(site=site, month=month, language=language)
-    scope = site.code if site else "registry"
     report = Report(
         site=site,
         month=month.first,
@@ -99,9 +105,16 @@ def report_archive(
         trigger=trigger,
         created_by=user,
     )
-    with transaction.atomic():
-        report.pdf.save(f"immunoreg-{scope}-{month}-{language}.pdf", ContentFile(pdf), save=False)
-        report.save()
+    try:
+        with transaction.atomic():
+            report.save()
+            stem = Path(report.download_name).stem
+            report.pdf.save(f"{stem}-{report.pk}.pdf", ContentFile(pdf), save=False)
+            report.save(update_fields=["pdf"])
+    except BaseException:
+        if report.pdf.name:  # written, but its row was not kept
+            report.pdf.storage.delete(report.pdf.name)
+        raise
     return report
 
 
@@ -151,23 +164,61 @@ def report_download(report: Report, *, user: User) -> bytes:
 # --- a report asked for on the reports page, rendered by a worker ---------------------------
 
 
+class RenderingLimit(Exception):
+    """The user asked for as many reports as a day allows (IMMUNOREG_REPORT_RENDERINGS_PER_DAY)."""
+
+
+# A rendering asked for this recently and not finished is on its way: asking again gives it.
+ON_ITS_WAY = timedelta(hours=1)
+
+
 def rendering_request(
     *, user: User, site: Site | None, month: Month, language: str
 ) -> ReportRendering:
     """Queue the rendering of a report of one of the user's scopes; the page follows its
-    progress (ReportRendering) and offers the download when it is done."""
+    progress (ReportRendering) and offers the download when it is done.
+
+    On-demand reports are kept in the archive like the monthly ones, so their number is kept
+    within a limit where they are asked for: the same report asked for again while it is on
+    its way is that rendering, not a second one, and a user may ask for at most
+    IMMUNOREG_REPORT_RENDERINGS_PER_DAY in 24 hours (RenderingLimit beyond)."""
     if site not in scopes_visible_to(user):
         raise PermissionDenied(_("You may not see the analytics of this scope."))
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}")
-    rendering = ReportRendering.objects.create(
-        site=site, month=month.first, language=language, requested_by=user
-    )
+    now = timezone.now()
+    with transaction.atomic():
+        # The user's row is locked: two clicks at once are counted one after the other.
+        User.objects.select_for_update().filter(pk=user.pk).exists()
+        mine = ReportRendering.objects.filter(requested_by=user)
+        on_its_way = (
+            mine.filter(site=site, month=month.first, language=language)
+            .filter(requested_at__gte=now - ON_ITS_WAY)
+            .exclude(status__in=(RenderingStatus.DONE, RenderingStatus.FAILED))
+            .first()
+        )
+        if on_its_way is not None:
+            return on_its_way
+        limit = settings.IMMUNOREG_REPORT_RENDERINGS_PER_DAY
+        if mine.filter(requested_at__gte=now - timedelta(days=1)).count() >= limit:
+            raise RenderingLimit(
+                _(
+                    "You have asked for %(count)d reports in the last 24 hours, the most a day "
+                    "allows: the reports already made are in the archive below."
+                )
+                % {"count": limit}
+            )
+        rendering = ReportRendering.objects.create(
+            site=site, month=month.first, language=language, requested_by=user
+        )
     try:
         queue.send("render-report", rendering_id=rendering.pk)
     except Exception:
         log.exception("the rendering of report %s could not be queued", rendering.pk)
-        rendering_failed(rendering.pk, failure=RenderingFailure.ERROR)
+        # Still queued: the broker refused it (a task run eagerly here got further).
+        queued = ReportRendering.objects.filter(pk=rendering.pk, status=RenderingStatus.QUEUED)
+        failure = RenderingFailure.QUEUE if queued.exists() else RenderingFailure.ERROR
+        rendering_failed(rendering.pk, failure=failure)
     rendering.refresh_from_db()
     return rendering
 
@@ -202,9 +253,10 @@ def rendering_run(rendering_id: int) -> int | None:
         )
     except OperationalError:
         raise
-    except Exception:
+    except Exception as error:
         log.exception("report rendering %s failed", rendering.pk)
-        rendering_failed(rendering.pk, failure=RenderingFailure.ERROR)
+        failure = RenderingFailure.DISK_FULL if disk_full(error) else RenderingFailure.ERROR
+        rendering_failed(rendering.pk, failure=failure)
         return None
     ReportRendering.objects.filter(pk=rendering.pk).update(
         status=RenderingStatus.DONE, report=report, finished_at=timezone.now()

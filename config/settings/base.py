@@ -18,6 +18,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 VAR_DIR = Path(env("IMMUNOREG_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# True in production.py only: what must never run there (seed_demo) asks this.
+IMMUNOREG_PRODUCTION = False
+
 # Only the local demo may run without a secret: production.py refuses the default.
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-local-demo-key-do-not-use-in-production")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -31,7 +34,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from here, not from a CDN
     "django_filters",
@@ -52,9 +54,11 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "registry.middleware.DatabaseUnavailableMiddleware",  # a clean 503, with the headers above
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "registry.middleware.NoStoreMiddleware",  # after WhiteNoise: static files stay cacheable
     "registry.middleware.SessionMiddleware",  # Django's, with an outage answered 503, not 400
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "registry.middleware.QueryStringMiddleware",  # a NUL in a query string: a 400, not a 500
     "django.middleware.csrf.CsrfViewMiddleware",
     "registry.middleware.UploadLimitMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -114,6 +118,8 @@ AUTH_PASSWORD_VALIDATORS = [
     },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # A common password with digits added (iloveyou1234), or one key held down (aaaaaaaaaaaa).
+    {"NAME": "registry.passwords.CommonPasswordVariantValidator"},
 ]
 
 LANGUAGE_CODE = "en"
@@ -130,6 +136,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = VAR_DIR / "media"
 MEDIA_URL = "media/"
+# The report archive: each file written whole under the name the app gave it (registry.files).
+STORAGES = {
+    "default": {"BACKEND": "registry.files.WholeFileStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # Uploads (cohort files are the only ones): their size and kind are checked as they arrive
 # (registry.middleware.CheckedUploadHandler), before anything is stored.
@@ -185,11 +196,18 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-# Behind N reverse proxies, the client's address is the one they put in X-Forwarded-For.
-AXES_IPWARE_PROXY_COUNT = env.int("DJANGO_PROXY_COUNT", default=0) or None
-AXES_IPWARE_META_PRECEDENCE_ORDER = (
-    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if AXES_IPWARE_PROXY_COUNT else ("REMOTE_ADDR",)
-)
+# Behind DJANGO_PROXY_COUNT reverse proxies, the client's address is the one the outermost proxy
+# appended to X-Forwarded-For, i.e. the proxy count-th from the right (each proxy appends the
+# address it was reached from; anything further left was written by the client and is not
+# trusted). django-axes reads it through django-ipware (python-ipware), whose proxy count
+# counts the proxies *in* the header, the last one (whose address is REMOTE_ADDR) excluded:
+# hence the minus one. Not strict: a longer, spoofed header still gives the client's address
+# (strict would skip the header and fall back to no address at all).
+PROXY_COUNT = env.int("DJANGO_PROXY_COUNT", default=0)
+AXES_IPWARE_PROXY_COUNT = PROXY_COUNT - 1 if PROXY_COUNT else None
+AXES_IPWARE_PROXY_ORDER = "left-most"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR",) if PROXY_COUNT else ("REMOTE_ADDR",)
+IPWARE_STRICT = False
 
 # Two-factor sign-in (TOTP) for data managers and administrators (registry.otp).
 IMMUNOREG_REQUIRE_2FA = env.bool("IMMUNOREG_REQUIRE_2FA", default=False)
@@ -201,15 +219,25 @@ SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # first: a refused key is a 401 that names the Token scheme
+        "registry.api.auth.ApiTokenAuthentication",  # hashed, expiring, maybe read-only keys
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bodies are limited in size and nesting (a 400 with a message, never a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "registry.api.parsers.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "registry.api.parsers.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }
+# API tokens (registry.models.ApiToken) expire after this many days unless made for fewer.
+IMMUNOREG_API_TOKEN_DAYS = env.int("IMMUNOREG_API_TOKEN_DAYS", default=90)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ImmunoReg API",
     "VERSION": "1",
@@ -251,8 +279,27 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 30,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The outbox (registry.outbox): a message handed to the broker and not done this many seconds
+# later is sent again by the dispatcher (Redis without persistence loses what it had accepted
+# when it restarts). Ten minutes: an outbox task takes under a second, but it may wait behind
+# an analytics computation of several minutes; sending it again early costs nothing (the work
+# is idempotent). After this many sends it is not sent again and /healthz reports it.
+IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS = env.int(
+    "IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS", default=600
+)
+IMMUNOREG_OUTBOX_MAX_SENDS = env.int("IMMUNOREG_OUTBOX_MAX_SENDS", default=5)
+# An analytics computation holds its claim by a lease its worker renews every sixth of it (a
+# thread beside the computation); a claim whose lease ran out was interrupted, whatever host or
+# process held it, and the watchdog (every minute) closes it and computes its scope again. A
+# claim no worker has taken up yet is held for the queued lease (nobody renews it).
+ANALYTICS_LEASE_SECONDS = env.int("ANALYTICS_LEASE_SECONDS", default=180)
+ANALYTICS_QUEUED_LEASE_SECONDS = env.int("ANALYTICS_QUEUED_LEASE_SECONDS", default=600)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING below
 CELERY_TIMEZONE = TIME_ZONE
+
+# Reports asked for on the reports page (kept in the archive): at most this many per user in
+# 24 hours; the same one asked again while on its way is not rendered twice.
+IMMUNOREG_REPORT_RENDERINGS_PER_DAY = env.int("IMMUNOREG_REPORT_RENDERINGS_PER_DAY", default=20)
 
 # The registry's clinical data cut-off for the demo cohort; None means "today".
 IMMUNOREG_TODAY = env("IMMUNOREG_TODAY", default=None)

@@ -6,11 +6,12 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DATABASES, SECRET_KEY, env, logging_config
+from .base import DATABASES, SECRET_KEY, STORAGES, env, logging_config
 
 if SECRET_KEY.startswith("insecure-"):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
 
+IMMUNOREG_PRODUCTION = True
 DEBUG = False
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -49,7 +50,7 @@ IMMUNOREG_REQUIRE_2FA = env.bool("IMMUNOREG_REQUIRE_2FA", default=True)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    **STORAGES,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 

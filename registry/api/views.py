@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
 import django_filters
 from django.conf import settings
@@ -382,7 +381,7 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
             content_type="application/pdf",
             headers={
                 "Content-Disposition": content_disposition_header(
-                    as_attachment=True, filename=Path(report.pdf.name).name
+                    as_attachment=True, filename=report.download_name
                 )
             },
         )

@@ -3,9 +3,11 @@ from .outcomes import FollowUpContact, Relapse, ResponseAssessment, Transplant
 from .patients import Death, Patient, Treatment
 from .people import Site, User, WorklistChange
 from .quality import DataQualityQuery, QueryKind
+from .tokens import ApiToken
 from .toxicity import CrsEpisode, IcansEpisode
 
 __all__ = [
+    "ApiToken",
     "CrsEpisode",
     "DataQualityQuery",
     "Death",

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from registry.domain.identifiers import odd_characters
+
 # A percentage of cells: 0-100.
 PERCENT = {"validators": [MinValueValidator(0), MaxValueValidator(100)]}
+
+
+def validate_identifier(value: str) -> None:
+    """A study ID or site code holds no invisible or control character and no letter that only
+    looks like a Latin one (registry.domain.identifiers): refused, never silently kept."""
+    odd = odd_characters(value)
+    if odd:
+        raise ValidationError(
+            _(
+                "This identifier contains characters that are invisible or only look like "
+                "letters or a hyphen (%(characters)s): type it again with plain letters, digits "
+                "and hyphens."
+            ),
+            code="odd_characters",
+            params={"characters": ", ".join(odd)},
+        )
 
 
 class ClinicalRecord(models.Model):

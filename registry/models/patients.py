@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from registry.domain.identifiers import identifier_key, written_form
 from registry.domain.vocabulary import PhStatus, YesNoUnknown
 
 from . import choices
@@ -13,13 +14,27 @@ from .base import PERCENT, ClinicalRecord
 from .people import Site
 
 
+class PatientManager(models.Manager):
+    def bulk_create(self, objs, *args, **kwargs):
+        """Each patient's study ID key, which save() would set (the demo seeds in bulk)."""
+        objs = list(objs)
+        for patient in objs:
+            patient.study_id_key = identifier_key(patient.study_id or "")
+        return super().bulk_create(objs, *args, **kwargs)
+
+
 class Patient(ClinicalRecord):
     """A pseudonymous patient: no names, addresses or hospital numbers are ever stored."""
+
+    objects = PatientManager()
 
     site = models.ForeignKey(
         Site, on_delete=models.PROTECT, related_name="patients", verbose_name=_("site")
     )
+    # Its characters are checked with its uniqueness, in registry.validation (every path).
     study_id = models.CharField(_("study ID"), max_length=40)
+    # The study ID as its look-alikes share it (registry.domain.identifiers): unique per site.
+    study_id_key = models.CharField(max_length=160, editable=False, default="")
     sex = models.CharField(_("sex"), max_length=1, choices=choices.SEX)
     year_of_birth = models.PositiveSmallIntegerField(_("year of birth"))
     ph_status = models.CharField(
@@ -39,6 +54,9 @@ class Patient(ClinicalRecord):
             models.UniqueConstraint(
                 fields=["site", "study_id"], name="patient_study_id_unique_in_site"
             ),
+            models.UniqueConstraint(
+                fields=["site", "study_id_key"], name="patient_study_id_key_unique_in_site"
+            ),
             models.CheckConstraint(
                 condition=Q(year_of_birth__gte=1900), name="patient_year_of_birth_plausible"
             ),
@@ -46,6 +64,19 @@ class Patient(ClinicalRecord):
 
     def __str__(self) -> str:
         return self.study_id
+
+    def clean(self) -> None:
+        """The study ID in its written form (NFKC, no surrounding spaces), and its key."""
+        super().clean()
+        self.study_id = written_form(self.study_id or "")
+        self.study_id_key = identifier_key(self.study_id)
+
+    def save(self, *args, **kwargs) -> None:
+        self.study_id_key = identifier_key(self.study_id or "")
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "study_id" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "study_id_key"}
+        super().save(*args, **kwargs)
 
     @property
     def patient(self) -> Patient:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from registry.domain.identifiers import identifier_key
 from registry.domain.vocabulary import Role
 
 from . import choices
+from .base import validate_identifier
 
 
 def new_data_token() -> str:
@@ -19,7 +22,7 @@ def new_data_token() -> str:
 
 
 class Site(models.Model):
-    code = models.CharField(_("code"), max_length=16, unique=True)
+    code = models.CharField(_("code"), max_length=16, unique=True, validators=[validate_identifier])
     name = models.CharField(_("name"), max_length=200)
     # Changes (to a new random value) with every write of the site's clinical data, in the
     # write's transaction: pages computed from that data are cached under it (the worklist).
@@ -41,6 +44,21 @@ class Site(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+    def clean(self) -> None:
+        """A code that only looks different from another site's is that site's code."""
+        super().clean()
+        if not self.code:
+            return
+        key = identifier_key(self.code)
+        for code in Site.objects.exclude(pk=self.pk).values_list("code", flat=True):
+            if identifier_key(code) == key:
+                raise ValidationError(
+                    {
+                        "code": _("Site %(code)s already has this code (written differently).")
+                        % {"code": code}
+                    }
+                )
 
 
 class User(AbstractUser):

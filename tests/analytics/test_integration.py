@@ -270,16 +270,20 @@ def hang(*args, **kwargs):
 transplant.mantel_byar = hang
 services.snapshot_compute(site=None, trigger="command")
 """
-# The latest complete snapshot, then a new computation (which must notice the dead process
-# rather than wait for it), then the latest complete snapshot again.
+# The latest complete snapshot, then a new computation (which must find the dead one's claim
+# expired, its lease no longer renewed: 2 s here, LEASE), then the latest complete snapshot.
 RECOMPUTE = """
+import time
 import django
 
 django.setup()
 from django.core.management import call_command
+from django.utils import timezone
 from analytics.models import Snapshot
 
 print(Snapshot.objects.latest_complete().pk)
+dead = Snapshot.objects.get(status="running")
+time.sleep(max(0, (dead.lease_expires_at - timezone.now()).total_seconds() + 0.1))
 call_command("compute_analytics", verbosity=0)
 print(Snapshot.objects.latest_complete().pk)
 """
@@ -299,6 +303,9 @@ def python(code: str, env: dict[str, str]) -> list[str]:
     return [line for line in lines if not line.startswith("Snapshot ")]
 
 
+LEASE = "2"  # seconds (production: 180), renewed every third of a second while it computes
+
+
 def snapshot_rows(database: Path) -> list[tuple[int, str, str]]:
     with sqlite3.connect(database) as db:
         return db.execute("SELECT id, status, error FROM analytics_snapshot ORDER BY id").fetchall()
@@ -306,7 +313,7 @@ def snapshot_rows(database: Path) -> list[tuple[int, str, str]]:
 
 def test_a_computation_killed_half_way_never_replaces_the_latest_snapshot(tmp_path):
     database = tmp_path / "registry.sqlite3"
-    env = child_env(DATABASE_URL=f"sqlite:///{database}")
+    env = child_env(DATABASE_URL=f"sqlite:///{database}", ANALYTICS_LEASE_SECONDS=LEASE)
     env.pop("CELERY_BROKER_URL", None)
     python(PREPARE, env)
 
@@ -332,5 +339,5 @@ def test_a_computation_killed_half_way_never_replaces_the_latest_snapshot(tmp_pa
     latest_before, latest_after = python(RECOMPUTE, env)
     rows = {pk: (status, error) for pk, status, error in snapshot_rows(database)}
     assert latest_before == str(first)
-    assert rows[killed][0] == Status.FAILED and "ended before it finished" in rows[killed][1]
+    assert rows[killed][0] == Status.FAILED and "stopped renewing its claim" in rows[killed][1]
     assert latest_after == str(max(rows)) and rows[max(rows)][0] == Status.COMPLETE

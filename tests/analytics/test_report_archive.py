@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import date
 
 import pytest
+from celery.signals import task_retry
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
@@ -16,6 +18,7 @@ from analytics.tasks import monthly_reports
 from config.celery import app as celery_app
 from registry import demo
 from registry.domain.vocabulary import Role
+from tests.disk import full_disk
 
 pytestmark = pytest.mark.django_db
 
@@ -132,3 +135,67 @@ def test_rendering_the_whole_registry_needs_every_site(client, data_manager, sna
     response = client.post(reverse("analytics:report-render"), {"scope": "registry"})
     assert response.status_code == 403
     assert not Report.objects.exists()
+
+
+# --- a full archive disk (a real one: tests/disk.py) -------------------------------------------
+
+
+@pytest.fixture
+def one_snapshot(users, site):
+    demo.seed_scaled(20)
+    return services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
+
+
+def test_a_report_archived_on_a_full_disk_leaves_no_file_and_no_row(one_snapshot, site, tmp_path):
+    with full_disk(tmp_path) as disk:
+        with pytest.raises(OSError) as raised:
+            report_archive(
+                site=site, month=Month.parse("2024-10"), language="en", trigger="monthly"
+            )
+        assert raised.value.errno == errno.ENOSPC
+        assert disk.files() == []  # no truncated PDF under the report's name, no temporary file
+    assert not Report.objects.exists()
+
+
+def test_once_there_is_room_the_report_is_archived_once_under_its_own_name(
+    one_snapshot, site, tmp_path
+):
+    month = Month.parse("2024-10")
+    with full_disk(tmp_path) as disk:
+        with pytest.raises(OSError):
+            report_archive(site=site, month=month, language="en", trigger=Trigger.MONTHLY)
+        disk.make_room()
+        report = report_archive(site=site, month=month, language="en", trigger=Trigger.MONTHLY)
+        [archived] = disk.files()  # one file: no leftover, no copy with a random suffix
+        assert archived == tmp_path / report.pdf.name
+        assert archived.name == f"immunoreg-AHP-2024-10-en-{report.pk}.pdf"
+        assert archived.stat().st_size == report.size_bytes
+        assert archived.read_bytes().startswith(b"%PDF-")
+    assert report.download_name == "immunoreg-AHP-2024-10-en.pdf"
+
+
+def test_the_monthly_run_on_a_full_disk_is_tried_again_and_completes_once_there_is_room(
+    one_snapshot, tmp_path, settings, eager
+):
+    settings.IMMUNOREG_TODAY = "2024-11-01"
+    retried = []
+
+    def room_made(request=None, reason=None, **kwargs) -> None:
+        retried.append(reason)
+        disk.make_room()
+
+    assert monthly_reports.retry_backoff and monthly_reports.max_retries <= 10  # bounded
+    with full_disk(tmp_path) as disk:
+        task_retry.connect(room_made, sender=monthly_reports)
+        try:
+            # Eager, the retry runs at once (a worker waits `retry_backoff`, 5 minutes at first).
+            result = monthly_reports.apply(throw=False)
+        finally:
+            task_retry.disconnect(room_made, sender=monthly_reports)
+        reports = Report.objects.filter(pk__in=result.get())
+        assert len(retried) == 1 and "No space left on device" in str(retried[0])
+        assert {(r.site_id, r.language) for r in reports} == {
+            (one_snapshot.site_id, "en"),
+            (one_snapshot.site_id, "zh-hans"),
+        }
+        assert disk.files() == sorted(tmp_path / r.pdf.name for r in reports)

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from django.urls import reverse
+from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from analytics import queue, services
 from analytics.models import (
@@ -22,6 +23,7 @@ from analytics.report import services as report_services
 from config.celery import app as celery_app
 from registry import demo
 from registry.domain.vocabulary import Role
+from tests.disk import full_disk
 
 pytestmark = pytest.mark.django_db
 
@@ -141,3 +143,71 @@ def test_a_rendering_delivered_twice_renders_once(users, cohort, site, eager):
     first = report_services.rendering_run(rendering.pk)
     assert report_services.rendering_run(rendering.pk) == first
     assert Report.objects.count() == 1
+
+
+def test_a_rendering_on_a_full_archive_disk_says_so_and_leaves_nothing(
+    client, pi, cohort, site, eager, tmp_path, caplog
+):
+    services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
+    with full_disk(tmp_path) as disk, caplog.at_level(logging.ERROR):
+        ask(client, site.code)
+        assert disk.files() == []
+    rendering = ReportRendering.objects.get()
+    assert (rendering.status, rendering.failure) == (
+        RenderingStatus.FAILED,
+        RenderingFailure.DISK_FULL,
+    )
+    assert "disk is full" in progress(client, rendering)
+    assert "No space left on device" in caplog.text  # the detail, for the administrators
+    assert not Report.objects.exists()
+
+
+def test_a_rendering_the_broker_refuses_is_told_in_plain_words_without_the_brokers_address(
+    client, pi, cohort, site, monkeypatch
+):
+    def refuse(**kwargs):
+        raise BrokerOperationalError("Error 111 connecting to 10.1.2.3:6379. Connection refused.")
+
+    monkeypatch.setitem(queue._senders, "render-report", refuse)
+    ask(client, site.code)
+    rendering = ReportRendering.objects.get()
+    assert (rendering.status, rendering.failure) == (RenderingStatus.FAILED, RenderingFailure.QUEUE)
+    partial = progress(client, rendering)
+    assert "the task queue is not answering" in partial
+    assert "10.1.2.3" not in partial and "6379" not in partial
+
+
+# --- on-demand reports are kept within a limit ------------------------------------------------
+
+
+def test_the_same_report_asked_for_again_while_on_its_way_is_not_rendered_twice(
+    client, pi, cohort, site, monkeypatch
+):
+    sent = []
+    monkeypatch.setitem(queue._senders, "render-report", lambda **kwargs: sent.append(kwargs))
+
+    first, again = ask(client, site.code), ask(client, site.code)
+
+    rendering = ReportRendering.objects.get()
+    assert first["Location"] == again["Location"]
+    assert sent == [{"rendering_id": rendering.pk}]
+
+
+def test_a_user_may_ask_for_only_so_many_reports_a_day(
+    client, pi, cohort, site, settings, monkeypatch
+):
+    settings.IMMUNOREG_REPORT_RENDERINGS_PER_DAY = 2
+    monkeypatch.setitem(queue._senders, "render-report", lambda **kwargs: None)
+    assert ask(client, site.code, "en")["Location"].endswith(
+        f"?rendering={ReportRendering.objects.get().pk}"
+    )
+    ask(client, site.code, "zh-hans")
+
+    ReportRendering.objects.update(status=RenderingStatus.DONE)
+
+    refused = ask(client, site.code, "en")  # a third one today
+
+    assert ReportRendering.objects.count() == 2
+    assert refused["Location"] == reverse("analytics:reports")
+    page = client.get(refused["Location"]).content.decode()
+    assert "the most a day allows" in page

@@ -4,6 +4,7 @@ interrupted computation never replaces the latest complete one."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -113,35 +114,210 @@ def test_a_second_computation_while_one_runs_is_refused_with_the_time_it_started
     assert Snapshot.objects.count() == 1
 
 
-def test_a_computation_silent_for_too_long_is_marked_interrupted(cohort):
-    stuck = services.snapshot_claim(site=None, trigger=Trigger.NIGHTLY)
-    long_ago = timezone.now() - services.STALE_AFTER - timedelta(minutes=1)
-    Snapshot.objects.filter(pk=stuck.pk).update(heartbeat_at=long_ago)
-    fresh = compute()
-    stuck.refresh_from_db()
-    assert stuck.status == Status.FAILED and stuck.error.startswith("interrupted")
-    assert Snapshot.objects.latest_complete() == fresh
+# --- the claim's lease (issue #13): a dead computation is known by its lease, not host or PID ---
 
 
-def test_a_computation_whose_process_died_on_this_host_is_marked_interrupted_at_once(cohort):
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    stuck = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
-    Snapshot.objects.filter(pk=stuck.pk).update(
-        worker=f"{socket.gethostname()}:{dead}", stage=Stage.STATISTICS
+def dead_pid() -> int:
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     )
-    compute()
+
+
+def taken_up(snapshot: Snapshot, *, worker: str, at) -> Snapshot:
+    """As a worker takes a claim up: its stage, its host:pid and a lease from `at`."""
+    Snapshot.objects.filter(pk=snapshot.pk).update(
+        stage=Stage.STATISTICS,
+        worker=worker,
+        heartbeat_at=at,
+        lease_expires_at=at + services.lease_length(),
+    )
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def test_a_claim_whose_lease_ran_out_is_interrupted_though_its_process_lives_on_this_host(site):
+    now = timezone.now()
+    claim = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    alive_here = f"{socket.gethostname()}:{os.getpid()}"  # a restarted container reused the PID
+    claim = taken_up(claim, worker=alive_here, at=now)
+    assert services.fail_interrupted(now=claim.lease_expires_at) == 0
+    assert services.fail_interrupted(now=claim.lease_expires_at + timedelta(seconds=1)) == 1
+    claim.refresh_from_db()
+    assert claim.status == Status.FAILED and claim.was_interrupted
+    assert alive_here in claim.error and "stopped renewing its claim" in claim.error
+    assert "computing the statistics" in claim.error
+    assert Snapshot.objects.latest_complete() is None
+
+
+def test_a_claim_within_its_lease_is_not_interrupted_though_its_process_ended_on_this_host(site):
+    now = timezone.now()
+    claim = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    claim = taken_up(claim, worker=f"{socket.gethostname()}:{dead_pid()}", at=now)
+    assert services.fail_interrupted(now=now + services.lease_length() / 2) == 0
+    claim.refresh_from_db()
+    assert claim.status == Status.RUNNING
+
+
+def test_a_claim_no_worker_took_up_expires_after_the_queued_lease(site):
+    claim = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    assert claim.lease_expires_at == claim.started_at + services.queued_lease_length()
+    assert services.fail_interrupted(now=claim.lease_expires_at - timedelta(seconds=1)) == 0
+    assert services.fail_interrupted(now=claim.lease_expires_at + timedelta(seconds=1)) == 1
+    claim.refresh_from_db()
+    assert claim.was_interrupted and "no worker took it up" in claim.error
+
+
+def test_the_production_lease_is_minutes_and_renewed_six_times_within_it():
+    from config.settings import base
+
+    assert base.ANALYTICS_LEASE_SECONDS == 180 and base.ANALYTICS_QUEUED_LEASE_SECONDS == 600
+    assert services.longest_computation() == timedelta(
+        seconds=base.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = timezone.now()
+
+    def __call__(self):
+        return self.now
+
+
+def test_each_renewal_moves_the_lease_on_from_the_clock_and_keeps_the_claim(site):
+    clock = Clock()
+    claim = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    lease = services.Lease(claim.pk, clock=clock, length=timedelta(minutes=3))
+    for _ in range(5):  # twenty minutes of a long computation, renewed every four
+        clock.now += timedelta(minutes=4)
+        assert lease.renew()
+        assert services.fail_interrupted(now=clock.now + timedelta(minutes=2)) == 0
+    claim.refresh_from_db()
+    assert claim.lease_expires_at == clock.now + timedelta(minutes=3)
+    assert claim.heartbeat_at == clock.now and claim.status == Status.RUNNING
+
+
+def test_a_closed_claim_is_not_renewed_and_the_computation_learns_it_lost_it(site):
+    clock = Clock()
+    claim = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    lease = services.Lease(claim.pk, clock=clock)
+    assert services.fail_interrupted(now=claim.lease_expires_at + timedelta(seconds=1)) == 1
+    assert not lease.renew()
+    with pytest.raises(services.ComputationLost):
+        services.snapshot_run(claim)
+    claim.refresh_from_db()
+    assert claim.status == Status.FAILED and claim.was_interrupted
+
+
+def test_a_computation_running_longer_than_the_visibility_timeout_is_no_longer_renewed(site):
+    clock = Clock()
+    claim = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    lease = services.Lease(claim.pk, clock=clock, give_up_after=timedelta(hours=2))
+    clock.now += timedelta(hours=2)
+    assert lease.renew()
+    clock.now += timedelta(seconds=1)
+    assert not lease.renew()
+    claim.refresh_from_db()
+    assert claim.lease_expires_at == clock.now - timedelta(seconds=1) + lease.length
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """The watchdog's tests compute small registries and draw no figures (not their point)."""
+    monkeypatch.setattr(services, "figures_draw", lambda snapshot: None)
+
+
+def expire(snapshot: Snapshot) -> None:
+    """The claim's worker died a lease ago."""
+    past = timezone.now() - timedelta(seconds=1)
+    Snapshot.objects.filter(pk=snapshot.pk).update(
+        stage=Stage.STATISTICS, heartbeat_at=past, lease_expires_at=past
+    )
+
+
+def test_the_nightly_run_proceeds_once_the_lease_of_a_dead_computation_ran_out(site, no_figures):
+    stuck = services.snapshot_claim(site=None, trigger=Trigger.NIGHTLY)
+    with pytest.raises(services.ComputationRunning):
+        services.snapshots_refresh_all()
+    expire(stuck)
+    snapshots = services.snapshots_refresh_all()
     stuck.refresh_from_db()
-    assert stuck.status == Status.FAILED and "ended before it finished" in stuck.error
+    assert stuck.was_interrupted
+    assert {snapshot.status for snapshot in snapshots} == {Status.COMPLETE}
+    assert Snapshot.objects.latest_complete() == snapshots[0]
 
 
-def test_a_running_computation_in_a_live_process_is_not_interrupted(cohort):
-    services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
-    assert services.fail_interrupted() == 0
+def test_the_watchdog_computes_again_an_interrupted_scope_for_whoever_asked(
+    site, data_manager, no_figures
+):
+    ahp = Site.objects.get(code="AHP")
+    stuck = services.snapshot_claim(site=ahp, trigger=Trigger.ON_DEMAND, user=data_manager)
+    assert services.computations_watch() == []  # its lease holds: nothing to do
+    expire(stuck)
+    [again] = services.computations_watch()
+    stuck.refresh_from_db()
+    assert stuck.was_interrupted
+    assert (again.status, again.site, again.trigger) == (Status.COMPLETE, ahp, Trigger.ON_DEMAND)
+    assert again.requested_by == data_manager
+    assert services.computations_watch() == []  # done: nothing more
+
+
+def test_the_watchdog_resumes_an_interrupted_nightly_run_for_every_scope(site, no_figures):
+    stuck = services.snapshot_claim(site=Site.objects.get(code="AHP"), trigger=Trigger.NIGHTLY)
+    expire(stuck)
+    resumed = services.computations_watch()
+    assert [s.site_id for s in resumed] == [
+        None,
+        *Site.objects.order_by("code").values_list("pk", flat=True),
+    ]
+    assert {s.trigger for s in resumed} == {Trigger.NIGHTLY}
+
+
+def test_the_watchdog_waits_while_another_computation_holds_the_claim(site, no_figures):
+    stuck = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    expire(stuck)
+    services.fail_interrupted()
+    other = services.snapshot_claim(site=Site.objects.get(code="AHP"), trigger=Trigger.COMMAND)
+    assert services.computations_watch() == []
+    other.refresh_from_db()
+    assert other.status == Status.RUNNING
+
+
+def test_a_scope_interrupted_three_times_in_a_row_is_left_for_a_person_to_look_at(site, no_figures):
+    for _ in range(services.RECOVER_AT_MOST):
+        expire(services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND))
+        services.fail_interrupted()
+    assert services.computations_watch() == []
+    assert not Snapshot.objects.exclude(status=Status.FAILED).exists()
+
+
+def test_a_late_delivery_of_an_interrupted_task_gives_what_the_watchdog_computed(site, no_figures):
+    stuck = services.snapshot_claim(site=None, trigger=Trigger.ON_DEMAND)
+    expire(stuck)
+    [again] = services.computations_watch()
+    # Two hours later (the visibility timeout) the broker hands the lost task out again.
+    late = services.snapshot_recompute(trigger=Trigger.ON_DEMAND, snapshot_id=stuck.pk)
+    assert late == again and Snapshot.objects.count() == 2
+
+
+def test_opening_a_scope_whose_computation_died_starts_a_new_one_not_the_dead_one(
+    site, users, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr(services.queue, "send", lambda name, **kwargs: queued.append(kwargs))
+    administrator = users[Role.ADMINISTRATOR]
+    dead = services.snapshot_claim(site=site, trigger=Trigger.ON_DEMAND, user=administrator)
+    expire(dead)
+    computing = services.scope_computation_request(user=administrator, site=site)
+    dead.refresh_from_db()
+    assert dead.was_interrupted
+    assert computing != dead and computing.status == Status.RUNNING
+    assert queued == [{"trigger": Trigger.ON_DEMAND, "snapshot_id": computing.pk}]
 
 
 def test_a_nightly_run_computes_the_whole_registry_and_every_site(cohort):

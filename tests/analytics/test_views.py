@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 from django.urls import reverse
+from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from analytics import services, tasks
 from analytics.models import Snapshot, Stage, Status, Trigger
@@ -289,3 +290,21 @@ def test_the_index_lists_each_scope_with_its_latest_snapshot_in_a_fixed_number_o
     for snapshot in snapshots.values():
         assert snapshot.fingerprint in html
     assert scope_url("registry") in html and scope_url(site.code) in html
+
+
+def test_a_recompute_the_broker_refuses_is_told_in_words_without_the_brokers_address(
+    client, data_manager, administrator, cohort, site, monkeypatch
+):
+    def refuse(**kwargs):
+        raise BrokerOperationalError("Error 111 connecting to 10.1.2.3:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.recompute_analytics, "delay", refuse)
+    client.force_login(data_manager)
+    response = client.post(reverse("analytics:recompute"), {"scope": site.code}, follow=True)
+    snapshot = Snapshot.objects.get()
+    admin_page = reverse("admin:analytics_snapshot_change", args=[snapshot.pk])
+    for html in (response.content.decode(), client.get(admin_page).content.decode()):
+        assert "the task queue is not answering" in html
+        assert "10.1.2.3" not in html and "6379" not in html
+    client.force_login(administrator)  # who runs the servers reads the detail
+    assert "10.1.2.3:6379" in client.get(admin_page).content.decode()

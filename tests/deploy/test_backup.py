@@ -60,7 +60,10 @@ def test_a_backup_restored_into_an_empty_database_gives_the_same_analytics(
     target_env = app_env(
         database_url=postgres.url(target), broker_url="memory://", var_dir=target_var
     ) | {"CELERY_TASK_ALWAYS_EAGER": "1"}
-    restore = make("restore", target_env, f"BACKUP={directory}")
+    stale = target_var / "media" / archive.relative_to(source_var / "media")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"%PDF-1.4 a stale copy")  # replaced only when asked to
+    restore = make("restore", target_env, f"BACKUP={directory}", "OVERWRITE_MEDIA=1")
     assert restore.returncode == 0, restore.stderr
 
     latest = "from analytics.models import Snapshot\nprint(Snapshot.objects.latest_complete().pk)"
@@ -70,8 +73,38 @@ def test_a_backup_restored_into_an_empty_database_gives_the_same_analytics(
     after = analytics_json(target_env, tmp_path / "after.json")
     assert after == before  # the data fingerprint and code version included
 
-    again = make("restore", target_env, f"BACKUP={directory}")
+    again = make("restore", target_env, f"BACKUP={directory}", "OVERWRITE_MEDIA=1")
     assert again.returncode != 0 and "not empty" in again.stderr  # never over existing data
+
+
+def test_a_restore_never_overwrites_a_file_already_in_the_media_folder_unless_asked(tmp_path):
+    backup, archived = tmp_path / "backup", tmp_path / "archived"
+    (archived / "reports" / "2024" / "10").mkdir(parents=True)
+    (archived / "reports" / "2024" / "10" / "AHP.pdf").write_bytes(b"%PDF-1.4 the backup's")
+    backup.mkdir()
+    (backup / "database.dump").write_bytes(b"PGDMP never read")
+    subprocess.run(
+        ["tar", "--create", "--gzip", "--file", backup / "media.tar.gz", "-C", archived, "."],
+        check=True,
+    )
+    sums = subprocess.run(
+        ["sha256sum", "database.dump", "media.tar.gz"], cwd=backup, capture_output=True, text=True
+    )
+    (backup / "SHA256SUMS").write_text(sums.stdout)
+    here = tmp_path / "var" / "media" / "reports" / "2024" / "10" / "AHP.pdf"
+    here.parent.mkdir(parents=True)
+    here.write_bytes(b"%PDF-1.4 the server's own")
+    env = app_env(  # no database answers there: the refusal comes before any of it
+        database_url="postgres://postgres@127.0.0.1:1/never_reached",
+        broker_url="memory://",
+        var_dir=tmp_path / "var",
+    )
+
+    result = make("restore", env, f"BACKUP={backup}")
+
+    assert result.returncode != 0, result.stderr
+    assert "reports/2024/10/AHP.pdf" in result.stderr and "OVERWRITE_MEDIA=1" in result.stderr
+    assert here.read_bytes() == b"%PDF-1.4 the server's own"
 
 
 def test_a_damaged_backup_is_refused(postgres, tmp_path):

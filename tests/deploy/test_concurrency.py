@@ -14,9 +14,9 @@ from tests.deploy.conftest import BASE_DIR, Client, Stack
 CLIENTS = 20
 
 TOKEN = """
-from rest_framework.authtoken.models import Token
+from registry.api.auth import api_token_create
 from registry.models import User
-print(Token.objects.get_or_create(user=User.objects.get(username="nurse"))[0].key)
+print(api_token_create(user=User.objects.get(username="nurse"))[1])
 """
 
 

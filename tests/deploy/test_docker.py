@@ -121,3 +121,20 @@ def test_the_shell_scripts_pass_shellcheck():
     scripts = [*DOCKER.glob("*.sh"), *(BASE_DIR / "scripts").glob("*.sh")]
     result = subprocess.run([program, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_every_document_the_deployment_files_point_to_exists():
+    pointers = [
+        ".env.example",
+        "Makefile",
+        "README.md",
+        *(str(p) for p in DOCKER.iterdir() if p.is_file()),
+    ]
+    cited = {
+        (pointer, document)
+        for pointer in pointers
+        for document in re.findall(r"\bdocs/[\w./-]+\.md\b", (BASE_DIR / pointer).read_text())
+    }
+    assert cited  # README.md cites docs/DOMAIN_DECISIONS.md and docs/PERFORMANCE.md
+    missing = sorted((pointer, doc) for pointer, doc in cited if not (BASE_DIR / doc).exists())
+    assert missing == []

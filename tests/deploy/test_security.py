@@ -1,5 +1,6 @@
 """People who probe the registry: forged forms (CSRF), script and SQL typed into text fields,
-uploads too big or of the wrong kind, attempts to change the audit trail, error pages."""
+uploads too big or of the wrong kind, attempts to change the audit trail, error pages, and
+wrong passwords sent through the reverse proxy to lock someone else out."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from rest_framework.test import APIClient
 from registry import services
 from registry.models import FollowUpContact, Patient, Treatment
 from tests import factories
+from tests.deploy.conftest import PASSWORD, Stack, start_web
+from tests.deploy.conftest import Client as ProxiedClient
 
 SCRIPT = '<script>alert("x")</script>'
 SQL = "x'); DROP TABLE registry_patient;--"
@@ -161,6 +164,33 @@ def test_script_and_sql_come_back_from_the_api_as_typed(nurse, hostile_records):
     assert Patient.objects.count() == 1  # the table is still there
 
 
+# --- nothing with patient data is kept by a cache ----------------------------------------------
+
+
+def test_pages_api_answers_and_the_admin_are_never_kept_by_a_cache(client, data_manager, patient):
+    client.force_login(data_manager)
+    api = APIClient()
+    api.force_authenticate(data_manager)
+    answers = {
+        url: client.get(url)
+        for url in (
+            "/worklist/",
+            "/patients/",
+            f"/patients/{patient.pk}/",
+            "/export/",
+            "/admin/registry/patient/",
+            "/accounts/login/",
+        )
+    } | {url: api.get(url) for url in ("/api/v1/patients/", f"/api/v1/patients/{patient.pk}/")}
+
+    kept = {
+        url: a.get("Cache-Control")
+        for url, a in answers.items()
+        if "no-store" not in a.get("Cache-Control", "")
+    }
+    assert not kept
+
+
 # --- uploads ---------------------------------------------------------------------------------------
 
 CSV = b"study_id,site\nP1,AHP\n"
@@ -279,3 +309,52 @@ def test_a_server_error_page_shows_nothing_of_the_data(client, nurse, patient, m
     assert answer.status_code == 500
     assert "Something went wrong" in page
     assert patient.study_id not in page and "RuntimeError" not in page
+
+
+# --- signing in behind the reverse proxy: the lock-out keys on the real client's address -------
+
+VICTIM, ATTACKER = "203.0.113.5", "198.51.100.66"
+
+
+def forwarded_for(client_address: str, *, claimed: str = "") -> str:
+    """X-Forwarded-For as the hospital's nginx sends it ($proxy_add_x_forwarded_for): whatever
+    the client claimed, then the address nginx saw the client connect from."""
+    return ", ".join(part for part in (claimed, client_address) if part)
+
+
+@pytest.fixture(scope="module")
+def behind_one_proxy(stack: Stack):
+    """gunicorn as in production with DJANGO_PROXY_COUNT=1; the test speaks as the proxy."""
+    web, port = start_web(
+        stack.env(DJANGO_PROXY_COUNT="1"), stack.logs / "gunicorn-proxy.log", workers=1, threads=2
+    )
+    try:
+        yield port
+    finally:
+        web.stop()
+        with stack.postgres.connect(stack.database) as connection:
+            connection.execute("DELETE FROM axes_accessattempt")
+
+
+def test_an_attacker_behind_the_proxy_locks_out_their_own_address_not_the_user(
+    stack, behind_one_proxy
+):
+    attacker = ProxiedClient(behind_one_proxy)
+    as_attacker = {"X-Forwarded-For": forwarded_for(ATTACKER, claimed=VICTIM)}
+    attacker.get("/accounts/login/", headers=as_attacker)
+    wrong = {"username": "admin", "password": "not-the-password"}
+    answers = [attacker.post("/accounts/login/", wrong, headers=as_attacker) for _ in range(5)]
+    assert [a.status for a in answers] == [200, 200, 200, 200, 429]
+    right = {"username": "admin", "password": PASSWORD}
+    assert attacker.post("/accounts/login/", right, headers=as_attacker).status == 429
+
+    user = ProxiedClient(behind_one_proxy)
+    as_user = {"X-Forwarded-For": forwarded_for(VICTIM, claimed="10.1.2.3")}
+    user.get("/accounts/login/", headers=as_user)
+    assert user.post("/accounts/login/", right, headers=as_user).status == 302
+
+    attempts = stack.query(
+        "SELECT host(ip_address), failures_since_start FROM axes_accessattempt "
+        "WHERE username = 'admin'"
+    )
+    assert attempts == [(ATTACKER, 6)]

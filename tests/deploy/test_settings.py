@@ -15,9 +15,12 @@ import pytest
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.test import override_settings
 
 from config.logging import JsonFormatter, RequestIdFilter, scrub_event
+from registry.demo import demo_password
+from registry.models import User
 from tests.deploy.conftest import BASE_DIR, SECRET_KEY
 
 
@@ -54,6 +57,22 @@ def test_production_refuses_to_start_without_a_secret_key():
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_seed_demo_refuses_to_run_under_production_settings(tmp_path):
+    database = tmp_path / "registry.sqlite3"
+
+    result = production(
+        ["seed_demo"],
+        DJANGO_SECRET_KEY=SECRET_KEY,
+        DJANGO_ALLOWED_HOSTS="registry.hospital.example",
+        DATABASE_URL=f"sqlite:///{database}",
+        IMMUNOREG_VAR_DIR=str(tmp_path),
+    )
+
+    assert result.returncode != 0
+    assert "seed_demo refuses to run under production settings" in result.stderr
+    assert not database.exists() or database.stat().st_size == 0
 
 
 @override_settings(SESSION_COOKIE_AGE=3, SESSION_SAVE_EVERY_REQUEST=True)
@@ -93,14 +112,96 @@ def test_the_idle_timeout_counts_from_the_last_request_without_a_save_per_reques
     assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/")
 
 
-@pytest.mark.parametrize("password", ["short-1", "password123456", "12345678901234"])
+TRIVIAL = ["aaaaaaaaaaaa", "iloveyou1234", "qwertyqwerty", "!!password2024!!", "abababababab"]
+
+
+@pytest.mark.parametrize("password", ["short-1", "password123456", "12345678901234", *TRIVIAL])
 def test_weak_passwords_are_refused(password, nurse):
     with pytest.raises(ValidationError):
         validate_password(password, nurse)
 
 
-def test_a_long_uncommon_password_is_accepted(nurse):
-    validate_password("correct-horse-battery-staple", nurse)
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct-horse-battery-staple",
+        "correct-horse-battery",  # the tests' users (tests/factories.py)
+        demo_password("datamanager"),  # the demo's users (seed_demo)
+        "Tr0ub4dor&3-again",
+    ],
+)
+def test_a_long_uncommon_password_is_accepted(password, nurse):
+    validate_password(password, nurse)
+
+
+@pytest.mark.parametrize("password", TRIVIAL[:2])
+def test_the_admin_refuses_a_trivial_password_for_a_new_user(client, administrator, password):
+    client.force_login(administrator)
+
+    answer = client.post(
+        "/admin/registry/user/add/",
+        {
+            "username": "newnurse",
+            "usable_password": "true",
+            "password1": password,
+            "password2": password,
+            "role": "nurse",
+        },
+    )
+
+    assert answer.status_code == 200
+    assert answer.context["adminform"].form.errors["password2"]
+    assert not User.objects.filter(username="newnurse").exists()
+
+
+@pytest.mark.parametrize("password", TRIVIAL[:2])
+def test_the_admin_refuses_a_trivial_password_when_one_is_changed(
+    client, administrator, nurse, password
+):
+    client.force_login(administrator)
+    before = User.objects.get(pk=nurse.pk).password
+
+    answer = client.post(
+        f"/admin/registry/user/{nurse.pk}/password/",
+        {"usable_password": "true", "password1": password, "password2": password},
+    )
+    own = client.post(
+        "/admin/password_change/",
+        {
+            "old_password": "correct-horse-battery",
+            "new_password1": password,
+            "new_password2": password,
+        },
+    )
+
+    assert answer.status_code == 200 and own.status_code == 200  # the forms again, with errors
+    assert answer.context["form"].errors["password2"]
+    assert own.context["form"].errors["new_password2"]
+    assert User.objects.get(pk=nurse.pk).password == before
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_createsuperuser_refuses_a_trivial_password_until_a_strong_one_is_given(db, monkeypatch):
+    typed = iter(["iloveyou1234"] * 2 + ["correct-horse-battery-staple"] * 2)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(typed))
+    monkeypatch.setattr("builtins.input", lambda prompt="": "n")  # no bypass
+    errors = io.StringIO()
+
+    call_command(
+        "createsuperuser",
+        username="root",
+        email="root@hospital.example",
+        stdin=Terminal(),
+        stdout=io.StringIO(),
+        stderr=errors,
+    )
+
+    assert "common password with a few characters added" in errors.getvalue()
+    assert User.objects.get(username="root").check_password("correct-horse-battery-staple")
 
 
 def test_signing_in_is_locked_after_five_wrong_passwords(client, nurse, settings):

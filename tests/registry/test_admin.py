@@ -107,7 +107,8 @@ def test_another_sites_patient_is_not_found_in_the_admin(
     elsewhere = factories.patient(user=administrator, site=other_site, study_id="X-9")
     client.force_login(data_manager)
     response = client.get(reverse("admin:registry_patient_change", args=[elsewhere.pk]))
-    assert response.status_code == 302  # the admin redirects to its index for unknown objects
+    assert response.status_code == 404
+    assert "X-9" not in response.content.decode()
     listing = client.get(reverse("admin:registry_patient_changelist"))
     assert "X-9" not in listing.content.decode()
 

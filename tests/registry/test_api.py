@@ -4,27 +4,31 @@ OpenAPI schema that validates."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from datetime import date, timedelta
 
 import hypothesis
 import pytest
 import schemathesis
+from django.core.management import call_command
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+from schemathesis.generation import GenerationMode
 
 from analytics.models import ReportDownload, Trigger
 from analytics.report.context import Month
 from analytics.report.services import report_archive
 from analytics.services import snapshot_compute
 from registry import services
+from registry.api.auth import api_token_create
 from registry.clock import today
 from registry.domain.vocabulary import Role
-from registry.models import CrsEpisode, Death, Patient, Treatment
+from registry.models import ApiToken, CrsEpisode, Death, Patient, Treatment
 from tests import factories
 from tests.factories import DAY0
 
@@ -59,13 +63,90 @@ def test_anonymous_requests_are_refused(api, patient):
 
 
 def test_a_token_signs_in(api, nurse, patient):
-    token = Token.objects.create(user=nurse)
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = api_token_create(user=nurse)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
 
     response = api.get("/api/v1/patients/")
 
     assert response.status_code == 200
     assert [p["study_id"] for p in response.json()["results"]] == ["P001"]
+
+
+def test_a_token_is_stored_only_as_its_digest(nurse):
+    token, key = api_token_create(user=nurse)
+
+    stored = ApiToken.objects.filter(pk=token.pk).values().get()
+    assert key not in str(stored.values())
+    assert stored["digest"] == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_an_expired_token_is_refused(api, nurse, patient):
+    token, key = api_token_create(user=nurse, days=1)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/v1/patients/").status_code == 200
+
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now())
+    response = api.get("/api/v1/patients/")
+
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
+
+
+def test_a_read_only_token_reads_but_every_write_is_refused(api, data_manager, patient):
+    _, key = api_token_create(user=data_manager, read_only=True)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    assert api.get("/api/v1/patients/").status_code == 200
+    created = api.post("/api/v1/patients/", NEW_PATIENT, format="json")
+    changed = api.patch(
+        f"/api/v1/patients/{patient.pk}/",
+        {"version": patient.version, "reason": "probe", "sex": "M"},
+        format="json",
+    )
+
+    assert (created.status_code, changed.status_code) == (403, 403)
+    assert "only read" in created.json()["detail"]
+    assert Patient.objects.count() == 1
+    patient.refresh_from_db()
+    assert patient.version == 1
+
+
+def test_an_unknown_token_is_refused(api, patient):
+    api.credentials(HTTP_AUTHORIZATION="Token not-a-key-anyone-was-given")
+
+    assert api.get("/api/v1/patients/").status_code == 401
+
+
+def test_create_api_token_prints_a_key_that_signs_in_read_only(api, nurse, patient):
+    output = io.StringIO()
+    call_command("create_api_token", "nurse", "--read-only", "--days", "7", stdout=output)
+    key = output.getvalue().split()[-1]
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    assert "read-only" in output.getvalue()
+    assert api.get("/api/v1/patients/").status_code == 200
+    assert api.post("/api/v1/patients/", NEW_PATIENT, format="json").status_code == 403
+    token = ApiToken.objects.get()
+    assert abs(token.expires_at - token.created_at - timedelta(days=7)) < timedelta(minutes=1)
+
+
+def test_an_administrator_makes_a_token_in_the_admin_and_sees_its_key_once(
+    client, administrator, nurse, patient
+):
+    client.force_login(administrator)
+
+    answer = client.post(
+        "/admin/registry/apitoken/add/",
+        {"user": nurse.pk, "name": "nightly export", "read_only": "on", "days": "30"},
+        follow=True,
+    )
+
+    [message] = [str(m) for m in answer.context["messages"] if "shown only now" in str(m)]
+    key = message.rsplit(" ", 1)[-1]
+    token = ApiToken.objects.get()
+    assert (token.user, token.name, token.read_only) == (nurse, "nightly export", True)
+    assert token.digest == hashlib.sha256(key.encode()).hexdigest()
+    assert key not in client.get(f"/admin/registry/apitoken/{token.pk}/change/").content.decode()
 
 
 @pytest.mark.parametrize("role", list(Role))
@@ -357,6 +438,62 @@ def test_dates_in_the_future_are_refused_as_in_the_forms(nurse, patient):
     assert "future" in response.json()["day0"][0]
 
 
+# --- bad bodies are a 400 with a message, never a 500 ------------------------------------------
+def clinical_list_urls() -> list[str]:
+    from registry.api.urls import router
+    from registry.api.views import ClinicalViewSet
+
+    return [
+        f"/api/v1/{prefix}/"
+        for prefix, viewset, _ in router.registry
+        if issubclass(viewset, ClinicalViewSet)
+    ]
+
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.mark.parametrize("url", clinical_list_urls())
+def test_deeply_nested_json_is_refused_with_a_message_on_every_endpoint(data_manager, url):
+    response = signed_in(data_manager).post(url, DEEP, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested deeper than" in response.json()["detail"]
+
+
+def test_deeply_nested_json_in_an_update_is_refused_with_a_message(data_manager, patient):
+    deep_reason = '{"version": 1, "reason": ' + "[" * 5000 + "]" * 5000 + "}"
+
+    response = signed_in(data_manager).patch(
+        f"/api/v1/patients/{patient.pk}/", deep_reason, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "nested deeper than" in response.json()["detail"]
+
+
+def test_a_json_body_over_the_size_limit_is_refused_with_a_message(data_manager, settings):
+    huge = '{"study_id": "' + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + '"}'
+
+    response = signed_in(data_manager).post(
+        "/api/v1/patients/", huge, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "larger than" in response.json()["detail"]
+    assert not Patient.objects.exists()
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(data_manager, site):
+    response = signed_in(data_manager).post(
+        "/api/v1/patients/",
+        NEW_PATIENT | {"study_id": "[" * 30 + "{"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+
+
 # --- property-based: no request the schema allows makes the server fail --------------------
 def _fuzzed_schema():
     from django.core.wsgi import get_wsgi_application
@@ -367,21 +504,24 @@ def _fuzzed_schema():
     return schema
 
 
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 @pytest.mark.parametrize(
     "operation",
     [result.ok() for result in _fuzzed_schema().get_all_operations()],
     ids=lambda operation: operation.label,
 )
-def test_no_request_the_schema_allows_gets_a_server_error(
-    operation, request, administrator, treatment, elsewhere
+def test_no_request_the_schema_allows_or_refuses_gets_a_server_error(
+    operation, mode, request, administrator, treatment, elsewhere
 ):
-    token, _ = Token.objects.get_or_create(user=administrator)
+    """Positive: requests the schema allows; negative: every payload, parameter and body
+    broken against it (wrong types, missing fields, out of range): a 4xx, never a 5xx."""
+    _, key = api_token_create(user=administrator)
     # As Django's test client does: the WSGI handler must not close the test's connection.
     for signal in (request_started, request_finished):
         signal.disconnect(close_old_connections)
         request.addfinalizer(lambda signal=signal: signal.connect(close_old_connections))
 
-    @hypothesis.given(case=operation.as_strategy())
+    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis.settings(
         max_examples=4,
         deadline=None,
@@ -391,7 +531,7 @@ def test_no_request_the_schema_allows_gets_a_server_error(
     )
     def call(case) -> None:
         case.call_and_validate(
-            headers={"Authorization": f"Token {token.key}"},
+            headers={"Authorization": f"Token {key}"},
             checks=[schemathesis.checks.not_a_server_error],
         )
 
@@ -458,7 +598,7 @@ def test_a_report_downloads_with_a_token_as_the_stored_pdf_and_the_download_is_l
     api, users, site, archive
 ):
     pi, report = users[Role.PI], archive[site]
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=pi).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=pi)[1]}")
 
     response = api.get(f"/api/v1/reports/{report.pk}/download/", HTTP_ACCEPT="application/pdf")
 

@@ -80,6 +80,7 @@ PATIENT = {"study_id": "P100", "sex": "M", "year_of_birth": 1985, "ph_status": "
 # A violation of each constraint: the record, a valid submission, what breaks the constraint.
 VIOLATIONS: dict[str, tuple[type[models.Model], dict[str, Any], dict[str, Any]]] = {
     "patient_study_id_unique_in_site": (Patient, PATIENT, {"study_id": "P001"}),
+    "patient_study_id_key_unique_in_site": (Patient, PATIENT, {"study_id": "p\uff10\u200b01"}),
     "patient_year_of_birth_plausible": (Patient, PATIENT, {"year_of_birth": 1899}),
     "treatment_bm_blast_pct_range": (Treatment, TREATMENT, {"bm_blast_pct": "100.5"}),
     "crs_recorded_grade_range": (

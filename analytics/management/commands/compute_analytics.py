@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from analytics import services
 from analytics.models import Snapshot, Status, Trigger
 from analytics.snapshot_figures import figures_draw
+from registry.files import write_whole
 from registry.models import Site
 
 
@@ -100,7 +101,6 @@ class Command(BaseCommand):
 
     def _write(self, path: Path, text: str) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text + "\n", encoding="utf-8")
+            write_whole(path, text + "\n")
         except OSError as error:
             raise CommandError(f"Cannot write {path}: {error.strerror}") from error

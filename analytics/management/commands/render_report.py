@@ -11,6 +11,7 @@ from django.utils import translation
 from analytics.report.context import Month
 from analytics.report.services import LANGUAGES, NoSnapshot, report_pdf
 from registry.clock import today
+from registry.files import write_whole
 from registry.models import Site
 
 
@@ -44,8 +45,10 @@ class Command(BaseCommand):
                 f"{missing} Compute them first: manage.py compute_analytics{option}"
             ) from missing
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pdf)
+        try:
+            write_whole(path, pdf)
+        except OSError as error:
+            raise CommandError(f"Cannot write {path}: {error.strerror}") from error
         self.stdout.write(
             f"Wrote {path} ({len(pdf) // 1024} KiB) for {period} from snapshot "
             f"{snapshot.pk} ({snapshot.fingerprint[:19]})."

@@ -2,7 +2,9 @@
 
 Without --patients: the 21 + 80 patients calibrated to STUDY.md at site AHP, written through
 registry.services. With it: N patients of the same shape over five sites, by bulk insert. The
-generator is registry.demo; this command only parses, times and prints.
+generator is registry.demo; this command only parses, times and prints. It refuses to run under
+production settings (config.settings.production): demo users with printed passwords and synthetic
+patients have no place in a hospital's registry.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, patients: int | None, seed: int, **options) -> None:
+        if settings.IMMUNOREG_PRODUCTION:
+            raise CommandError(
+                "seed_demo refuses to run under production settings: it adds synthetic patients "
+                "and demo users whose passwords it prints. Use it on a demo or test database."
+            )
         if patients is not None and patients < 1:
             raise CommandError("--patients must be at least 1.")
         started = time.perf_counter()
