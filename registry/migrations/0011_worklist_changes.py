@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("registry", "0007_query_params"),
+        ("registry", "0010_outbox_sends"),
     ]
 
     operations = [
