@@ -18,7 +18,7 @@ from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from registry import cohort_file
+from registry import cohort_file, import_runs
 from registry.admin_links import LinksOnlyWhereAllowed
 from registry.admin_scope import SiteScopedAdmin
 from registry.models import ExportLog, ImportRun
@@ -98,9 +98,14 @@ class ImportRunAdmin(LogAdmin):
         )
         return [upload, *super().get_urls()]
 
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        import_runs.close_abandoned()  # runs whose process is gone show as failed, not running
+        return super().changelist_view(request, extra_context)
+
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         if not can(request.user, Action.IMPORT):
             raise PermissionDenied(_("Only data managers and administrators may import."))
+        import_runs.close_abandoned()
         form = ImportForm(request.POST or None, request.FILES or None)
         if not can(request.user, Action.MANAGE_USERS):
             del form.fields["create_sites"]

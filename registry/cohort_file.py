@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import re
 import secrets
 import time
@@ -34,14 +35,14 @@ from typing import IO, Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Exists, Max, Min, OuterRef
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from registry import services
+from registry import import_runs, services
 from registry.domain import mrd
 from registry.domain.identifiers import identifier_key, written_form
 from registry.domain.vocabulary import (
@@ -1046,6 +1047,8 @@ def system_user(username: str) -> User:
     return user
 
 
+logger = logging.getLogger(__name__)
+
 CONCURRENT_IMPORT = (
     "another import saved the same patients meanwhile: nothing of this file was saved"
 )
@@ -1072,7 +1075,7 @@ def import_cohort(
     limits = limits or ImportLimits.from_settings()
     deadline = deadline or Deadline(limits.max_seconds)
     stream = _binary_stream(content)
-    run = ImportRun.objects.create(
+    run = import_runs.start(
         user=user,
         file_name=Path(name).name[:255],
         file_sha256=_sha256(stream, limits),
@@ -1102,7 +1105,7 @@ def import_cohort(
             # constraint refused them here): this one is rejected, nothing of it saved.
             problems, created = [Problem(1, "study_id", CONCURRENT_IMPORT)], 0
         except BaseException:
-            _finish(run, ImportRun.Outcome.FAILED, [], rows=len(table.rows))
+            _finish_failed(run, rows=len(table.rows))
             raise
     if problems:
         outcome, created = ImportRun.Outcome.REJECTED, 0
@@ -1123,7 +1126,20 @@ def _finish(
     run.patients_created = created
     run.problem_count = len(problems)
     run.problems = "\n".join(str(problem) for problem in problems[:200])
-    run.save()
+    try:
+        run.save()
+    finally:
+        import_runs.release(run)
+
+
+def _finish_failed(run: ImportRun, *, rows: int) -> None:
+    """The import failed (the database went away, a bug): its transaction rolled back. If the
+    database cannot record that either, the run is closed later (import_runs.close_abandoned)
+    and the import's own error is the one raised."""
+    try:
+        _finish(run, ImportRun.Outcome.FAILED, [], rows=rows)
+    except DatabaseError:
+        logger.warning("import run %s failed; the database did not record it: closed later", run.pk)
 
 
 def _sha256(stream: IO[bytes], limits: ImportLimits) -> str:

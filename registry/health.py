@@ -2,7 +2,9 @@
 and is work waiting in the outbox. Counts and ages only: never anything about a patient.
 
 HTTP 200 while the database answers (the app can serve: with the broker down, work waits in the
-outbox and the status says "degraded"); 503 when it does not.
+outbox and the status says "degraded"); 503 when it does not. Work the broker took but that was
+not done in time (Redis lost it) is "overdue" until the dispatcher's next send gets it done, and
+"given_up" once it was sent the most times allowed: either makes the status "degraded".
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Health:
     outbox_pending: int | None
     outbox_oldest_at: datetime | None
     now: datetime
+    outbox_overdue: int | None = None
+    outbox_given_up: int | None = None
 
     @property
     def http_status(self) -> int:
@@ -41,7 +45,9 @@ class Health:
     def status(self) -> str:
         if self.database != OK:
             return UNAVAILABLE
-        return OK if self.broker in (OK, EAGER) else "degraded"
+        if self.broker not in (OK, EAGER) or self.outbox_overdue or self.outbox_given_up:
+            return "degraded"
+        return OK
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,7 +61,8 @@ class Health:
                 else {}
             ),
             "outbox": {"pending": self.outbox_pending}
-            | _age(self.outbox_oldest_at, self.now, prefix="oldest_"),
+            | _age(self.outbox_oldest_at, self.now, prefix="oldest_")
+            | {"overdue": self.outbox_overdue, "given_up": self.outbox_given_up},
         }
 
 
@@ -109,21 +116,35 @@ def latest_snapshot_at() -> datetime | None:
     )
 
 
-def outbox_backlog() -> tuple[int, datetime | None]:
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_at: datetime | None
+    overdue: int
+    given_up: int
+
+
+def outbox_backlog() -> Backlog:
+    from registry import outbox
     from registry.models import OutboxMessage
 
     pending = OutboxMessage.objects.pending()
     oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
-    return pending.count(), oldest
+    return Backlog(
+        pending=pending.count(),
+        oldest_at=oldest,
+        overdue=outbox.overdue().count(),
+        given_up=outbox.given_up().count(),
+    )
 
 
 def health() -> Health:
     database = check_database()
-    snapshot_at, pending, oldest = None, None, None
+    snapshot_at, backlog = None, None
     if database == OK:
         try:
             snapshot_at = latest_snapshot_at()
-            pending, oldest = outbox_backlog()
+            backlog = outbox_backlog()
         except Exception:
             logger.warning("health: could not read the snapshots or the outbox", exc_info=True)
             database = UNAVAILABLE
@@ -131,7 +152,9 @@ def health() -> Health:
         database=database,
         broker=check_broker(),
         latest_snapshot_at=snapshot_at,
-        outbox_pending=pending,
-        outbox_oldest_at=oldest,
+        outbox_pending=backlog.pending if backlog else None,
+        outbox_oldest_at=backlog.oldest_at if backlog else None,
+        outbox_overdue=backlog.overdue if backlog else None,
+        outbox_given_up=backlog.given_up if backlog else None,
         now=timezone.now(),
     )

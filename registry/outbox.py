@@ -5,9 +5,17 @@ and kept until the broker takes it.
   dispatch it at once.
 - `dispatch` sends pending rows to the broker; if the broker is down, the rows stay pending
   (with the error) and the beat task `dispatch_outbox` tries again every minute.
-- The worker runs `run_outbox_message`, which performs the action and marks the row done. A
-  message may be delivered more than once (late acks, a dispatch retried after a crash): every
-  action is idempotent.
+- The worker runs `run_outbox_message`, which performs the action and marks the row done.
+- A message the broker took but that is not done IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS later
+  (Redis without persistence restarted and lost it, a worker died with it) is sent again by
+  the dispatcher, up to IMMUNOREG_OUTBOX_MAX_SENDS times; then it is left for an administrator
+  and /healthz reports it ("given_up"), as it reports the ones overdue meanwhile.
+
+A message may thus be delivered more than once (sent again, late acks, a dispatch retried after
+a crash), and its effect still happens once: the worker performs the action and sets `done_at`
+in one transaction, holding the row's lock, and a delivery that finds `done_at` set does
+nothing. Every action is idempotent besides (refreshing a patient's queries from the committed
+data gives the same queries however often it runs), so even two deliveries racing do no harm.
 """
 
 from __future__ import annotations
@@ -16,14 +24,17 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from registry.models import OutboxMessage
+from registry.models.outbox import overdue_condition
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +84,40 @@ def patient_changed(patient) -> None:
 # --- the dispatcher --------------------------------------------------------------------------------
 
 
+def resend_before(now: datetime | None = None) -> datetime:
+    """Messages handed to the broker before this moment and not done are overdue."""
+    seconds = settings.IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS
+    return (now or timezone.now()) - timedelta(seconds=seconds)
+
+
+def overdue(now: datetime | None = None) -> QuerySet[OutboxMessage]:
+    """Taken by the broker, not done in time, to be sent again."""
+    return OutboxMessage.objects.overdue(
+        sent_before=resend_before(now), max_sends=settings.IMMUNOREG_OUTBOX_MAX_SENDS
+    )
+
+
+def given_up(now: datetime | None = None) -> QuerySet[OutboxMessage]:
+    """Sent the most times allowed and still not done: no longer sent."""
+    return OutboxMessage.objects.given_up(
+        sent_before=resend_before(now), max_sends=settings.IMMUNOREG_OUTBOX_MAX_SENDS
+    )
+
+
 def dispatch(*, keys: Iterable[str] | None = None, limit: int = BATCH) -> int:
-    """Hand pending messages to the broker, oldest first; returns how many were sent. Stops at
-    the first the broker refuses (it is down: the rest would fail too)."""
+    """Hand pending messages to the broker, oldest first, and (unless only `keys` are asked
+    for) send again the overdue ones; returns how many were sent. Stops at the first the
+    broker refuses (it is down: the rest would fail too)."""
     sent = 0
     try:
         with transaction.atomic():
+            due = Q(sent_at__isnull=True)
+            if keys is None:
+                due |= overdue_condition(
+                    sent_before=resend_before(), max_sends=settings.IMMUNOREG_OUTBOX_MAX_SENDS
+                )
             pending = (
-                OutboxMessage.objects.pending().select_for_update(skip_locked=True).order_by("pk")
+                OutboxMessage.objects.filter(due).select_for_update(skip_locked=True).order_by("pk")
             )
             if keys is not None:
                 pending = pending.filter(key__in=list(keys))
@@ -101,8 +138,20 @@ def dispatch(*, keys: Iterable[str] | None = None, limit: int = BATCH) -> int:
                     )
                     break
                 OutboxMessage.objects.filter(pk=message.pk).update(
-                    sent_at=timezone.now(), attempts=F("attempts") + 1, last_error=""
+                    sent_at=timezone.now(),
+                    attempts=F("attempts") + 1,
+                    sends=F("sends") + 1,
+                    last_error="",
                 )
+                if message.sent_at is not None:
+                    logger.warning(
+                        "outbox: message %s sent again (send %s of at most %s): not done %s s "
+                        "after the broker took it",
+                        message.pk,
+                        message.sends + 1,
+                        settings.IMMUNOREG_OUTBOX_MAX_SENDS,
+                        settings.IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS,
+                    )
                 sent += 1
     except DatabaseError:
         logger.exception("outbox: dispatch could not read the outbox")
@@ -110,15 +159,28 @@ def dispatch(*, keys: Iterable[str] | None = None, limit: int = BATCH) -> int:
 
 
 def message_run(message_id: int) -> bool:
-    """Perform one message's action (on the worker); False if it was done already."""
-    with transaction.atomic():
-        message = OutboxMessage.objects.select_for_update().filter(pk=message_id).first()
-        if message is None or message.done_at is not None:
-            return False
-        ACTIONS[message.action](**message.arguments)
-        message.done_at = timezone.now()
-        message.done_by = f"{socket.gethostname()}:{os.getpid()}"
-        message.save(update_fields=["done_at", "done_by"])
+    """Perform one message's action (on the worker); False if it was done already. The action
+    and `done_at` commit together under the row's lock: a second delivery finds it done."""
+    try:
+        with transaction.atomic():
+            message = OutboxMessage.objects.select_for_update().filter(pk=message_id).first()
+            if message is None or message.done_at is not None:
+                return False
+            ACTIONS[message.action](**message.arguments)
+            message.done_at = timezone.now()
+            message.done_by = f"{socket.gethostname()}:{os.getpid()}"
+            message.save(update_fields=["done_at", "done_by"])
+    except OperationalError:
+        raise  # the database: the task is retried
+    except Exception as error:
+        # Kept on the row for whoever looks at a message that is never done.
+        try:
+            OutboxMessage.objects.filter(pk=message_id).update(
+                last_error=f"the worker failed: {type(error).__name__}"
+            )
+        except DatabaseError:
+            logger.warning("outbox: could not note message %s's failure", message_id)
+        raise
     return True
 
 
@@ -138,5 +200,6 @@ def run_outbox_message(message_id: int) -> bool:
 
 @shared_task(name="registry.tasks.dispatch_outbox", acks_late=True)
 def dispatch_outbox() -> int:
-    """Every minute (django-celery-beat): send what could not be sent when it was written."""
+    """Every minute (django-celery-beat): send what could not be sent when it was written,
+    and again what the broker took but was not done in time."""
     return dispatch()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -34,7 +35,7 @@ from registry.models import (
     Site,
     Treatment,
 )
-from registry.models.people import new_data_token
+from registry.models.people import WorklistChange, new_data_token
 from registry.permissions import Action, can
 from registry.selectors import site_id_of
 from registry.validation import (
@@ -284,7 +285,7 @@ def queries_refreshed_together() -> Iterator[None]:
         _refresh_later.reset(token)
     if not transaction.get_connection().needs_rollback:  # nothing to refresh in a failed import
         quality.refresh_patients(sorted(pending), today=today())
-        site_data_changed(pending.values())
+        patients_changed((site, patient) for patient, site in pending.items())
 
 
 def _after_write(patient: Patient, written: models.Model | None = None) -> None:
@@ -301,13 +302,49 @@ def _after_write(patient: Patient, written: models.Model | None = None) -> None:
         return
     quality.refresh_patient(patient, today=today())
     outbox.patient_changed(patient)
-    site_data_changed([patient.site_id])
+    patients_changed([(patient.site_id, patient.pk)])
+
+
+def patients_changed(changes: Iterable[tuple[int, int]]) -> None:
+    """(site, patient) pairs whose data a write changed, recorded in the write's transaction:
+    a new data token and the next data version for each site (the pages cached under the old
+    token, registry.selectors.worklist_cache_key, are not used again), and that version on each
+    patient's WorklistChange row, so that the worklist recomputes only these patients' lines.
+
+    The UPDATE of the site locks its row until the write commits: the writes of one site get
+    their versions one after the other, in the order they commit, and a reader who sees a
+    version sees every change row up to it (registry.selectors.worklist_for)."""
+    patients_of: dict[int, set[int]] = defaultdict(set)
+    for site_id, patient_id in changes:
+        patients_of[site_id].add(patient_id)
+    if not patients_of:
+        return
+    Site.objects.filter(pk__in=patients_of).update(
+        data_token=new_data_token(), data_version=F("data_version") + 1
+    )
+    version_of = dict(Site.objects.filter(pk__in=patients_of).values_list("pk", "data_version"))
+    WorklistChange.objects.bulk_create(
+        [
+            WorklistChange(site_id=site_id, patient_id=patient_id, version=version_of[site_id])
+            for site_id in sorted(patients_of)
+            for patient_id in sorted(patients_of[site_id])
+        ],
+        update_conflicts=True,
+        unique_fields=["site", "patient_id"],
+        update_fields=["version"],
+        batch_size=5000,
+    )
 
 
 def site_data_changed(site_ids: Iterable[int]) -> None:
-    """A new data token for each site, in the write's transaction: the pages cached under the
-    old one (registry.selectors.worklist_cache_key) are not used again."""
-    Site.objects.filter(pk__in=set(site_ids)).update(data_token=new_data_token())
+    """A write of whole sites' data that cannot name the patients it changed (the demo
+    seeder's bulk load), in the write's transaction: a new data token and the next data
+    version, from which the sites' worklists are computed afresh."""
+    Site.objects.filter(pk__in=set(site_ids)).update(
+        data_token=new_data_token(),
+        data_version=F("data_version") + 1,
+        worklist_reset_version=F("data_version") + 1,
+    )
 
 
 def _marked_status_yes(record: models.Model) -> Treatment | None:
@@ -409,7 +446,8 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
         if left is not None:
             _after_moving_away(left, record)
         if moved_from is not None and moved_from != record.patient.site_id:
-            site_data_changed([moved_from])  # a patient moved to another site
+            # a patient moved to another site: its lines leave the worklist of the one it left
+            patients_changed([(moved_from, record.patient.pk)])
     return record
 
 
@@ -482,6 +520,7 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
     if not can(user, Action.DELETE, site_id_of(record)):
         raise PermissionDenied(_("Only administrators may delete clinical data."))
     patient = record.patient
+    patient_id = patient.pk  # a deleted record's pk is None
     _lock_patient(record)
     # Read again: the history's last row keeps the values deleted, not those read before.
     current = type(record).objects.select_for_update().filter(pk=record.pk).first()
@@ -503,7 +542,7 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
     if isinstance(record, ResponseAssessment):
         _check_relapses(record.treatment)
     if isinstance(record, Patient):
-        site_data_changed([record.site_id])
+        patients_changed([(record.site_id, patient_id)])
     else:
         _after_write(patient)
 

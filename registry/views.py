@@ -58,6 +58,7 @@ from registry.selectors import (
     site_id_of,
     worklist_cache_key,
     worklist_for,
+    worklist_sites,
 )
 
 
@@ -111,14 +112,16 @@ def worklist(request: HttpRequest) -> HttpResponse:
     # under a key that changes with any write of those sites' data and with the day.
     # The page differs for those who may not record a contact (a PI sees no such link).
     may_edit = can(request.user, Action.EDIT)
+    sites = worklist_sites(user=request.user)
     key = worklist_cache_key(
         user=request.user,
         today=day,
         variant=f"{translation.get_language()}|{lost_page!r}|{may_edit}",
+        sites=sites,
     )
     visits = cache.get(key)
-    if visits is None:
-        worklist = worklist_for(user=request.user, today=day)
+    if visits is None:  # the lines of the patients written since are computed again
+        worklist = worklist_for(user=request.user, today=day, sites=sites)
         visits = render_to_string(
             "registry/_worklist_visits.html",
             {

@@ -279,6 +279,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 30,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The outbox (registry.outbox): a message handed to the broker and not done this many seconds
+# later is sent again by the dispatcher (Redis without persistence loses what it had accepted
+# when it restarts). Ten minutes: an outbox task takes under a second, but it may wait behind
+# an analytics computation of several minutes; sending it again early costs nothing (the work
+# is idempotent). After this many sends it is not sent again and /healthz reports it.
+IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS = env.int(
+    "IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS", default=600
+)
+IMMUNOREG_OUTBOX_MAX_SENDS = env.int("IMMUNOREG_OUTBOX_MAX_SENDS", default=5)
 # An analytics computation holds its claim by a lease its worker renews every sixth of it (a
 # thread beside the computation); a claim whose lease ran out was interrupted, whatever host or
 # process held it, and the watchdog (every minute) closes it and computes its scope again. A

@@ -1,7 +1,7 @@
 from .exchange import ExportLog, ImportRun
 from .outcomes import FollowUpContact, Relapse, ResponseAssessment, Transplant
 from .patients import Death, Patient, Treatment
-from .people import Site, User
+from .people import Site, User, WorklistChange
 from .quality import DataQualityQuery, QueryKind
 from .tokens import ApiToken
 from .toxicity import CrsEpisode, IcansEpisode
@@ -23,5 +23,6 @@ __all__ = [
     "Transplant",
     "Treatment",
     "User",
+    "WorklistChange",
 ]
 from .outbox import OutboxMessage as OutboxMessage

@@ -27,7 +27,15 @@ class Site(models.Model):
     # Changes (to a new random value) with every write of the site's clinical data, in the
     # write's transaction: pages computed from that data are cached under it (the worklist).
     data_token = models.CharField(max_length=32, default=new_data_token, editable=False)
-    history = HistoricalRecords(excluded_fields=["data_token"])
+    # One more with every such write (the site's row is locked by it until the write commits,
+    # so the versions of a site follow the order of its writes); each write records which
+    # patients it changed (WorklistChange), or, when it cannot name them, starts the worklist
+    # afresh (worklist_reset_version): registry.selectors.worklist_for recomputes only those.
+    data_version = models.BigIntegerField(default=0, editable=False)
+    worklist_reset_version = models.BigIntegerField(default=0, editable=False)
+    history = HistoricalRecords(
+        excluded_fields=["data_token", "data_version", "worklist_reset_version"]
+    )
 
     class Meta:
         ordering = ["code"]
@@ -76,3 +84,24 @@ class User(AbstractUser):
         # The admin site is for data managers and administrators only (INTERFACES.md section 5).
         self.is_staff = self.is_superuser or self.role in (Role.DATA_MANAGER, Role.ADMINISTRATOR)
         super().save(*args, **kwargs)
+
+
+class WorklistChange(models.Model):
+    """The latest version of its site's data (Site.data_version) that changed a patient's data:
+    written in the write's own transaction (registry.services.patients_changed). No foreign key
+    to the patient: a deleted patient, or one moved to another site, is recorded too."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    patient_id = models.BigIntegerField()
+    version = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "patient_id"], name="worklist_change_one_per_patient"
+            )
+        ]
+        indexes = [models.Index(fields=["site", "version"], name="worklist_change_since")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id}:{self.patient_id}@{self.version}"

@@ -88,3 +88,26 @@ def test_an_unreachable_database_gives_a_clean_503_everywhere(client, nurse, mon
     assert answer.status_code == 503
     assert "10.0.0.5" not in answer.content.decode()
     assert answer["Retry-After"] == "30"
+
+
+@override_settings(IMMUNOREG_OUTBOX_RESEND_AFTER_SECONDS=600, IMMUNOREG_OUTBOX_MAX_SENDS=3)
+@pytest.mark.parametrize(("sends", "counted"), [(1, "overdue"), (3, "given_up")])
+def test_work_the_broker_took_but_never_did_makes_the_app_degraded(client, patient, sends, counted):
+    OutboxMessage.objects.all().delete()
+    sent_at = timezone.now() - timedelta(minutes=11)
+    OutboxMessage.objects.create(
+        action="refresh_patient_queries",
+        key=f"patient:{patient.pk}",
+        arguments={"patient_id": patient.pk},
+        sent_at=sent_at,
+        sends=sends,
+        attempts=sends,
+    )
+
+    answer = client.get("/healthz")
+
+    report = answer.json()
+    assert answer.status_code == 200 and report["status"] == "degraded"
+    assert report["outbox"]["pending"] == 0
+    assert {report["outbox"]["overdue"], report["outbox"]["given_up"]} == {0, 1}
+    assert report["outbox"][counted] == 1

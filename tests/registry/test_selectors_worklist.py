@@ -12,6 +12,7 @@ from dataclasses import astuple
 from datetime import date, timedelta
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
@@ -125,6 +126,7 @@ def registry(site, other_site, *, n: int, seed: int = 8) -> None:
             day0 = on - timedelta(days=125)
             Treatment.objects.create(patient=p, arm="car_t", day0=day0)
             FollowUpContact.objects.filter(treatment__patient=p, date__gte=day0).delete()
+    cache.clear()  # written directly: no data version tells the cached worklist of it
 
 
 def as_tuples(worklist: Worklist):

@@ -1,9 +1,11 @@
 """`import_cohort FILE [--dry-run] [--create-sites]` (INTERFACES.md sections 2 and 3).
 
 Exit status 0: imported (or, with --dry-run, would import); 1: rejected, nothing saved, one line
-per problem as `row R, column C: message`; 2: the file cannot be read. The logic is in
-registry.cohort_file; this command only opens the file, prints and sets the status. The file
-is read as a stream within the same bounds as an upload (cohort_file.ImportLimits).
+per problem as `row R, column C: message`; 2: the file cannot be read; 3: the database failed
+during the import (it stopped, or its disk is full): nothing saved, try again once it is back.
+The logic is in registry.cohort_file; this command only opens the file, prints and sets the
+status. The file is read as a stream within the same bounds as an upload
+(cohort_file.ImportLimits).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError
 from django.utils import translation
 
 from registry import cohort_file
 from registry.models import User
 
-IMPORTED, REJECTED, UNREADABLE = 0, 1, 2
+IMPORTED, REJECTED, UNREADABLE, DATABASE_FAILED = 0, 1, 2, 3
 DEFAULT_USER = "import"
 
 
@@ -27,7 +30,8 @@ class Command(BaseCommand):
     help = (
         "Import a flat cohort file (UTF-8 CSV or .xlsx, INTERFACES.md section 3) all or nothing, "
         "through the same validation as the forms. Exit status 0 imported, 1 rejected (every "
-        "problem printed as 'row R, column C: message'), 2 unreadable file."
+        "problem printed as 'row R, column C: message'), 2 unreadable file, 3 the database "
+        "failed (nothing saved: try again once it is back)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -67,6 +71,13 @@ class Command(BaseCommand):
                     dry_run=dry_run,
                     create_sites=create_sites,
                 )
+            except (OperationalError, InterfaceError):  # the database went away or is full
+                # The transaction rolled back; the error's text (the server's address) stays out.
+                self.stderr.write(
+                    f"{path.name}: the database failed during the import (it stopped, or it has "
+                    "no space left): nothing of the file was saved. Try again once it is back."
+                )
+                sys.exit(DATABASE_FAILED)
             except cohort_file.UnreadableFile as error:
                 with translation.override("en"):
                     self.stderr.write(f"{path}: {error}")
