@@ -43,6 +43,7 @@ KEPT_BY_THE_REGISTRY = {
     "one_pending_outbox_message_per_key": "registry.outbox writes the messages",
     "one_analytics_computation_at_a_time": "analytics.services starts the computations",
     "one_figure_per_snapshot_language": "analytics renders a snapshot's figures",
+    "worklist_change_one_per_patient": "registry.services records the patients a write changed",
 }
 # Fields derived by the registry: no form has them, the API only reads them.
 DERIVED = {"crs_derived_grade_range", "icans_derived_grade_range"}
