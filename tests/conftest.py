@@ -36,6 +36,18 @@ def idle_database_sessions_ended_last(django_db_setup, django_db_blocker):
             )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def media_folder_of_this_run(tmp_path_factory):
+    """Each run, and each of its processes (pytest-xdist), writes its files (reports, exports)
+    in a folder of its own, empty at the start: the archive never replaces a file, so a folder
+    kept from an earlier run would refuse this run's report 1 (and the developer's own
+    var/media is never touched)."""
+    from django.test import override_settings
+
+    with override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media"))):
+        yield
+
+
 @pytest.fixture
 def site(db):
     return factories.SiteFactory(code="AHP", name="Anhui Provincial Hospital")

@@ -65,3 +65,15 @@ def test_ci_runs_on_postgresql():
     assert connection.vendor == expected
     if os.environ.get("CI"):
         assert connection.vendor == "postgresql"
+
+
+def test_the_suite_writes_its_files_into_a_folder_of_this_run_not_into_var(
+    tmp_path_factory,
+):
+    """A media folder kept from an earlier run made the PI's day fail: the archive refused this
+    run's report 1, whose name the earlier run had taken."""
+    from django.conf import settings
+
+    media = Path(settings.MEDIA_ROOT).resolve()
+    assert media.is_relative_to(tmp_path_factory.getbasetemp().resolve())
+    assert not media.is_relative_to(ROOT)
