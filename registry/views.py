@@ -60,6 +60,7 @@ from registry.selectors import (
     worklist_for,
     worklist_sites,
 )
+from registry.worklist_rows import worklist_rows
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,16 @@ def worklist(request: HttpRequest) -> HttpResponse:
     visits = cache.get(key)
     if visits is None:  # the lines of the patients written since are computed again
         worklist = worklist_for(user=request.user, today=day, sites=sites)
+        # Due and overdue visits are all shown, first; the patients lost to follow-up (who
+        # accumulate with the registry) a page at a time.
+        lost = Paginator(worklist.lost, LOST_PER_PAGE).get_page(lost_page)
         visits = render_to_string(
             "registry/_worklist_visits.html",
             {
-                "worklist": worklist,
-                "may_edit": may_edit,  # the links to record a contact, asked once a page
-                # Due and overdue visits are all shown, first; the patients lost to follow-up
-                # (who accumulate with the registry) a page at a time.
-                "lost": Paginator(worklist.lost, LOST_PER_PAGE).get_page(lost_page),
+                "due": worklist_rows(worklist.due, may_edit=may_edit),
+                "overdue": worklist_rows(worklist.overdue, may_edit=may_edit),
+                "lost": lost,
+                "lost_rows": worklist_rows(lost, may_edit=may_edit),
                 "lost_paged": lost_page is not None,
             },
         )

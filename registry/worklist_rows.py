@@ -1,0 +1,81 @@
+"""The worklist's lines as the page shows them: every text and link of a row worked out once.
+
+At 100,000 patients a site's worklist holds hundreds of visits due and overdue, and the page is
+rendered again after every write at the site. Worked out per row in the template (an include,
+two `{% url %}` and two `{% blocktranslate %}` a row, a filter per date) the rendering took
+about 1 ms a row, most of the page's time. Here each link is its route's prefix and suffix around
+the primary key (a route is reversed once a page, not once a row), each visit label is
+translated once a page, and the template only prints the strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+
+from django.urls import reverse
+from django.utils.translation import gettext
+
+from registry.models.quality import visit_label
+from registry.selectors import WorklistLine
+
+# A number no primary key of ours reaches, reversed in its place to find the route around it.
+_MARK = 987654321987654321
+
+
+def link_maker(route: str, *rest: str) -> Callable[[int], str]:
+    """`link(pk)` for the route `route` with an integer primary key first and the fixed
+    arguments `rest` after it: `reverse(route, args=[pk, *rest])`, without a reverse a call."""
+    prefix, suffix = reverse(route, args=[_MARK, *rest]).split(str(_MARK))
+    return lambda pk: f"{prefix}{pk}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistRow:
+    """One line of the worklist, ready to print: `record_url` is empty for a reader who may not
+    record a contact (the link is not shown), `visit` empty when no visit is named."""
+
+    study_id: str
+    site: str
+    patient_url: str
+    visit: str
+    opens: str
+    closes: str
+    last_seen: str
+    record_url: str
+    record_label: str
+
+
+def worklist_rows(lines: Iterable[WorklistLine], *, may_edit: bool) -> list[WorklistRow]:
+    """The rows of these lines, in the active language."""
+    patient_url = link_maker("patient-detail")
+    contact_url = link_maker("record-new", "contact")
+
+    @cache
+    def visit(name: str) -> str:
+        return visit_label(name) if name else ""
+
+    @cache
+    def record_label(name: str) -> str:
+        if not name:
+            return gettext("Record follow-up")
+        return gettext("Record follow-up (%(visit)s)") % {"visit": visit(name)}
+
+    def day(value) -> str:
+        return value.isoformat() if value else ""
+
+    return [
+        WorklistRow(
+            study_id=line.study_id,
+            site=line.site,
+            patient_url=patient_url(line.patient_pk),
+            visit=visit(line.visit),
+            opens=day(line.opens),
+            closes=day(line.closes),
+            last_seen=day(line.last_seen),
+            record_url=f"{contact_url(line.treatment_pk)}#id_date" if may_edit else "",
+            record_label=record_label(line.visit),
+        )
+        for line in lines
+    ]

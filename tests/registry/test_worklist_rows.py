@@ -1,0 +1,42 @@
+"""registry.worklist_rows: the worklist's rows carry exactly what the template tags gave."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from django.urls import reverse
+from django.utils import translation
+
+from registry.models.quality import visit_label
+from registry.selectors import WorklistLine
+from registry.worklist_rows import link_maker, worklist_rows
+
+
+@pytest.mark.parametrize("pk", [1, 7, 42, 10**9])
+def test_a_link_is_the_reversed_route(pk):
+    assert link_maker("patient-detail")(pk) == reverse("patient-detail", args=[pk])
+    assert link_maker("record-new", "contact")(pk) == reverse("record-new", args=[pk, "contact"])
+
+
+def _line(visit: str) -> WorklistLine:
+    return WorklistLine(
+        3, "AHP-C000003", "AHP", 8, "car_t", date(2024, 1, 2), visit,
+        date(2024, 4, 1), date(2024, 5, 1), "due", None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_rows_name_the_visit_in_the_readers_language(language):
+    with translation.override(language):
+        (row,) = worklist_rows([_line("month6")], may_edit=True)
+        assert row.visit == visit_label("month6") and "month6" not in row.record_label
+        assert row.visit in row.record_label
+    assert row.patient_url == reverse("patient-detail", args=[3])
+    assert row.record_url == reverse("record-new", args=[8, "contact"]) + "#id_date"
+    assert (row.opens, row.closes, row.last_seen) == ("2024-04-01", "2024-05-01", "")
+
+
+def test_a_reader_who_may_not_record_a_contact_gets_no_link():
+    (row,) = worklist_rows([_line("")], may_edit=False)
+    assert row.record_url == "" and row.visit == ""
