@@ -1,10 +1,11 @@
 """A small load generator (its own process, threads, one keep-alive connection per client):
 `python bench/load.py HOST:PORT SETUP.json SCENARIO CLIENTS REQUESTS_PER_CLIENT` prints one
-JSON line: p50/p95/mean in ms, throughput, errors. Scenarios: patient_list, patient_page,
-worklist, crs_save (GET the edit form of a CRS episode, then time the POST that saves it), and
-save_worklist ("a save, then the worklist": save a CRS episode of the nurse's site as crs_save
-does, untimed, then time the worklist that follows it; every save gives the site a new data
-token, so this is the worklist recomputed after a write, not the cached one)."""
+JSON line: p50/p95/mean in ms, throughput, errors. Scenarios: floor (the pages' floor: the
+cheapest signed-in page, bench/floor.py), patient_list, patient_page, worklist, crs_save (GET
+the edit form of a CRS episode, then time the POST that saves it), and save_worklist ("a save,
+then the worklist": save a CRS episode of the nurse's site as crs_save does, untimed, then time
+the worklist that follows it; every save gives the site a new data token, so this is the
+worklist recomputed after a write, not the cached one)."""
 
 from __future__ import annotations
 
@@ -147,7 +148,9 @@ def main() -> None:
         barrier.wait()
         for _ in range(per_client):
             try:
-                if scenario == "patient_list":
+                if scenario == "floor":
+                    path, method, body = "/bench/floor/", "GET", None
+                elif scenario == "patient_list":
                     page = rng.randint(1, 40)
                     path, method, body = f"/patients/?page={page}", "GET", None
                 elif scenario == "patient_page":

@@ -62,6 +62,8 @@ def log(message: str) -> None:
 
 
 def env_for(db: str, *, production: bool = False) -> dict[str, str]:
+    """The environment of a bench process on database `db`; `production`: the production
+    settings plus the pages' floor (config.settings.bench), as gunicorn serves them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
     env.update(
         DATABASE_URL=f"{PG}/{db}",
@@ -73,7 +75,7 @@ def env_for(db: str, *, production: bool = False) -> dict[str, str]:
     )
     if production:
         env.update(
-            DJANGO_SETTINGS_MODULE="config.settings.production",
+            DJANGO_SETTINGS_MODULE="config.settings.bench",
             DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
             DJANGO_SECURE_SSL_REDIRECT="0",
             IMMUNOREG_REQUIRE_2FA="0",
@@ -158,6 +160,12 @@ def nightly(db: str, scope: str, repeats: int) -> dict:
     } | {"patients": runs[0]["patients"]}
 
 
+def frames_floor(db: str, repeats: int) -> dict:
+    """analysis_frames of the whole registry against its floor (bench/worker.py frames_floor:
+    the same SQL through a raw cursor into numpy), alternately in one process."""
+    return worker(db, "frames_floor", "all", str(repeats))
+
+
 def versus_r(db: str, repeats: int) -> dict:
     out = WORK / f"frame-{db}"
     py = worker(db, "stats_compare", "all", str(out), str(repeats))
@@ -175,27 +183,93 @@ def versus_r(db: str, repeats: int) -> dict:
 
 
 def pdf(db: str, repeats: int) -> dict:
+    """The monthly PDF of the whole registry, and its floor (plain pages of the same number
+    rendered by WeasyPrint in the same process: bench/worker.py pdf)."""
     runs = [worker(db, "pdf", "all") for _ in range(repeats)]
     return {
         "total_s": spread([r["total_s"] for r in runs]),
         "peak_mb": spread([r["peak_mb"] for r in runs]),
+        "floor_s": spread([r["floor_s"] for r in runs]),
+        "pages": runs[-1]["pages"],
     }
 
 
 def export(db: str, repeats: int) -> dict:
+    """The CSV export of every patient (bench/worker.py export: timed in its process, with
+    the process's peak memory) and its floor (copy_out) on the same database."""
     runs = []
     for i in range(repeats):
         path = WORK / f"export-{db}-{i}.csv"
-        runs.append(
-            timed([PY, "manage.py", "export_cohort", str(path), "--format", "csv"], env_for(db))
-        )
+        runs.append(worker(db, "export", str(path)))
         rows = sum(1 for _ in path.open(encoding="utf-8")) - 1
         path.unlink()
+    tables = worker(db, "export_tables")["tables"]
+    floors = [copy_out(db, tables, WORK / f"copy-{db}") for _ in range(repeats)]
     return {
-        "wall_s": spread([r["wall_s"] for r in runs]),
+        "wall_s": spread([r["export_s"] for r in runs]),
+        "process_wall_s": spread([r["process_wall_s"] for r in runs]),
         "peak_mb": spread([r["peak_mb"] for r in runs]),
         "rows": rows,
+        "floor": {"tables": tables, "wall_s": spread(floors)},
     }
+
+
+def copy_out(db: str, tables: list[str], folder: Path) -> float:
+    """The export's floor: PostgreSQL `COPY table TO` (CSV with a header, into files, by psql)
+    of every table the export reads, whole; the seconds it took."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = "".join(
+        f"\\copy {table} TO '{folder / table}.csv' (FORMAT csv, HEADER)\n" for table in tables
+    )
+    started = time.perf_counter()
+    subprocess.run([*PSQL, "-d", db, "-v", "ON_ERROR_STOP=1"], input=script, text=True, check=True)
+    took = time.perf_counter() - started
+    shutil.rmtree(folder)
+    return took
+
+
+def copy_in_floor(imported: str, template: str, repeats: int) -> dict:
+    """The import's floor: the rows the import wrote (every table empty in the migrated template
+    and not after the import: the records, their history, the audit) dumped by `pg_dump
+    --data-only` (COPY statements in dependency order) and loaded by psql, timed, into fresh
+    copies of the template: PostgreSQL `COPY ... FROM` of the same rows into the same tables."""
+
+    def with_rows(db: str) -> set[str]:
+        tables = sql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split()
+        counts = sql(
+            db,
+            " UNION ALL ".join(
+                f"SELECT '{table}', (SELECT 1 FROM \"{table}\" LIMIT 1)" for table in tables
+            ),
+        )
+        return {line.split("|")[0] for line in counts.splitlines() if line.endswith("|1")}
+
+    tables = sorted(with_rows(imported) - with_rows(template))
+    dump = WORK / "import-floor.sql"
+    subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", "-f", str(dump)]
+        + [arg for table in tables for arg in ("-t", table)]
+        + [imported],
+        check=True,
+    )
+    runs = []
+    for _ in range(repeats):
+        target = "immunoreg_bench_copy_in"
+        subprocess.run(
+            ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", target], check=True
+        )
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", template, target], check=True
+        )
+        started = time.perf_counter()
+        subprocess.run(
+            [*PSQL, "-d", target, "-v", "ON_ERROR_STOP=1", "-f", str(dump)],
+            check=True,
+            capture_output=True,
+        )
+        runs.append(time.perf_counter() - started)
+    rows = sum(int(sql(imported, f'SELECT count(*) FROM "{table}"') or 0) for table in tables)
+    return {"tables": tables, "rows": rows, "wall_s": spread(runs)}
 
 
 def import_10k(repeats: int, reseed: bool) -> dict:
@@ -228,7 +302,9 @@ def import_10k(repeats: int, reseed: bool) -> dict:
         )
         imported = sql(target, "SELECT count(*) FROM registry_patient")
         runs.append(run | {"imported": int(imported or 0)})
+    floor = copy_in_floor("immunoreg_bench_import", template, repeats)
     return {
+        "floor": floor,
         "rows": sum(1 for _ in file.open(encoding="utf-8")) - 1,
         "wall_s": spread([r["wall_s"] for r in runs]),
         "peak_mb": spread([r["peak_mb"] for r in runs]),
@@ -236,6 +312,49 @@ def import_10k(repeats: int, reseed: bool) -> dict:
         "returncode": runs[-1]["returncode"],
         "output_tail": runs[-1]["stdout"][-300:],
     }
+
+
+def cpu_sets() -> tuple[str, str] | None:
+    """The cores of the server side (gunicorn and PostgreSQL) and of the load generator:
+    BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (taskset lists), by default the last core for the load
+    and the others for the server; None (nothing pinned) on a single core or with
+    BENCH_PIN=0."""
+    cores = os.sched_getaffinity(0)
+    if os.environ.get("BENCH_PIN", "1") == "0" or len(cores) < 2:
+        return None
+    last = max(cores)
+    server = os.environ.get("BENCH_SERVER_CPUS") or ",".join(str(c) for c in sorted(cores - {last}))
+    return server, os.environ.get("BENCH_LOAD_CPUS") or str(last)
+
+
+def cores_in(cpus: str) -> int:
+    """How many cores a taskset list names ("0", "0-2", "0,2")."""
+    count = 0
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+@contextlib.contextmanager
+def postgres_on(cpus: str | None):
+    """PostgreSQL's processes (the postmaster, whose new backends inherit it, and the running
+    ones) on these cores while the load test runs, then back on every core."""
+    if cpus is None:
+        yield
+        return
+    pids = subprocess.run(["pgrep", "-u", "postgres"], capture_output=True, text=True).stdout
+    every = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
+    def pin(to: str) -> None:
+        for pid in pids.split():
+            subprocess.run(["taskset", "-a", "-p", "-c", to, pid], capture_output=True)
+
+    pin(cpus)
+    try:
+        yield
+    finally:
+        pin(every)
 
 
 @contextlib.contextmanager
@@ -246,8 +365,10 @@ def served(db: str):
     subprocess.run(
         [PY, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
     )
+    pinned = cpu_sets()
     server = subprocess.Popen(
         [
+            *(["taskset", "-c", pinned[0]] if pinned else []),
             str(ROOT / ".venv/bin/gunicorn"),
             "config.wsgi",
             "--bind",
@@ -284,7 +405,8 @@ def served(db: str):
             ):
                 break
             time.sleep(0.3)
-        yield setup
+        with postgres_on(pinned[0] if pinned else None):
+            yield setup
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -292,19 +414,28 @@ def served(db: str):
 
 def load_scenarios(setup: Path, plan: list[tuple[str, int, int]]) -> dict:
     """Each (scenario, clients, requests per client) of the plan, after a warm-up of its
-    scenario (every worker process imports and connects before it is measured)."""
+    scenario (every worker process imports and connects before it is measured); the load
+    generator on its own cores when the machine has several (cpu_sets), and each result with
+    its throughput per server core."""
     results = {}
     warmed = set()
+    pinned = cpu_sets()
+    on_load_cores = ["taskset", "-c", pinned[1]] if pinned else []
+    server_cores = cores_in(pinned[0]) if pinned else os.cpu_count()
     for scenario, clients, requests in plan:
         if scenario not in warmed:
             subprocess.run(
-                [PY, "bench/load.py", f"127.0.0.1:{PORT}", str(setup), scenario, "6", "2"],
+                [
+                    *on_load_cores,
+                    *(PY, "bench/load.py", f"127.0.0.1:{PORT}", str(setup), scenario, "6", "2"),
+                ],
                 cwd=ROOT,
                 capture_output=True,
             )
             warmed.add(scenario)
         proc = subprocess.run(
             [
+                *on_load_cores,
                 PY,
                 "bench/load.py",
                 f"127.0.0.1:{PORT}",
@@ -317,7 +448,10 @@ def load_scenarios(setup: Path, plan: list[tuple[str, int, int]]) -> dict:
             capture_output=True,
             text=True,
         )
-        results[f"{scenario}@{clients}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["rps_per_server_core"] = round(result["throughput_rps"] / server_cores, 1)
+        result["pinning"] = {"server_cpus": pinned[0], "load_cpus": pinned[1]} if pinned else "none"
+        results[f"{scenario}@{clients}"] = result
         log(f"  load {scenario} x{clients}: {results[f'{scenario}@{clients}']}")
     return results
 
@@ -325,7 +459,7 @@ def load_scenarios(setup: Path, plan: list[tuple[str, int, int]]) -> dict:
 def load(db: str, levels: list[int], per_client: dict[int, int]) -> dict:
     plan = [
         (scenario, clients, per_client[clients])
-        for scenario in ("patient_list", "patient_page", "worklist", "crs_save")
+        for scenario in ("floor", "patient_list", "patient_page", "worklist", "crs_save")
         for clients in levels
     ]
     with served(db) as setup:
@@ -339,7 +473,10 @@ def save_worklist(db: str, plan: list[tuple[int, int]]) -> dict:
     save_worklist), with the worklist's CPU time, which other work on the machine does not
     inflate."""
     with served(db) as setup:
-        results = load_scenarios(setup, [("save_worklist", c, n) for c, n in plan])
+        results = load_scenarios(
+            setup,
+            [(scenario, c, n) for c, n in plan for scenario in ("floor", "save_worklist")],
+        )
     return results | {"in_process": worker(db, "save_worklist", "nurse", "30")}
 
 
@@ -375,7 +512,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma-separated parts to skip (their figures of the last run are kept): "
-        "nightly,site,r,load,save_worklist,pdf,import,export",
+        "nightly,frames,site,r,load,save_worklist,pdf,import,export",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -395,6 +532,7 @@ def main() -> None:
         }
         steps = [
             ("nightly", lambda db=db: nightly(db, "all", args.repeats)),
+            ("frames", lambda db=db: frames_floor(db, args.repeats)),
             ("site", lambda db=db: nightly(db, SITE, args.repeats)),
             ("r", lambda db=db: versus_r(db, args.repeats)),
             ("pdf", lambda db=db: pdf(db, args.repeats)),

@@ -42,6 +42,85 @@ def analytics(code: str) -> dict:
     }
 
 
+def frames_floor(code: str, repeats: str) -> dict:
+    """The frame extraction and its floor, alternately in this process: analysis_frames as the
+    nightly run calls it, and the very SQL statements it sends (captured once) sent again
+    through the raw psycopg cursor, every column read into a numpy array; no ORM, no pandas."""
+    import numpy as np
+    from django.db import connection
+
+    from analytics.frames import analysis_frames
+
+    site_ids = None if code == "all" else [_site(code).pk]
+    statements: list[tuple[str, object]] = []
+
+    def capture(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        analysis_frames(site_ids=site_ids)
+
+    def raw() -> int:
+        values = 0
+        with connection.connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+                columns = [np.array(column) for column in zip(*rows, strict=True)]
+                values += sum(len(column) for column in columns)
+        return values
+
+    frames, floor = [], []
+    for _ in range(int(repeats)):
+        started = time.perf_counter()
+        analysis_frames(site_ids=site_ids)
+        frames.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        values = raw()
+        floor.append(time.perf_counter() - started)
+    return {
+        "frames_s": round(statistics.median(frames), 4),
+        "floor_s": round(statistics.median(floor), 4),
+        "statements": len(statements),
+        "values": values,
+    }
+
+
+def export(path: str) -> dict:
+    """The CSV export of every patient, as `export_cohort FILE --format csv` makes it, timed in
+    this process (without the start of a Python process that imports the stack)."""
+    from registry import cohort_file
+    from registry.management.commands.export_cohort import DEFAULT_USER, command_user
+
+    user = command_user(None, default=DEFAULT_USER)
+    started = time.perf_counter()
+    result = cohort_file.export_cohort(Path(path), user=user, fmt="csv", deidentify=False)
+    return {"export_s": round(time.perf_counter() - started, 3), "rows": result.log.rows}
+
+
+def export_tables() -> dict:
+    """The tables the cohort export reads (those named by the SQL of its first page of rows)."""
+    import itertools
+    import re
+
+    from django.db import connection
+
+    from registry.cohort_file import export_rows
+    from registry.management.commands.export_cohort import DEFAULT_USER, command_user
+
+    tables: set[str] = set()
+
+    def capture(execute, sql, params, many, context):
+        tables.update(re.findall(r'(?:FROM|JOIN) "(\w+)"', sql))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        user = command_user(None, default=DEFAULT_USER)
+        list(itertools.islice(export_rows(user=user, deidentify=False), 1))
+    return {"tables": sorted(t for t in tables if not t.startswith(("auth_", "django_")))}
+
+
 def stats_compare(code: str, out_dir: str, repeats: str) -> dict:
     """The statistics R's survival package also does (KM with CIs per arm, log-rank, Cox
     unadjusted and adjusted, for PFS and OS; time-dependent Cox for any HSCT and UCBT per arm
@@ -99,13 +178,45 @@ def pd_num(series):
 
 
 def pdf(code: str) -> dict:
+    """The monthly report of the scope, and its floor: WeasyPrint rendering plain pages of text
+    of the same number and size (A4), in this process, right after."""
+    import weasyprint
+
     from analytics.report.context import Month
     from analytics.report.services import report_pdf
     from registry.clock import today
 
     started = time.perf_counter()
     content, _ = report_pdf(site=_site(code), month=Month.containing(today()))
-    return {"total_s": round(time.perf_counter() - started, 3), "bytes": len(content)}
+    total = time.perf_counter() - started
+    pages = _pdf_pages(content)
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 20)
+    plain = "".join(
+        f'<section style="break-after: page"><h1>Page {n}</h1><p>{text}</p><p>{text}</p></section>'
+        for n in range(1, pages + 1)
+    )
+    html = f"<html><head><style>@page {{ size: A4; margin: 2cm }}</style></head><body>{plain}</body></html>"
+    started = time.perf_counter()
+    floor = weasyprint.HTML(string=html).write_pdf()
+    floor_s = time.perf_counter() - started
+    assert _pdf_pages(floor) == pages, "the floor's page count differs from the report's"
+    return {
+        "total_s": round(total, 3),
+        "floor_s": round(floor_s, 3),
+        "pages": pages,
+        "bytes": len(content),
+    }
+
+
+def _pdf_pages(content: bytes) -> int:
+    import subprocess
+
+    info = subprocess.run(["pdfinfo", "-"], input=content, capture_output=True, check=True)
+    return int(
+        next(
+            line for line in info.stdout.decode().splitlines() if line.startswith("Pages:")
+        ).split()[1]
+    )
 
 
 def load_setup(username: str, clients: str) -> dict:
@@ -203,6 +314,9 @@ if __name__ == "__main__":
     result = {
         "analytics": analytics,
         "stats_compare": stats_compare,
+        "frames_floor": frames_floor,
+        "export": export,
+        "export_tables": export_tables,
         "pdf": pdf,
         "load_setup": load_setup,
         "save_worklist": save_worklist,
