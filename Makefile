@@ -82,14 +82,19 @@ docker-check:
 	  $(COMPOSE) --env-file .env.example -f docker/compose.yaml config --quiet
 	shellcheck docker/*.sh scripts/*.sh
 
-# Performance bench (issue #8, docs/PERFORMANCE.md): PostgreSQL registries of SIZES patients in
-# databases immunoreg_bench_<N> (DATABASE server: BENCH_PG), R's survival package for comparison
-# (Debian packages, installed here only), results in bench/results/*.json and docs/PERFORMANCE.md.
+# Performance bench (issues #8 and #15, docs/PERFORMANCE.md): PostgreSQL registries of SIZES
+# patients in databases immunoreg_bench_<N> (DATABASE server: BENCH_PG), every figure beside its
+# floor measured in the same run (R's survival package, raw SQL, COPY, a trivial page, plain PDF
+# pages; R, pdfinfo and pg_dump from Debian's packages, installed here only), results in
+# bench/results/*.json and docs/PERFORMANCE.md (bench/report.py flags ratios 20% worse than the
+# committed results). make bench SIZES=1000000 for a million patients.
 # Quick run: make bench SIZES="1000 10000"; BENCH_ARGS="--reseed" seeds again.
 SIZES ?= 1000 10000 100000
 BENCH_REPEATS ?= 3
 .PHONY: bench
 bench: bootstrap messages
-	@command -v Rscript >/dev/null && Rscript -e 'library(survival)' >/dev/null 2>&1 && test -x /usr/bin/time || \
-	  (apt-get update && apt-get install -y --no-install-recommends r-base-core r-cran-survival time)
+	@command -v Rscript >/dev/null && Rscript -e 'library(survival)' >/dev/null 2>&1 && test -x /usr/bin/time \
+	  && command -v pdfinfo >/dev/null && command -v pg_dump >/dev/null || \
+	  (apt-get update && apt-get install -y --no-install-recommends r-base-core r-cran-survival time \
+	    poppler-utils postgresql-client)
 	$(BIN)/python bench/run.py --sizes "$(SIZES)" --repeats $(BENCH_REPEATS) $(BENCH_ARGS)
