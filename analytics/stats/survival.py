@@ -17,10 +17,10 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
-from lifelines.utils import concordance_index
 from scipy import stats
 
 from analytics.stats import cox as cox_fitting
+from analytics.stats.concordance import concordance_index
 from analytics.stats.plain import finite_or_none, interval
 from registry.domain.followup import DAYS_PER_MONTH  # pure, like this module: one definition
 
