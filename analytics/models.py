@@ -350,6 +350,13 @@ class RenderingFailure(models.TextChoices):
             "Please try again in a few minutes."
         ),
     )
+    INTERRUPTED = (
+        "interrupted",
+        _(
+            "The workers laying out the report stopped before it was done, again and again. "
+            "The administrators have been told in the log; please try again later."
+        ),
+    )
 
 
 class ReportRendering(models.Model):
@@ -377,7 +384,7 @@ class ReportRendering(models.Model):
         _("status"), max_length=10, choices=RenderingStatus.choices, default=RenderingStatus.QUEUED
     )
     failure = models.CharField(
-        _("failure"), max_length=10, choices=RenderingFailure.choices, blank=True
+        _("failure"), max_length=20, choices=RenderingFailure.choices, blank=True
     )
     report = models.ForeignKey(
         Report,
@@ -389,6 +396,11 @@ class ReportRendering(models.Model):
     )
     requested_at = models.DateTimeField(_("requested"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # While a worker renders it, the worker renews this lease (analytics.report.services.
+    # RenderingLease); a rendering whose lease ran out lost its worker and is queued again by
+    # the watchdog (rendering_watch), at most RENDERING_ATTEMPTS times in all.
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
 
     class Meta:
         ordering = ["-requested_at", "-pk"]
@@ -402,3 +414,7 @@ class ReportRendering(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (RenderingStatus.DONE, RenderingStatus.FAILED)
+
+
+# The states of a rendering a worker has taken up (and holds by its lease).
+RENDERING_TAKEN_UP = (RenderingStatus.WAITING, RenderingStatus.ANALYTICS, RenderingStatus.RENDERING)

@@ -34,6 +34,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
 
@@ -630,18 +631,22 @@ class Lease:
     memory, its container stopped) stops renewing it and within one lease the claim is found
     interrupted, whatever host or PID a restarted worker has. A computation still running after
     `longest_computation` is taken for hung: its lease is no longer renewed. `clock` is for
-    the tests.
+    the tests. This one holds an analytics snapshot's claim; a subclass says which row it
+    holds (`held`) and what a renewal writes (`renewal`): analytics.report.services'
+    RenderingLease holds a report rendering's.
     """
+
+    label = "analytics snapshot"
 
     def __init__(
         self,
-        snapshot_id: int,
+        pk: int,
         *,
         clock: Callable[[], datetime] = timezone.now,
         length: timedelta | None = None,
         give_up_after: timedelta | None = None,
     ) -> None:
-        self.snapshot_id = snapshot_id
+        self.pk = pk
         self.clock = clock
         self.length = length or lease_length()
         self.give_up_after = give_up_after or longest_computation()
@@ -649,27 +654,30 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def held(self) -> QuerySet:
+        """The row whose lease this is, as long as it is still ours to renew."""
+        return Snapshot.objects.filter(pk=self.pk, status=Status.RUNNING)
+
+    def renewal(self, now: datetime) -> dict[str, Any]:
+        return {"heartbeat_at": now, "lease_expires_at": now + self.length}
+
     def renew(self) -> bool:
         """Extend the lease from now; False once it is not ours to renew any more (the claim
         was closed, or the computation has run for too long)."""
         now = self.clock()
         if now - self.started > self.give_up_after:
             logger.error(
-                "analytics snapshot %s has computed for longer than %s: its lease is no "
-                "longer renewed",
-                self.snapshot_id,
+                "%s %s has run for longer than %s: its lease is no longer renewed",
+                self.label,
+                self.pk,
                 self.give_up_after,
             )
             return False
-        return bool(
-            Snapshot.objects.filter(pk=self.snapshot_id, status=Status.RUNNING).update(
-                heartbeat_at=now, lease_expires_at=now + self.length
-            )
-        )
+        return bool(self.held().update(**self.renewal(now)))
 
     def __enter__(self) -> Lease:
         self._thread = threading.Thread(
-            target=self._keep, name=f"analytics-lease-{self.snapshot_id}", daemon=True
+            target=self._keep, name=f"lease-{self.label}-{self.pk}", daemon=True
         )
         self._thread.start()
         return self
@@ -687,8 +695,9 @@ class Lease:
                         return  # the computation finds it out at its next step
                 except DatabaseError:
                     logger.warning(
-                        "could not renew the lease of analytics snapshot %s; trying again",
-                        self.snapshot_id,
+                        "could not renew the lease of %s %s; trying again",
+                        self.label,
+                        self.pk,
                         exc_info=True,
                     )
                     connection.close()  # a new connection at the next try

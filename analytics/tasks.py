@@ -3,6 +3,8 @@ in analytics.queue how the services send them work (the services never import th
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
 from django.db import OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
@@ -90,7 +92,7 @@ def render_report(self, rendering_id: int) -> int | None:
         if self.request.is_eager or self.request.retries >= WAIT_TRIES:
             report_services.rendering_failed(rendering_id, failure=RenderingFailure.BUSY)
             return None
-        report_services.rendering_waiting(rendering_id)
+        report_services.rendering_waiting(rendering_id, retry_in=timedelta(seconds=WAIT_SECONDS))
         raise self.retry(exc=running, countdown=WAIT_SECONDS, max_retries=WAIT_TRIES) from None
 
 
@@ -98,8 +100,10 @@ def render_report(self, rendering_id: int) -> int | None:
 # its worker, or queued behind a long computation, is replaced by the next minute's.
 @shared_task(acks_late=False, expires=120)
 def watch_computations() -> list[int]:
-    """Every minute (django-celery-beat): close the computations whose claim expired (their
+    """Every minute (django-celery-beat): queue again the report renderings whose worker died
+    (report_services.rendering_watch), close the computations whose claim expired (their
     worker died) and compute their scope again (services.computations_watch says why)."""
+    report_services.rendering_watch()
     return [snapshot.pk for snapshot in services.computations_watch()]
 
 

@@ -10,12 +10,13 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import OperationalError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from analytics import queue
 from analytics.models import (
+    RENDERING_TAKEN_UP,
     RenderingFailure,
     RenderingStatus,
     Report,
@@ -28,6 +29,9 @@ from analytics.report.context import REPORT_FIGURES, Month, report_context
 from analytics.report.render import render_pdf
 from analytics.services import (
     ComputationRunning,
+    Lease,
+    lease_length,
+    queued_lease_length,
     scope_label,
     scopes_visible_to,
     snapshot_compute,
@@ -223,14 +227,55 @@ def rendering_request(
     return rendering
 
 
+# A rendering whose worker stopped is queued again this many times in all, then given up.
+RENDERING_ATTEMPTS = 3
+
+
+class RenderingLease(Lease):
+    """Holds a report rendering while a worker lays it out (analytics.services.Lease): a worker
+    killed meanwhile stops renewing it, and the watchdog (rendering_watch) queues the rendering
+    again within a lease and a minute, not when the broker hands the lost task out again two
+    hours later."""
+
+    label = "report rendering"
+
+    def held(self) -> QuerySet:
+        return ReportRendering.objects.filter(pk=self.pk, status__in=RENDERING_TAKEN_UP)
+
+    def renewal(self, now) -> dict:
+        return {"lease_expires_at": now + self.length}
+
+
+def rendering_take_up(rendering_id: int) -> bool:
+    """Take a rendering up for this worker, in one UPDATE: one queued or waiting, or one whose
+    worker's lease ran out (a task delivered again after its worker died). False if it is
+    finished, or another worker holds it: a task delivered twice renders it once."""
+    now = timezone.now()
+    lost = Q(status__in=RENDERING_TAKEN_UP, lease_expires_at__lt=now)
+    free = Q(status__in=(RenderingStatus.QUEUED, RenderingStatus.WAITING))
+    return bool(
+        ReportRendering.objects.filter(free | lost, pk=rendering_id).update(
+            status=RenderingStatus.RENDERING,
+            lease_expires_at=now + lease_length(),
+            attempts=F("attempts") + 1,
+        )
+    )
+
+
 def rendering_run(rendering_id: int) -> int | None:
     """Render a queued report: compute the scope's analytics first if it has none, then the
     PDF into the archive. Returns the report's id, or None when it failed (the reason is kept
     in words for the page; the technical detail goes to the log). Raises ComputationRunning
-    while another computation runs, and transient database errors, for the task to retry."""
+    while another computation runs, and transient database errors, for the task to retry.
+    The worker holds the rendering by a lease while it works (RenderingLease)."""
+    if not rendering_take_up(rendering_id):  # finished, or another worker's
+        return ReportRendering.objects.get(pk=rendering_id).report_id
     rendering = ReportRendering.objects.select_related("site", "requested_by").get(pk=rendering_id)
-    if rendering.is_finished:  # delivered twice
-        return rendering.report_id
+    with RenderingLease(rendering.pk):
+        return _render(rendering)
+
+
+def _render(rendering: ReportRendering) -> int | None:
     site, user = rendering.site, rendering.requested_by
     if Snapshot.objects.latest_complete(site) is None:
         _rendering_status(rendering, RenderingStatus.ANALYTICS)
@@ -269,8 +314,48 @@ def _rendering_status(rendering: ReportRendering, status: str) -> None:
     rendering.status = status
 
 
-def rendering_waiting(rendering_id: int) -> None:
-    ReportRendering.objects.filter(pk=rendering_id).update(status=RenderingStatus.WAITING)
+def rendering_waiting(rendering_id: int, *, retry_in: timedelta) -> None:
+    """Waiting for the computation running now: the task comes back in `retry_in`; until
+    then (and a queued task's lease beyond) nobody holds the rendering."""
+    ReportRendering.objects.filter(pk=rendering_id).update(
+        status=RenderingStatus.WAITING,
+        lease_expires_at=timezone.now() + retry_in + queued_lease_length(),
+    )
+
+
+def rendering_watch(*, now=None) -> list[int]:
+    """Every minute (analytics.tasks.watch_computations): the renderings whose worker stopped
+    (their lease ran out) are queued again, or, after RENDERING_ATTEMPTS, given up with a
+    reason the reader understands. Each is changed by one UPDATE that checks the lease again
+    (a renewal in between wins). Returns the renderings queued again."""
+    now = now or timezone.now()
+    lost = ReportRendering.objects.filter(
+        status__in=RENDERING_TAKEN_UP, lease_expires_at__lt=now
+    ).values_list("pk", "attempts")
+    queued = []
+    for pk, attempts in lost:
+        still_lost = ReportRendering.objects.filter(
+            pk=pk, status__in=RENDERING_TAKEN_UP, lease_expires_at__lt=now
+        )
+        if attempts >= RENDERING_ATTEMPTS:
+            if still_lost.update(
+                status=RenderingStatus.FAILED,
+                failure=RenderingFailure.INTERRUPTED,
+                finished_at=now,
+            ):
+                log.error("report rendering %s lost its worker %s times: given up", pk, attempts)
+            continue
+        if not still_lost.update(status=RenderingStatus.QUEUED, lease_expires_at=None):
+            continue
+        log.warning("report rendering %s lost its worker: queued again", pk)
+        try:
+            queue.send("render-report", rendering_id=pk)
+        except Exception:
+            log.exception("report rendering %s could not be queued again", pk)
+            rendering_failed(pk, failure=RenderingFailure.QUEUE)
+            continue
+        queued.append(pk)
+    return queued
 
 
 def rendering_failed(rendering_id: int, *, failure: str) -> None:

@@ -211,3 +211,89 @@ def test_a_user_may_ask_for_only_so_many_reports_a_day(
     assert refused["Location"] == reverse("analytics:reports")
     page = client.get(refused["Location"]).content.decode()
     assert "the most a day allows" in page
+
+
+# --- a worker lost in the middle of a rendering (its lease, the watchdog) ----------------------
+
+
+def _taken_up(rendering: ReportRendering, *, expired: bool) -> None:
+    """The state a worker killed while laying out the PDF leaves: taken up, lease running or
+    run out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    shift = -timedelta(seconds=1) if expired else timedelta(minutes=3)
+    ReportRendering.objects.filter(pk=rendering.pk).update(
+        status=RenderingStatus.RENDERING, lease_expires_at=timezone.now() + shift, attempts=1
+    )
+
+
+@pytest.fixture
+def rendering(users, site):
+    return ReportRendering.objects.create(
+        site=site, month="2024-10-01", language="en", requested_by=users[Role.PI]
+    )
+
+
+def test_a_rendering_whose_worker_died_is_queued_again_and_rendered(
+    rendering, cohort, site, monkeypatch
+):
+    services.snapshot_compute(site=site, trigger=Trigger.COMMAND)
+    sent = []
+    monkeypatch.setattr(queue, "send", lambda name, **kwargs: sent.append((name, kwargs)))
+    _taken_up(rendering, expired=True)
+    assert report_services.rendering_watch() == [rendering.pk]
+    assert sent == [("render-report", {"rendering_id": rendering.pk})]
+    rendering.refresh_from_db()
+    assert (rendering.status, rendering.lease_expires_at) == (RenderingStatus.QUEUED, None)
+    report_id = report_services.rendering_run(rendering.pk)  # the task sent again
+    rendering.refresh_from_db()
+    assert rendering.status == RenderingStatus.DONE and rendering.report_id == report_id
+    assert rendering.attempts == 2 and Report.objects.count() == 1
+
+
+def test_a_rendering_whose_lease_holds_is_left_to_its_worker(rendering, monkeypatch):
+    monkeypatch.setattr(queue, "send", lambda name, **kwargs: pytest.fail("sent again"))
+    _taken_up(rendering, expired=False)
+    assert report_services.rendering_watch() == []
+    # The lost task delivered again meanwhile does not render it a second time.
+    assert report_services.rendering_run(rendering.pk) is None
+    rendering.refresh_from_db()
+    assert rendering.status == RenderingStatus.RENDERING and rendering.attempts == 1
+
+
+def test_a_rendering_that_keeps_losing_its_worker_is_given_up_in_plain_words(
+    client, pi, rendering, monkeypatch, caplog
+):
+    monkeypatch.setattr(queue, "send", lambda name, **kwargs: pytest.fail("sent again"))
+    _taken_up(rendering, expired=True)
+    ReportRendering.objects.filter(pk=rendering.pk).update(
+        attempts=report_services.RENDERING_ATTEMPTS
+    )
+    with caplog.at_level(logging.ERROR):
+        assert report_services.rendering_watch() == []
+    rendering.refresh_from_db()
+    assert (rendering.status, rendering.failure) == (
+        RenderingStatus.FAILED,
+        RenderingFailure.INTERRUPTED,
+    )
+    assert "lost its worker" in caplog.text
+    assert "stopped before it was done" in progress(client, rendering)
+
+
+def test_the_worker_renews_the_lease_while_it_renders(rendering):
+    lease = report_services.RenderingLease(rendering.pk)
+    assert not lease.renew()  # queued: nobody's to renew
+    assert report_services.rendering_take_up(rendering.pk)
+    before = ReportRendering.objects.get(pk=rendering.pk).lease_expires_at
+    assert lease.renew()
+    assert ReportRendering.objects.get(pk=rendering.pk).lease_expires_at >= before
+
+
+def test_a_waiting_rendering_is_nobodys_until_its_task_comes_back(rendering):
+    from datetime import timedelta
+
+    report_services.rendering_waiting(rendering.pk, retry_in=timedelta(seconds=30))
+    assert report_services.rendering_watch() == []  # its lease covers the wait
+    assert report_services.rendering_take_up(rendering.pk)  # the task, back
