@@ -202,7 +202,8 @@ def _gray_score(
     f1 = np.cumsum(np.where(present, skmm * d1 / safe_rs, 0.0), axis=0)
     f1m = np.vstack([np.zeros((1, k)), f1[:-1]])
     nd1 = d1.sum(axis=1)
-    t1 = np.where(present, rs / skmm, 0.0)  # the "h" of the paper, per group
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = np.where(present, rs / skmm, 0.0)  # the "h" of the paper, per group
     tr = t1.sum(axis=1)
     tq = (t1 * (1 - f1m)).sum(axis=1)
     f = np.cumsum(nd1 / tr)
@@ -222,7 +223,9 @@ def _gray_score(
     with np.errstate(divide="ignore", invalid="ignore"):
         t4 = np.where(skm > 0, 1 - (1 - f[:, None]) / skm, 1.0)
         t5 = np.where(nd1[:, None] > 1, 1 - (nd1[:, None] - 1) / (tr[:, None] * skmm - 1), 1.0)
-        t3 = np.where(present & (nd1[:, None] > 0), t5 * skmm * nd1[:, None] / (tr[:, None] * safe_rs), 0.0)
+        t3 = np.where(
+            present & (nd1[:, None] > 0), t5 * skmm * nd1[:, None] / (tr[:, None] * safe_rs), 0.0
+        )
     b = a - t4[:, None, :] * c  # (time, i, k)
     v3 = (t4 * t4 * t3).sum(axis=0)
     v2 = np.einsum("tik,tk->ik", b, t4 * t3)
@@ -380,7 +383,9 @@ class FineGray:
         risk = np.exp(self.x @ beta)
         parts = [risk[:, None], self.x * risk[:, None]]
         if second:
-            parts.append((self.x[:, :, None] * self.x[:, None, :]).reshape(self.n, -1) * risk[:, None])
+            parts.append(
+                (self.x[:, :, None] * self.x[:, None, :]).reshape(self.n, -1) * risk[:, None]
+            )
         stacked = np.hstack(parts)
         # Those still followed at t: a reverse cumulative sum from the first row at t.
         followed = np.cumsum(stacked[::-1], axis=0)[::-1][self.fail_rows]
@@ -419,7 +424,7 @@ class FineGray:
         upto = np.searchsorted(self.fail_times, self.time, side="right")
 
         def cumulative(values: np.ndarray) -> np.ndarray:
-            return np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0)])
+            return np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, axis=0)])
 
         a = cumulative(hazard)
         b = cumulative(mean * hazard[:, None])
@@ -431,8 +436,8 @@ class FineGray:
             risk / self.g_before
         )[:, None]
         eta -= np.where(self.competing[:, None], later, 0.0)
-        fail_index = np.searchsorted(self.fail_times, self.time) 
-        eta += np.where(self.failed[:, None], self.x - mean[np.minimum(fail_index, mean.shape[0] - 1)], 0.0)
+        own_time = np.minimum(np.searchsorted(self.fail_times, self.time), self.deaths.size - 1)
+        eta += np.where(self.failed[:, None], self.x - mean[own_time], 0.0)
 
         # psi: q(u) at the censoring times u, q(u) = sum over failure times s >= u of
         # G(s-) dLambda(s) (C1(u) - xbar(s) C0(u)), C the sums over competing failures before u.
@@ -449,14 +454,9 @@ class FineGray:
         compensator = cumulative(-self.censored_at[censor_times][:, None] * q / (y**2)[:, None])
         position = np.searchsorted(u, self.time, side="right")
         psi = compensator[position]
-        own = np.searchsorted(u, self.time)
-        psi += np.where(
-            self.censored[:, None],
-            q[np.minimum(own, max(u.size - 1, 0))] / y[np.minimum(own, max(u.size - 1, 0))][:, None]
-            if u.size
-            else 0.0,
-            0.0,
-        )
+        if u.size:
+            own = np.minimum(np.searchsorted(u, self.time), u.size - 1)
+            psi += np.where(self.censored[:, None], q[own] / y[own][:, None], 0.0)
         influence = eta + psi
         inverse = linalg.inv(information)
         return inverse @ (influence.T @ influence) @ inverse
