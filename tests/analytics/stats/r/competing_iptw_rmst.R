@@ -41,7 +41,11 @@ cif_block <- function(time, cause, group, times, failcode = 1) {
     tp <- timepoints(fit[paste(g, failcode)], times)
     # the curve's steps: the value after each jump (every second point from the third on)
     k <- if (length(curve$time) >= 4) seq(3, length(curve$time) - 1, by = 2) else integer(0)
+    spread <- qnorm(0.975) * sqrt(tp$var) / (tp$est * log(tp$est))
+    lower <- pmin(tp$est^exp(spread), tp$est^exp(-spread))
+    upper <- pmax(tp$est^exp(spread), tp$est^exp(-spread))
     out[[as.character(g)]] <- list(times = arr(times), est = arr(tp$est), var = arr(tp$var),
+                                   lower = arr(lower), upper = arr(upper),
                                    step_time = arr(curve$time[k]), step_est = arr(curve$est[k]),
                                    step_var = arr(curve$var[k]))
   }
@@ -159,6 +163,15 @@ ref$lung_iptw <- list(
   ecog3_one_arm_warning = if (is.null(sep_warning)) "" else sep_warning
 )
 
+# Weights with ties at every time: mgus2 in whole years, arbitrary positive weights.
+mgw <- data.frame(time = yr, event = as.integer(mg$cause == 2), male = mg$male, age = mg$age,
+                  w = 0.5 + (round(mg$age) %% 7) / 4)
+ref$mgus2_years_weighted_cox <- robust(coxph(Surv(time, event) ~ male + age, data = mgw,
+                                             weights = w, robust = TRUE, ties = "efron"))
+ref$mgus2_years_weighted_km <- list(
+  "0" = arr(summary(survfit(Surv(time, event) ~ 1, data = mgw[mgw$male == 0, ], weights = w), times = c(1, 5, 10, 20))$surv),
+  "1" = arr(summary(survfit(Surv(time, event) ~ 1, data = mgw[mgw$male == 1, ], weights = w), times = c(1, 5, 10, 20))$surv))
+
 # ---- RMST -----------------------------------------------------------------------------------
 rmst <- function(time, event, tau) {
   tab <- summary(survfit(Surv(time, event) ~ 1), rmean = tau)$table
@@ -174,6 +187,10 @@ ref$rmst <- list(
   # tau beyond the last time: the last value of the curve is carried on
   aml_maintained_200 = rmst(aml$time[aml$x == "Maintained"], aml$status[aml$x == "Maintained"], 200)
 )
+d <- ref$rmst$lung_female_365$rmean - ref$rmst$lung_male_365$rmean
+se <- sqrt(ref$rmst$lung_female_365$se^2 + ref$rmst$lung_male_365$se^2)
+ref$rmst_difference_lung_365 <- list(difference = d, lower = d - qnorm(0.975) * se,
+                                     upper = d + qnorm(0.975) * se, p = 2 * pnorm(-abs(d / se)))
 write.csv(data.frame(time = lung$time, event = as.integer(lung$status == 2), sex = lung$sex),
           "data/lung.csv", row.names = FALSE)
 
