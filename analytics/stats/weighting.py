@@ -115,6 +115,7 @@ def balance(
     rows = []
     for name in covariates.columns:
         column = covariates[name]
+        indicators: list[tuple[str | None, np.ndarray]]
         if _is_number(column):
             indicators = [(None, column.to_numpy(dtype=float))]
         else:
