@@ -473,7 +473,7 @@ def cause_specific_cox(
     survival::coxph(Surv(time, cause == k) ~ ...)."""
     frame = df[[duration_col, cause_col, *covariates]].dropna().copy()
     frame["_event"] = (frame[cause_col] == of_cause).astype(float)
-    return survival.cox(frame, duration_col, "_event", covariates)
+    return survival.cox(frame, duration_col, "_event", covariates, concordance=False)
 
 
 def _clean(times: Any, causes: Any) -> pd.DataFrame:
