@@ -294,7 +294,7 @@ def fine_gray(
     result = survival.cox_terms(fit, exposure)  # type: ignore[arg-type]
     if result.get("reason"):
         return result
-    result.update(n=len(design), events=events)
+    result.update(n=len(design), events=events, reason=None)
     return result
 
 
@@ -473,7 +473,9 @@ def cause_specific_cox(
     survival::coxph(Surv(time, cause == k) ~ ...)."""
     frame = df[[duration_col, cause_col, *covariates]].dropna().copy()
     frame["_event"] = (frame[cause_col] == of_cause).astype(float)
-    return survival.cox(frame, duration_col, "_event", covariates, concordance=False)
+    result = survival.cox(frame, duration_col, "_event", covariates, concordance=False)
+    result.setdefault("reason", None)  # SAP 15's HRCI always has it
+    return result
 
 
 def _clean(times: Any, causes: Any) -> pd.DataFrame:

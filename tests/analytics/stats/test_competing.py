@@ -276,3 +276,29 @@ def test_fine_gray_on_100000_patients_takes_seconds_not_hours():
     fit = fine_gray_fit(arm[:, None], time_days, cause, 1)
     assert time.perf_counter() - started < 10
     assert fit.converged and 0.1 < fit.coef[0] < 0.5
+
+
+def test_fine_gray_without_censoring_matches_crr(mgus2):
+    expected = R["mgus2_uncensored"]["crr_progression_male"]
+    result = fine_gray(mgus2[mgus2["cause"] > 0], "time", "cause", ["male"])
+    assert result["coef"] == approx(expected["coef"][0], rel=FINE_GRAY_REL)
+    assert result["se"] == approx(expected["se"][0], rel=FINE_GRAY_REL)
+    assert result["reason"] is None
+
+
+def test_gray_test_across_three_groups_has_two_degrees_of_freedom(mgus2):
+    stat, p, df = R["mgus2_three_groups"]["gray"]
+    group = np.where(mgus2["age"] > 70, "old", np.where(mgus2["male"] == 1, "m", "f"))
+    result = gray_test(mgus2["time"], mgus2["cause"], group, 1)
+    assert result["chi2"] == approx(stat) and result["p"] == approx(p) and result["df"] == df
+
+
+def test_gray_test_without_events_of_the_cause_is_null_with_a_reason(mgus2):
+    cause = mgus2["cause"].where(mgus2["cause"] != 1, 0)
+    result = gray_test(mgus2["time"], cause, mgus2["male"], 1)
+    assert result["chi2"] is None and result["p"] is None and result["reason"]
+
+
+def test_cause_specific_cox_and_fine_gray_always_say_whether_they_have_a_reason(mgus2):
+    assert cause_specific_cox(mgus2, "time", "cause", ["male"])["reason"] is None
+    assert fine_gray(mgus2, "time", "cause", ["male"])["reason"] is None

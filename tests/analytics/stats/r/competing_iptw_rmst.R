@@ -93,6 +93,12 @@ ref$mgus2_years <- list(
   crr_progression_male = crr_block(yr, mg$cause, cbind(male = mg$male)),
   cs_cox_progression_male = cox_block(coxph(Surv(yr, mg$cause == 1) ~ mg$male, ties = "efron"))
 )
+# No censoring at all (G = 1: the competing failures stay in every risk set).
+nc <- mg[mg$cause > 0, ]
+ref$mgus2_uncensored <- list(crr_progression_male = crr_block(nc$time, nc$cause, cbind(male = nc$male)))
+# Three groups: women, men, anyone over 70 (Gray's test on 2 degrees of freedom).
+three <- ifelse(mg$age > 70, "old", ifelse(mg$male == 1, "m", "f"))
+ref$mgus2_three_groups <- list(gray = cuminc(mg$time, mg$cause, three)$Tests["1", ])
 # No competing events: aml (relapse only); the cumulative incidence is 1 - Kaplan-Meier.
 aml2 <- data.frame(time = aml$time, cause = aml$status, arm = as.integer(aml$x == "Nonmaintained"))
 ref$aml_no_competing <- list(
