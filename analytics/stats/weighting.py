@@ -217,7 +217,11 @@ def weighted_cox(
     HR, 95% CI and Wald p from the robust standard error at the top level (SAP 15's HRCI, with
     `reason` None or why not), every term under `terms`."""
     frame = df[[duration_col, event_col, *covariates]].copy()
-    frame["_weight"] = np.asarray(weights, dtype=float)
+    # A Series is matched on the index (rows the propensity model left out have no weight and
+    # are left out here too); an array is taken row by row.
+    frame["_weight"] = (
+        weights.astype(float) if isinstance(weights, pd.Series) else np.asarray(weights, float)
+    )
     frame = frame.dropna()
     exposure = covariates[0]
     design = survival.design_matrix(frame, covariates)

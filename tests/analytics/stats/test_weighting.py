@@ -191,3 +191,11 @@ def test_weighted_cox_with_unit_weights_is_the_unweighted_model(lung):
     assert weighted["coef"] == pytest.approx(
         cox(lung, "time", "event", ["female"])["coef"], rel=1e-9
     )
+
+
+def test_weighted_cox_leaves_out_the_rows_without_a_weight(lung, fitted):
+    rows = lung.index[lung["age"] > 60]
+    subset = weighted_cox(lung.loc[rows], "time", "event", ["female"], fitted.weights.loc[rows])
+    unmatched = weighted_cox(lung, "time", "event", ["female"], fitted.weights.loc[rows])
+    assert unmatched["n"] == subset["n"] == len(rows)
+    assert unmatched["coef"] == pytest.approx(subset["coef"], rel=1e-12)
