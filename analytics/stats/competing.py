@@ -485,3 +485,37 @@ def _clean(times: Any, causes: Any) -> pd.DataFrame:
             "cause": pd.Series(causes, dtype=float).to_numpy(),
         }
     ).dropna()
+
+
+def cause_block(
+    months: Any,
+    causes: Any,
+    arms: Any,
+    of_cause: int,
+    *,
+    arm_names: tuple[str, str] = ("blinatumomab", "car_t"),
+    rate_months: Sequence[float] = RATE_MONTHS,
+) -> dict[str, Any]:
+    """SAP 15's block for one cause ("relapse" or "nrm"): each arm's CIF, Gray's test, and the
+    Fine-Gray and cause-specific Cox HRs of the second arm (car_t) versus the first."""
+    exposed = arm_names[1]
+    frame = pd.DataFrame(
+        {
+            "time": pd.Series(months, dtype=float).to_numpy(),
+            "cause": pd.Series(causes, dtype=float).to_numpy(),
+            "arm": pd.Series(arms).to_numpy(),
+        }
+    ).dropna()
+    frame = frame[frame["arm"].isin(arm_names)]
+    frame[exposed] = (frame["arm"] == exposed).astype(float)
+    block: dict[str, Any] = {}
+    for arm in arm_names:
+        rows = frame[frame["arm"] == arm]
+        block[arm] = cif_summary(rows["time"], rows["cause"], of_cause, rate_months=rate_months)
+    gray = gray_test(frame["time"], frame["cause"], frame["arm"], of_cause)
+    block["gray"] = {"chi2": gray["chi2"], "p": gray["p"]}
+    if gray.get("reason"):
+        block["gray"]["reason"] = gray["reason"]
+    block["fine_gray"] = fine_gray(frame, "time", "cause", [exposed], of_cause)
+    block["cause_specific_cox"] = cause_specific_cox(frame, "time", "cause", [exposed], of_cause)
+    return block

@@ -256,3 +256,36 @@ def _is_number(column: pd.Series) -> bool:
         and not isinstance(column.dtype, pd.CategoricalDtype)
         and not pd.api.types.is_bool_dtype(column)
     )
+
+
+def adjusted_endpoint(
+    df: pd.DataFrame,
+    duration_col: str,
+    event_col: str,
+    arm_col: str,
+    weights: pd.Series,
+    *,
+    arm_names: tuple[str, str] = ("blinatumomab", "car_t"),
+    rate_months: Sequence[float] = (12, 24),
+) -> dict[str, Any]:
+    """SAP 15's `adjusted.pfs` (or `os`) block, times in months: the weighted Cox HR of the
+    second arm (car_t) versus the first with its robust CI and p, and each arm's weighted
+    Kaplan-Meier survival at 12 and 24 months (None when nobody is at risk). The weights are
+    matched to the rows on the index (as `propensity` gives them); rows without one are left
+    out."""
+    exposed = arm_names[1]
+    frame = df[[duration_col, event_col, arm_col]].assign(weight=weights.astype(float)).dropna()
+    frame = frame[frame[arm_col].isin(arm_names)]
+    frame[exposed] = (frame[arm_col] == exposed).astype(float)
+    block: dict[str, Any] = {
+        "cox_iptw": weighted_cox(frame, duration_col, event_col, [exposed], frame["weight"])
+    }
+    curves = {
+        arm: weighted_kaplan_meier(rows[duration_col], rows[event_col], rows["weight"])
+        for arm, rows in frame.groupby(arm_col)
+    }
+    for month in rate_months:
+        block[f"km_{month:g}m"] = {
+            arm: curves[arm].at(month) if arm in curves else None for arm in arm_names
+        }
+    return block

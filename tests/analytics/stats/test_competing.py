@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analytics.stats.competing import (
+    cause_block,
     cause_specific_cox,
     cif_summary,
     cumulative_incidence,
@@ -302,3 +303,32 @@ def test_gray_test_without_events_of_the_cause_is_null_with_a_reason(mgus2):
 def test_cause_specific_cox_and_fine_gray_always_say_whether_they_have_a_reason(mgus2):
     assert cause_specific_cox(mgus2, "time", "cause", ["male"])["reason"] is None
     assert fine_gray(mgus2, "time", "cause", ["male"])["reason"] is None
+
+
+def test_cause_block_has_the_sap_shape_and_the_values_of_r(mgus2):
+    arms = np.where(mgus2["male"] == 1, "car_t", "blinatumomab")
+    block = cause_block(mgus2["time"], mgus2["cause"], arms, 1, rate_months=(60, 120))
+    assert set(block) == {"blinatumomab", "car_t", "gray", "fine_gray", "cause_specific_cox"}
+    expected = R["mgus2"]["cif_progression"]
+    assert block["car_t"]["at_60m"] == approx(expected["1"]["est"][1])
+    assert block["blinatumomab"]["at_120m"] == approx(expected["0"]["est"][2])
+    assert block["gray"] == {
+        "chi2": approx(expected["gray"]["stat"]),
+        "p": approx(expected["gray"]["p"]),
+    }
+    fine_gray_hr = np.exp(R["mgus2"]["crr_progression_male"]["coef"][0])
+    assert block["fine_gray"]["hr"] == approx(fine_gray_hr, rel=FINE_GRAY_REL)
+    cox_hr = np.exp(R["mgus2"]["cs_cox_progression_male"]["coef"][0])
+    assert block["cause_specific_cox"]["hr"] == approx(cox_hr)
+    for hrci in (block["fine_gray"], block["cause_specific_cox"]):
+        assert {"hr", "ci95", "p", "reason"} <= set(hrci) and hrci["reason"] is None
+    json.dumps(block, allow_nan=False)
+
+
+def test_cause_block_with_one_arm_only_keeps_its_curve_and_gives_reasons(mgus2):
+    block = cause_block(mgus2["time"], mgus2["cause"], ["car_t"] * len(mgus2), 1)
+    assert block["car_t"]["n"] == len(mgus2) and block["blinatumomab"]["n"] == 0
+    assert block["gray"]["chi2"] is None and block["gray"]["reason"]
+    assert block["fine_gray"]["hr"] is None and block["fine_gray"]["reason"]
+    assert block["cause_specific_cox"]["hr"] is None and block["cause_specific_cox"]["reason"]
+    json.dumps(block, allow_nan=False)

@@ -13,6 +13,7 @@ import pytest
 
 from analytics.stats.weighting import (
     MISSING,
+    adjusted_endpoint,
     balance,
     effective_sample_size,
     propensity,
@@ -199,3 +200,28 @@ def test_weighted_cox_leaves_out_the_rows_without_a_weight(lung, fitted):
     unmatched = weighted_cox(lung, "time", "event", ["female"], fitted.weights.loc[rows])
     assert unmatched["n"] == subset["n"] == len(rows)
     assert unmatched["coef"] == pytest.approx(subset["coef"], rel=1e-12)
+
+
+def test_adjusted_endpoint_has_the_sap_shape_and_the_values_of_r(lung, fitted):
+    frame = lung.assign(arm=np.where(lung["female"] == 1, "car_t", "blinatumomab"))
+    block = adjusted_endpoint(frame, "time", "event", "arm", fitted.weights, rate_months=(180, 365))
+    expected = R["lung_iptw"]
+    assert block["cox_iptw"]["hr"] == approx(np.exp(expected["cox_female"]["coef"][0]))
+    assert block["cox_iptw"]["ci95"] == [
+        approx(expected["cox_female"]["lower"][0]),
+        approx(expected["cox_female"]["upper"][0]),
+    ]
+    assert block["cox_iptw"]["reason"] is None
+    assert block["km_180m"] == {
+        "blinatumomab": approx(expected["km"]["0"][0]),
+        "car_t": approx(expected["km"]["1"][0]),
+    }
+    assert block["km_365m"]["car_t"] == approx(expected["km"]["1"][1])
+    json.dumps(block, allow_nan=False)
+
+
+def test_adjusted_endpoint_with_an_empty_arm_is_null_with_a_reason(lung, fitted):
+    frame = lung.assign(arm="car_t")
+    block = adjusted_endpoint(frame, "time", "event", "arm", fitted.weights)
+    assert block["cox_iptw"]["hr"] is None and block["cox_iptw"]["reason"]
+    assert block["km_12m"]["blinatumomab"] is None and block["km_12m"]["car_t"] is not None
