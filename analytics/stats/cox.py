@@ -59,14 +59,16 @@ def fit(
     stop: np.ndarray,
     event: np.ndarray,
     start: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> CoxFit:
     """Fit a Cox model (Efron ties). Without `start` every row is at risk from the origin; with
-    it a row is at risk over (start, stop], as in R's Surv(start, stop, event)."""
+    it a row is at risk over (start, stop], as in R's Surv(start, stop, event). `weights` are
+    case weights, as coxph(..., weights = w)."""
     x = covariates.to_numpy(dtype=float)
     mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         standardised = (x - mean) / std
-    partial = EfronPartialLikelihood(standardised, stop, event, start)
+    partial = EfronPartialLikelihood(standardised, stop, event, start, weights)
     beta, log_likelihood, log_likelihood_null, hessian = newton_raphson(partial)
     try:
         covariance = -linalg.inv(hessian) / np.outer(std, std)
@@ -90,12 +92,22 @@ class EfronPartialLikelihood:
     that enter (start) at or after t. The sum over events of the risk sets' x x' exp(x'b), for
     the Hessian, is regrouped by row: each row's x x' exp(x'b) weighted by the sum of 1 / (its
     events' denominators) over the event times at which it is at risk.
+
+    With case weights w (R's coxfit6): exp(x'b) becomes w exp(x'b) in every sum, an event's
+    x'b counts w times, and each of the d tied events' log-denominators counts the mean weight
+    of the d events.
     """
 
     def __init__(
-        self, x: np.ndarray, stop: np.ndarray, event: np.ndarray, start: np.ndarray | None
+        self,
+        x: np.ndarray,
+        stop: np.ndarray,
+        event: np.ndarray,
+        start: np.ndarray | None,
+        weights: np.ndarray | None = None,
     ) -> None:
         n, self.p = x.shape
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
         stop = np.asarray(stop, dtype=float)
         dead = np.flatnonzero(np.asarray(event, dtype=bool))
         dead = dead[np.argsort(stop[dead], kind="stable")]
@@ -107,7 +119,10 @@ class EfronPartialLikelihood:
         leaving = np.argsort(-stop, kind="stable")
         self.x_leaving = np.ascontiguousarray(x[leaving].T)
         self.x_dead = np.ascontiguousarray(x[dead].T)
-        self.x_dead_sum = self.x_dead.sum(axis=1)
+        self.w_leaving, self.w_dead = w[leaving], w[dead]
+        self.x_dead_sum = self.x_dead @ self.w_dead
+        self.mean_weight = (np.bincount(self.group, weights=self.w_dead) / ties)[self.group]
+        self.x, self.w, self.dead, self.leaving = x, w, dead, leaving
         self.at_risk = n - np.searchsorted(np.sort(stop), times, side="left")
         # A row is at risk at the event times from number `from_time` to `to_time` - 1.
         self.to_time = np.searchsorted(times, stop[leaving], side="right")
@@ -115,36 +130,101 @@ class EfronPartialLikelihood:
         self.x_entering: np.ndarray | None = None
         if start is not None:
             start = np.asarray(start, dtype=float)
-            self.x_entering = np.ascontiguousarray(x[np.argsort(-start, kind="stable")].T)
+            entering = np.argsort(-start, kind="stable")
+            self.x_entering = np.ascontiguousarray(x[entering].T)
+            self.w_entering = w[entering]
             self.not_yet = n - np.searchsorted(np.sort(start), times, side="left")
             self.from_time = np.searchsorted(times, start[leaving], side="right")
 
     def __call__(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """(log-likelihood, gradient, Hessian) at beta."""
         group, x_leaving, x_dead = self.group, self.x_leaving, self.x_dead
-        risk = np.exp(beta @ x_leaving)
+        risk = self.w_leaving * np.exp(beta @ x_leaving)
         risk_set = running_sums(x_leaving, risk)[:, self.at_risk - 1]
         if self.x_entering is not None:
-            entered_later = running_sums(self.x_entering, np.exp(beta @ self.x_entering))
+            entered_later = running_sums(
+                self.x_entering, self.w_entering * np.exp(beta @ self.x_entering)
+            )
             later = self.not_yet > 0
             risk_set[:, later] -= entered_later[:, self.not_yet[later] - 1]
         linear_dead = beta @ x_dead
-        risk_dead = np.exp(linear_dead)
+        risk_dead = self.w_dead * np.exp(linear_dead)
         tied = np.add.reduceat(np.vstack([risk_dead, x_dead * risk_dead]), self.first, axis=1)
         # Per event: the risk-set sums less its share of the tied events' sums.
         sums = risk_set[:, group] - self.fraction * tied[:, group]
         s0 = sums[0]
         mean = sums[1:] / s0
-        log_likelihood = linear_dead.sum() - np.log(s0).sum()
-        gradient = self.x_dead_sum - mean.sum(axis=1)
+        share = self.mean_weight
+        log_likelihood = self.w_dead @ linear_dead - share @ np.log(s0)
+        gradient = self.x_dead_sum - mean @ share
         # Per row: sum of 1/s0 over the event times it is at risk at, less the tied share of
         # its own event.
-        inverse = np.concatenate([[0.0], np.cumsum(np.bincount(group, weights=1 / s0))])
+        inverse = np.concatenate([[0.0], np.cumsum(np.bincount(group, weights=share / s0))])
         weight = risk * (inverse[self.to_time] - inverse[self.from_time])
-        own = risk_dead * np.bincount(group, weights=self.fraction / s0)[group]
+        own = risk_dead * np.bincount(group, weights=self.fraction * share / s0)[group]
         second = x_leaving @ (x_leaving * weight).T - x_dead @ (x_dead * own).T
-        hessian = -(second - mean @ mean.T)
+        hessian = -(second - (mean * share) @ mean.T)
         return float(log_likelihood), gradient, hessian
+
+    def score_residuals(self, beta: np.ndarray) -> np.ndarray:
+        """Each row's score residual (rows x p, in the input order), Efron's ties as R's
+        coxscore2: the row's event term x - (the mean of its event time's d Efron means) less
+        its exp(x'b) (x - mean) dLambda summed over the Efron steps of the event times it is at
+        risk at, its own event time's steps counted (1 - l/d) times."""
+        to_time, from_time = np.empty_like(self.to_time), np.empty_like(self.from_time)
+        to_time[self.leaving], from_time[self.leaving] = self.to_time, self.from_time
+        risk = np.exp(self.x @ beta)
+        x_leaving, x_dead, group = self.x_leaving, self.x_dead, self.group
+        risk_set = running_sums(x_leaving, self.w_leaving * np.exp(beta @ x_leaving))
+        risk_set = risk_set[:, self.at_risk - 1]
+        if self.x_entering is not None:
+            entered_later = running_sums(
+                self.x_entering, self.w_entering * np.exp(beta @ self.x_entering)
+            )
+            later = self.not_yet > 0
+            risk_set[:, later] -= entered_later[:, self.not_yet[later] - 1]
+        risk_dead = self.w_dead * np.exp(beta @ x_dead)
+        tied = np.add.reduceat(np.vstack([risk_dead, x_dead * risk_dead]), self.first, axis=1)
+        sums = risk_set[:, group] - self.fraction * tied[:, group]
+        mean = sums[1:] / sums[0]  # p x events
+        hazard = self.mean_weight / sums[0]
+        times = self.first.size
+
+        def by_time(weights: np.ndarray) -> np.ndarray:
+            return np.vstack(
+                [np.bincount(group, weights=weights, minlength=times)]
+                + [np.bincount(group, weights=m * weights, minlength=times) for m in mean]
+            )
+
+        full = by_time(hazard)  # (1 + p) x times: dLambda and mean dLambda
+        own = by_time((1 - self.fraction) * hazard)  # the same for the rows that fail there
+        cumulative = np.hstack([np.zeros((full.shape[0], 1)), np.cumsum(full, axis=1)])
+        at_risk = cumulative[:, to_time] - cumulative[:, from_time]
+        residuals = -risk[:, None] * (self.x * at_risk[0][:, None] - at_risk[1:].T)
+        died_at = group
+        saved = (full - own)[:, died_at]
+        residuals[self.dead] += risk[self.dead][:, None] * (
+            self.x[self.dead] * saved[0][:, None] - saved[1:].T
+        )
+        mean_of_means = by_time(np.ones_like(hazard))[1:] / np.bincount(group, minlength=times)
+        residuals[self.dead] += self.x[self.dead] - mean_of_means[:, died_at].T
+        return residuals
+
+
+def robust_covariance(
+    fit: CoxFit,
+    covariates: pd.DataFrame,
+    stop: np.ndarray,
+    event: np.ndarray,
+    start: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """The robust (sandwich) covariance of coxph(..., robust = TRUE) with one cluster per row:
+    D'D, D the weighted dfbeta residuals (weight x score residual x the model covariance)."""
+    x = covariates.to_numpy(dtype=float)
+    partial = EfronPartialLikelihood(x, stop, event, start, weights)
+    dfbeta = (partial.w[:, None] * partial.score_residuals(fit.coef)) @ fit.covariance
+    return dfbeta.T @ dfbeta
 
 
 def running_sums(x: np.ndarray, risk: np.ndarray) -> np.ndarray:

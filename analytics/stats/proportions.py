@@ -91,16 +91,22 @@ def cmh(tables: Sequence[Any]) -> Cmh:
         chi2, p = finite_or_none(null_test.statistic), finite_or_none(null_test.pvalue)
         if chi2 is None:
             return _cmh_not_estimable("no variance under the null hypothesis")
+        # With a zero cell in every stratum the estimate is 0 (or infinite) and its interval
+        # undefined: R's mantelhaen.test reports 0 (Inf) with a NaN interval. JSON has no
+        # infinity, so an infinite ratio is None.
         or_mh = finite_or_none(stratified.oddsratio_pooled)
         result: Cmh = {
             "chi2": chi2,
             "p": p,
-            "or_mh": or_mh if or_mh else None,
+            "or_mh": or_mh,
             "ci95": [None, None],
             "p_breslow_day": None,
         }
-        if result["or_mh"] is None:
-            result["reason"] = "pooled odds ratio is 0 or infinite (a zero cell in every stratum)"
+        if not or_mh:
+            result["reason"] = (
+                "pooled odds ratio is 0 or infinite and has no interval "
+                "(a zero cell in every stratum)"
+            )
             return result
         result["ci95"] = interval(*stratified.oddsratio_pooled_confint(alpha=0.05))
         if len(informative) > 1:

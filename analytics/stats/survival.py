@@ -215,6 +215,8 @@ def cox(
     duration_col: str,
     event_col: str,
     covariates: Sequence[str],
+    *,
+    concordance: bool = True,
 ) -> dict[str, Any]:
     """Cox model (Efron ties). The first covariate is the exposure: its HR, 95% CI, Wald p,
     coef and se are at the top level; every term is under `terms`. Text or categorical
@@ -246,14 +248,17 @@ def cox(
     result = cox_terms(fit, exposure)
     if result.get("reason"):
         return result
-    # Harrell's C of the fitted risk score (a higher score predicts a shorter time).
-    score = design.to_numpy(dtype=float) @ fit.coef
     result.update(
         n=len(design),
         events=events,
-        concordance=finite_or_none(concordance_index(durations, -score, observed)),
+        concordance=None,
         lr_chi2=finite_or_none(2 * (fit.log_likelihood - fit.log_likelihood_null)),
     )
+    if concordance:
+        # Harrell's C of the fitted risk score (a higher score predicts a shorter time);
+        # lifelines' count takes a second at 100,000 rows, so callers that show no C skip it.
+        score = design.to_numpy(dtype=float) @ fit.coef
+        result["concordance"] = finite_or_none(concordance_index(durations, -score, observed))
     return result
 
 

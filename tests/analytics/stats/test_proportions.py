@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from analytics.stats.proportions import (
 )
 
 REL = 1e-4
+R_REFERENCE = json.loads((Path(__file__).parent / "r" / "reference.json").read_text())
 
 
 @pytest.mark.parametrize(
@@ -135,8 +137,23 @@ def test_cmh_without_any_informative_stratum_is_null_with_a_reason():
     assert result["reason"]
 
 
-def test_cmh_with_no_events_in_one_arm_keeps_the_test_but_not_the_odds_ratio():
-    result = cmh([[[0, 10], [5, 5]], [[0, 8], [4, 4]]])
+def test_cmh_with_no_events_in_one_arm_reports_an_odds_ratio_of_zero_as_r_does():
+    # R: mantelhaen.test(array(c(0, 5, 10, 5, 0, 4, 8, 4), dim = c(2, 2, 2)), correct = FALSE)
+    # gives X-squared 11.333, p 0.0007615, common odds ratio 0, interval NaN NaN
+    # (r/competing_iptw_rmst.R, mantel_haenszel_zero_cell).
+    reference = R_REFERENCE["mantel_haenszel_zero_cell"]
+    tables = [np.reshape(table, (2, 2)) for table in reference["tables"]]
+    result = cmh(tables)
+    assert result["chi2"] == pytest.approx(reference["statistic"], rel=REL)
+    assert result["p"] == pytest.approx(reference["p"], rel=REL)
+    assert result["or_mh"] == reference["estimate"] == 0
+    assert result["ci95"] == [None, None] == [reference["lower"], reference["upper"]]
+    assert result["reason"]
+    json.dumps(result, allow_nan=False)
+
+
+def test_cmh_with_no_events_in_the_other_arm_has_an_infinite_odds_ratio_reported_as_null():
+    result = cmh([[[3, 10], [0, 5]], [[2, 8], [0, 4]]])
     assert result["p"] is not None
     assert result["or_mh"] is None and result["ci95"] == [None, None]
     assert result["reason"]
