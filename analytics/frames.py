@@ -105,6 +105,7 @@ TREATMENT_COLUMNS = [
     "last_seen",
     "pfs_days",
     "pfs_event",
+    "pfs_cause",
     "os_days",
     "os_event",
     "any_hsct_day",
@@ -316,7 +317,7 @@ class AnalysisSet:
         crs_grade, crs_source = self.toxicity_grade(first["crs_status"], crs)
         icans_grade, icans_source = self.toxicity_grade(first["icans_status"], icans)
         evaluable, best_rank, mrd_negative_cr = self.response(responses)
-        pfs_days, pfs_event = self.progression_free_survival(
+        pfs_days, pfs_event, pfs_cause = self.progression_free_survival(
             responses, relapses, death=death, last_contact=last_contact
         )
         died = death != NO_DAY
@@ -357,6 +358,7 @@ class AnalysisSet:
             "last_seen": _dates(last_seen),
             "pfs_days": pfs_days,
             "pfs_event": pfs_event,
+            "pfs_cause": pfs_cause,
             # OS: event at death; otherwise censored at the last contact, or day 0 without one.
             "os_days": np.where(died, death - day0, np.maximum(last_contact - day0, 0)),
             "os_event": died.astype(np.int64),
@@ -436,23 +438,27 @@ class AnalysisSet:
         *,
         death: np.ndarray,
         last_contact: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(days, event) per SAP.md section 6."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(days, event, cause) per SAP.md sections 6 and 12: the cause of the event is 1, a
+        relapse or progression (a relapse, or a non-response dated at its assessment), or 2,
+        non-relapse mortality (death with no relapse or progression on or before its day: a
+        relapse recorded on the day of death makes it a relapse); 0 when censored."""
         assessments = self._on_or_after_day0(responses)
         non_responses = assessments[assessments["response"] == Response.NR]
-        first_event = np.minimum.reduce(
-            [
-                self._each_row(np.minimum, self._on_or_after_day0(relapses), NEVER),
-                self._each_row(np.minimum, non_responses, NEVER),
-                np.where(death == NO_DAY, NEVER, death),
-            ]
+        progression = np.minimum(
+            self._each_row(np.minimum, self._on_or_after_day0(relapses), NEVER),
+            self._each_row(np.minimum, non_responses, NEVER),
         )
+        dying = np.where(death == NO_DAY, NEVER, death)
+        first_event = np.minimum(progression, dying)
         event = first_event != NEVER
+        cause = np.where(~event, 0, np.where(progression <= dying, 1, 2))
         # Censored at the last contact or assessment on or after day 0; at day 0 without one.
         censored = np.maximum.reduce(
             [self.day0, last_contact, self._each_row(np.maximum, assessments, NO_DAY)]
         )
-        return np.where(event, first_event, censored) - self.day0, event.astype(np.int64)
+        days = np.where(event, first_event, censored) - self.day0
+        return days, event.astype(np.int64), cause.astype(np.int64)
 
     def first_transplant(self, transplants: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the day (from day 0) and type of the first transplant on or after day 0."""

@@ -38,7 +38,7 @@ from django.db.models import QuerySet
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext as _
 
-from analytics import queue
+from analytics import comparison, queue
 from analytics.frames import (
     KNOWN_STATUS,
     RELAPSE_GROUPS,
@@ -129,6 +129,11 @@ def sap_output(
         "any_hsct": transplant_block(t, "any_hsct_day", parameters.landmark_days),
         "ucbt": transplant_block(t, "ucbt_day", parameters.landmark_days),
     }
+    progress("competing risks")
+    output["competing_risks"] = comparison.competing_risks(t)
+    progress("adjusted comparison")
+    output["adjusted"] = comparison.adjusted(t)
+    output["rmst"] = comparison.restricted_mean(t)
     progress("completeness")
     output["completeness"] = completeness(t, frames.open_queries, as_of=as_of)
     return output

@@ -93,7 +93,23 @@ def test_a_relapse_ends_pfs_and_a_death_ends_os(nurse, record, treatment):
 def test_a_death_without_relapse_ends_pfs_too(nurse, treatment):
     services.death_record(patient=treatment.patient, user=nurse, date=on(20), cause="infection")
     row = only_row()
-    assert (row["pfs_days"], row["pfs_event"]) == (20, 1)
+    assert (row["pfs_days"], row["pfs_event"], row["pfs_cause"]) == (20, 1, 2)  # NRM
+
+
+def test_the_cause_of_a_pfs_event_is_relapse_unless_death_came_first(nurse, record, treatment):
+    contact(record, treatment, 10)
+    assert only_row()["pfs_cause"] == 0  # censored
+    record(Relapse, treatment, date=on(100), kind="morphologic")
+    assert only_row()["pfs_cause"] == 1
+    # A death on the day of the relapse: the relapse is not "earlier", but it is recorded; the
+    # death is not non-relapse mortality.
+    services.death_record(patient=treatment.patient, user=nurse, date=on(100), cause="disease")
+    assert (only_row()["pfs_days"], only_row()["pfs_cause"]) == (100, 1)
+
+
+def test_a_non_response_is_a_progression_for_the_competing_risks(record, treatment):
+    response(record, treatment, 30, "nr")
+    assert (only_row()["pfs_days"], only_row()["pfs_cause"]) == (30, 1)
 
 
 def test_without_an_event_pfs_is_censored_at_the_last_contact_or_assessment(record, treatment):
@@ -276,6 +292,9 @@ def reference_row(treatment: Treatment) -> dict:
     events = [*relapses, *(r.date for r in assessed if r.response == "nr"), *[death] * bool(death)]
     seen = [d for d in (last_contact, *(r.date for r in assessed)) if d and d >= day0]
     pfs_end = min(events) if events else max(seen, default=day0)
+    progressions = [*relapses, *(r.date for r in assessed if r.response == "nr")]
+    # SAP 12: 1 relapse or progression (on or before death), 2 death without one before it.
+    pfs_cause = 0 if not events else 1 if progressions and min(progressions) == pfs_end else 2
     transplants = sorted(
         (t for t in Transplant.objects.filter(**of_patient).order_by("pk") if t.date >= day0),
         key=lambda t: t.date,
@@ -319,6 +338,7 @@ def reference_row(treatment: Treatment) -> dict:
         ),
         "pfs_days": (pfs_end - day0).days,
         "pfs_event": int(bool(events)),
+        "pfs_cause": pfs_cause,
         "os_days": (death - day0).days
         if death
         else max((last_contact - day0).days, 0)
