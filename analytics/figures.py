@@ -30,6 +30,8 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from analytics.comparison_tables import covariate_names, level_names
+
 ARM_COLOURS = {"blinatumomab": "#0b6fa4", "car_t": "#c2410c"}
 STATE_COLOURS = {"not_transplanted": "#6b7280", "transplanted": "#15803d"}
 STYLE = {
@@ -259,6 +261,98 @@ def grade_distribution_svg(
 Draw = Callable[[Mapping[str, Any]], str]
 
 
+def _svg(figure: Figure) -> str:
+    buffer = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Glyph .* missing from font", category=UserWarning
+        )
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _step_at(curve: Sequence[Mapping[str, Any]], times: Sequence[float]) -> list[float]:
+    """A step function {"t", "f"} (right-continuous, 0 before its first step) at `times`."""
+    values, i, current = [], 0, 0.0
+    for t in times:
+        while i < len(curve) and curve[i]["t"] <= t:
+            current = float(curve[i]["f"])
+            i += 1
+        values.append(current)
+    return values
+
+
+def competing_risks_svg(
+    block: Mapping[str, Any],
+    *,
+    labels: Mapping[str, str],
+    causes: Mapping[str, str],
+    remainder: str,
+    title: str,
+    x_label: str,
+    y_label: str,
+) -> str:
+    """Per arm, where the patients went: the cumulative incidence of relapse, non-relapse
+    mortality stacked on it, and above them the progression-free (1 - both, PFS)."""
+    colours = {"relapse": "#b45309", "nrm": "#6b21a8"}
+    arms = [arm for arm in ARM_COLOURS if arm in block["relapse"]]
+    with rc_context(STYLE):
+        figure = Figure(figsize=(7.0, 3.2), layout="constrained")
+        plots = figure.subplots(1, len(arms), sharey=True, squeeze=False)[0]
+        for plot, arm in zip(plots, arms, strict=True):
+            curves = {cause: block[cause][arm]["curve"] for cause in colours}
+            times = sorted({0.0, *(float(p["t"]) for c in curves.values() for p in c)})
+            relapse = _step_at(curves["relapse"], times)
+            nrm = _step_at(curves["nrm"], times)
+            both = [a + b for a, b in zip(relapse, nrm, strict=True)]
+            plot.fill_between(times, 0, relapse, step="post", color=colours["relapse"],
+                              alpha=0.75, lw=0, label=causes["relapse"])  # fmt: skip
+            plot.fill_between(times, relapse, both, step="post", color=colours["nrm"],
+                              alpha=0.6, lw=0, label=causes["nrm"])  # fmt: skip
+            plot.fill_between(times, both, 1, step="post", color="#d1d5db", alpha=0.5, lw=0,
+                              label=remainder)  # fmt: skip
+            plot.set(title=labels[arm], xlabel=x_label, ylim=(0, 1), xlim=(0, times[-1] or 1))
+            plot.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        plots[0].set_ylabel(y_label)
+        plots[-1].legend(loc="upper right", frameon=False, fontsize=7)
+        figure.suptitle(title)
+        return _svg(figure)
+
+
+def balance_svg(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    names: Mapping[str, str],
+    levels: Mapping[str, str],
+    before: str,
+    after: str,
+    title: str,
+    x_label: str,
+) -> str:
+    """A Love plot: each covariate level's standardised mean difference before (open) and
+    after (filled) weighting, with the ±0.1 lines."""
+    labels = [
+        f"{names.get(r['covariate'], r['covariate'])}"
+        + (f": {levels.get(r['level'], r['level'])}" if r.get("level") else "")
+        for r in rows
+    ]
+    with rc_context(STYLE):
+        figure = Figure(figsize=(6.2, 1.2 + 0.22 * max(len(rows), 1)), layout="constrained")
+        plot = figure.add_subplot()
+        positions = list(range(len(rows)))[::-1]
+        plot.scatter([r["smd_before"] for r in rows], positions, facecolors="none",
+                     edgecolors="#374151", label=before)  # fmt: skip
+        plot.scatter([r["smd_after"] for r in rows], positions, color="#0b6fa4", label=after)
+        for line in (-0.1, 0.1):
+            plot.axvline(line, color="#9ca3af", ls="--", lw=0.8)
+        plot.axvline(0, color="#374151", lw=0.8)
+        plot.set_yticks(positions, labels)
+        plot.set(title=title, xlabel=x_label)
+        plot.legend(frameon=False, fontsize=7, loc="lower right")
+        return _svg(figure)
+
+
 def arm_labels() -> dict[str, str]:
     return {"blinatumomab": _("Blinatumomab"), "car_t": _("CAR-T")}
 
@@ -306,21 +400,65 @@ def _crs_grades(output: Mapping[str, Any]) -> str:
     )
 
 
+def _competing_risks(output: Mapping[str, Any]) -> str:
+    return competing_risks_svg(
+        output["competing_risks"],
+        labels=arm_labels(),
+        causes={"relapse": _("Relapse or progression"), "nrm": _("Non-relapse mortality")},
+        remainder=_("Alive without progression"),
+        title=_("Where the patients went: cumulative incidence of relapse and NRM"),
+        x_label=_("Months since day 0"),
+        y_label=_("Patients"),
+    )
+
+
+def _balance(output: Mapping[str, Any]) -> str:
+    return balance_svg(
+        output["adjusted"]["propensity"].get("balance") or [],
+        names=covariate_names(),
+        levels=level_names(),
+        before=_("Before weighting"),
+        after=_("After weighting"),
+        title=_("Balance of the arms (standardised mean differences)"),
+        x_label=_("SMD, CAR-T minus blinatumomab"),
+    )
+
+
 TRANSPLANT_KINDS = ("any_hsct", "ucbt")
 TRANSPLANT_GROUPS = ("blinatumomab", "car_t", "pooled")
 FIGURES: dict[str, Draw] = {
     "pfs": _survival("pfs"),
     "os": _survival("os"),
     "crs-grades": _crs_grades,
+    "competing-risks": _competing_risks,
+    "balance": _balance,
     **{
         f"sm-{kind}-{group}": _simon_makuch(kind, group)
         for kind in TRANSPLANT_KINDS
         for group in TRANSPLANT_GROUPS
     },
 }
+# Figures of blocks that snapshots computed before them lack (SAP 12-14).
+NEEDS = {"competing-risks": "competing_risks", "balance": "adjusted"}
+
+
+def drawable(name: str, output: Mapping[str, Any]) -> bool:
+    """Whether a snapshot's output has what figure `name` shows."""
+    return name in FIGURES and NEEDS.get(name, "survival") in output
+
+
 # The figures the pages and the report show: drawn in every language as soon as a snapshot is
 # complete (the others are drawn the first time they are asked for).
-SHOWN = ("pfs", "os", "crs-grades", "sm-ucbt-blinatumomab", "sm-ucbt-car_t", "sm-ucbt-pooled")
+SHOWN = (
+    "pfs",
+    "os",
+    "crs-grades",
+    "sm-ucbt-blinatumomab",
+    "sm-ucbt-car_t",
+    "sm-ucbt-pooled",
+    "competing-risks",
+    "balance",
+)
 
 
 # --- drawing, remembered ----------------------------------------------------------------------
@@ -329,7 +467,7 @@ SHOWN = ("pfs", "os", "crs-grades", "sm-ucbt-blinatumomab", "sm-ucbt-car_t", "sm
 # Snapshots of unchanged data (another scope with the same patients, a recomputation after an
 # edit that did not touch the curves) draw the same figures again, so a process keeps the last
 # ones it drew, keyed by a digest of exactly what they read.
-DRAWN_INPUTS = ("survival", "transplant", "crs")
+DRAWN_INPUTS = ("survival", "transplant", "crs", "competing_risks", "adjusted")
 REMEMBERED = 256  # about 50 KB each
 _remembered: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 _remembered_lock = threading.Lock()

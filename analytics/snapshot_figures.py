@@ -32,7 +32,7 @@ def figures_draw(snapshot: Snapshot, *, names: tuple[str, ...] = figures.SHOWN) 
     for language in LANGUAGES:
         with translation.override(language):
             for name in names:
-                if (name, language) not in kept:
+                if (name, language) not in kept and figures.drawable(name, snapshot.output):
                     svg = figures.draw(name, snapshot.output)
                     drawn.append(
                         SnapshotFigure(snapshot=snapshot, name=name, language=language, svg=svg)
@@ -50,7 +50,7 @@ def figures_draw(snapshot: Snapshot, *, names: tuple[str, ...] = figures.SHOWN) 
 def figure_svg(snapshot: Snapshot, name: str, language: str) -> str:
     """The SVG of one figure of a complete snapshot in one language: the kept one, or drawn
     now and kept."""
-    if name not in figures.FIGURES or language not in LANGUAGES:
+    if not figures.drawable(name, snapshot.output) or language not in LANGUAGES:
         raise KeyError(f"no figure {name!r} in {language!r}")
     kept = (
         SnapshotFigure.objects.filter(snapshot=snapshot, name=name, language=language)

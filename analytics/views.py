@@ -8,7 +8,6 @@ registry, or one of their sites), with its date and fingerprint. The tables are 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -24,10 +23,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from analytics import figures, services, snapshot_figures
+from analytics.comparison_tables import Table, comparison_tables
+from analytics.comparison_tables import hazard as hazard_text
 from analytics.models import Snapshot, Status
 from analytics.report import services as report_services
 from analytics.report.context import Month
-from analytics.report.formatting import POOLED, months, not_estimable, number, p_value, percent
+from analytics.report.formatting import POOLED, months, number, p_value, percent
 from registry.clock import today
 from registry.models import Site
 from registry.models.choices import (
@@ -153,7 +154,11 @@ def figure(request: HttpRequest, pk: int, name: str, language: str | None = None
     snapshot = visible_snapshot(request, pk)
     in_url = language is not None
     language = language or get_language()
-    if snapshot.status != Status.COMPLETE or name not in FIGURES or language not in LANGUAGES:
+    if (
+        snapshot.status != Status.COMPLETE
+        or not figures.drawable(name, snapshot.output)
+        or language not in LANGUAGES
+    ):
         raise Http404(_("No such figure."))
     etag = f'"{snapshot.pk}-{name}-{language}"'
     if in_url and request.headers.get("If-None-Match") == etag:
@@ -253,6 +258,22 @@ def figure_list(snapshot: Snapshot) -> dict[str, list[dict[str, str]]]:
             )
             for arm, label in arm_labels().items()
         ],
+        "competing": [
+            entry(
+                "competing-risks",
+                _("Stacked cumulative incidence of relapse and non-relapse mortality by arm"),
+            )
+        ]
+        if figures.drawable("competing-risks", snapshot.output)
+        else [],
+        "balance": [
+            entry(
+                "balance",
+                _("Love plot of standardised mean differences before and after weighting"),
+            )
+        ]
+        if figures.drawable("balance", snapshot.output)
+        else [],
     }
 
 
@@ -270,25 +291,7 @@ def rate_text(rate: Mapping[str, Any]) -> str:
     return f"{rate['n']}/{rate['N']} ({percent(rate['proportion'])})"
 
 
-def hazard_text(model: Mapping[str, Any] | None) -> str:
-    if not model or model.get("hr") is None:
-        return not_estimable((model or {}).get("reason"))
-    ci = interval(model["ci95"], number)
-    return f"{number(model['hr'])} ({ci}), p {p_value(model['p'])}"
-
-
 # --- the study's tables ------------------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    """A table ready to print: a caption, a header row and rows of text cells."""
-
-    key: str
-    caption: str
-    header: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    note: str = ""
 
 
 def study_tables(output: Mapping[str, Any]) -> list[Table]:
@@ -302,6 +305,7 @@ def study_tables(output: Mapping[str, Any]) -> list[Table]:
         *subgroup_tables(output),
         *survival_tables(output),
         *transplant_tables(output),
+        *comparison_tables(output),
         completeness_table(output),
     ]
 

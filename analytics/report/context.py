@@ -13,6 +13,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
+from analytics.comparison_tables import comparison_tables
 from analytics.report import formatting as fmt
 from registry.models import choices as labels
 
@@ -211,6 +212,8 @@ REPORT_FIGURES = {
     "os": "os",
     "crs_grades": "crs-grades",
     "simon_makuch": "sm-ucbt-pooled",
+    "competing_risks": "competing-risks",
+    "balance": "balance",
 }
 
 
@@ -283,6 +286,8 @@ def report_context(
             arm: fmt.months(survival["median_followup_months"].get(arm)) for arm in ARMS
         },
         "transplant_rows": _transplant_rows(output["transplant"]),
+        # SAP 12-14: the same tables as the analytics page's (analytics.comparison_tables).
+        "comparison_tables": comparison_tables(output),
         "completeness": output.get("completeness", {}),
         "figures": figures,
         "parameters": methods_parameters(snapshot),

@@ -15,6 +15,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from analytics import queue
+from analytics.figures import drawable
 from analytics.models import (
     RENDERING_TAKEN_UP,
     RenderingFailure,
@@ -84,7 +85,7 @@ def report_figures(snapshot: Snapshot, language: str) -> dict[str, str]:
     figures = {
         key: figure_svg(snapshot, name, language)
         for key, name in REPORT_FIGURES.items()
-        if key != "simon_makuch"
+        if key != "simon_makuch" and drawable(name, snapshot.output)
     }
     if snapshot.output["transplant"]["ucbt"].get("pooled", {}).get("simon_makuch"):
         figures["simon_makuch"] = figure_svg(snapshot, REPORT_FIGURES["simon_makuch"], language)

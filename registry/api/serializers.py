@@ -231,7 +231,7 @@ class AnalyticsSnapshotSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField()
     fingerprint = serializers.CharField(help_text=_("SHA-256 of the input data."))
     code_version = serializers.CharField()
-    output = serializers.JSONField(help_text=_("The analytics JSON of SAP.md section 10."))
+    output = serializers.JSONField(help_text=_("The analytics JSON of SAP.md sections 10 and 15."))
 
 
 class ReportSerializer(serializers.Serializer):

@@ -170,3 +170,17 @@ def test_render_report_refuses_a_malformed_month(tmp_path):
 def test_the_report_language_does_not_depend_on_the_language_active_before(rendered):
     """The English report was rendered right after the Chinese one in the fixture's thread."""
     assert "整个" not in rendered.english and "Number at risk" in rendered.english
+
+
+def test_the_competing_risks_adjusted_comparison_and_rmst_are_the_snapshots(rendered):
+    text = " ".join(rendered.english.split())
+    output = rendered.output
+    assert "Relapse and non-relapse mortality (competing risks)" in text
+    assert "inverse probability of treatment weighting" in text
+    relapse = output["competing_risks"]["relapse"]["car_t"]
+    assert f"{100 * relapse['at_24m']:.1f}%" in text
+    rmst = output["rmst"]["pfs"]["24"]["blinatumomab"]
+    assert f"{rmst['rmst']:.2f} ({rmst['se']:.2f})" in text
+    assert "Aalen-Johansen" in text and "sandwich" in text  # the methods name them
+    chinese = " ".join(rendered.chinese.split())
+    assert "竞争风险" in chinese and "限制性平均生存时间" in chinese

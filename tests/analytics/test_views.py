@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.urls import reverse
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from analytics import services, tasks
+from analytics import figures, services, tasks, views
 from analytics.models import Snapshot, Stage, Status, Trigger
 from config.celery import app as celery_app
 from registry import demo
@@ -308,3 +308,41 @@ def test_a_recompute_the_broker_refuses_is_told_in_words_without_the_brokers_add
         assert "10.1.2.3" not in html and "6379" not in html
     client.force_login(administrator)  # who runs the servers reads the detail
     assert "10.1.2.3:6379" in client.get(admin_page).content.decode()
+
+
+def test_the_competing_risks_adjusted_and_rmst_tables_are_the_snapshots(
+    client, users, snapshots, site
+):
+    output = snapshots[site.code].output
+    html = page(client, users[Role.PI], scope_url(site.code)).content.decode()
+    for key in ("competing-risks", "adjusted", "balance", "rmst"):
+        assert f'data-testid="table-{key}"' in html
+    relapse = output["competing_risks"]["relapse"]["car_t"]
+    assert f"{100 * relapse['at_12m']:.1f}%" in html
+    rmst = output["rmst"]["os"]["12"]
+    assert f"{rmst['car_t']['rmst']:.2f} ({rmst['car_t']['se']:.2f})" in html
+    for name in ("competing-risks", "balance"):
+        url = reverse("analytics:figure", args=[snapshots[site.code].pk, "en", name])
+        assert url in html
+        assert page(client, users[Role.PI], url)["Content-Type"].startswith("image/svg+xml")
+
+
+def test_the_new_tables_read_in_chinese(client, users, snapshots, site):
+    client.force_login(users[Role.PI])
+    html = client.get(scope_url(site.code), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "复发与非复发死亡（竞争风险）" in html and "限制性平均生存时间" in html
+
+
+def test_a_snapshot_computed_before_the_competing_risks_shows_no_such_table_or_figure(
+    snapshots, site
+):
+    # Snapshots are immutable: one computed before SAP 12-14 is its output without their keys.
+    output = {
+        key: value
+        for key, value in snapshots[site.code].output.items()
+        if key not in ("competing_risks", "adjusted", "rmst")
+    }
+    keys = [table.key for table in views.study_tables(output)]
+    assert "survival-pfs" in keys and not {"competing-risks", "balance", "rmst"} & set(keys)
+    assert not figures.drawable("competing-risks", output)
+    assert not figures.drawable("balance", output) and figures.drawable("pfs", output)

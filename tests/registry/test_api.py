@@ -556,6 +556,9 @@ def test_the_latest_complete_analytics_snapshot_is_served_to_whom_the_matrix_all
     body = response.json()
     assert (body["id"], body["site"]) == (whole.pk, None)
     assert body["output"]["populations"]["car_t"]["analysis"] == 1
+    # SAP 15: the competing risks, the adjusted comparison and RMST are in the JSON too.
+    assert {"competing_risks", "adjusted", "rmst"} <= set(body["output"])
+    assert set(body["output"]["competing_risks"]) >= {"relapse", "nrm"}
     assert pi.get(url).status_code == 403  # PI of AHP only: not the whole registry
     assert pi.get(f"{url}?site=AHP").json()["id"] == mine.pk
     assert pi.get(f"{url}?site=XHC").status_code == 404
