@@ -93,8 +93,8 @@ SIZES ?= 1000 10000 100000
 BENCH_REPEATS ?= 3
 .PHONY: bench
 bench: bootstrap messages
-	@command -v Rscript >/dev/null && Rscript -e 'library(survival)' >/dev/null 2>&1 && test -x /usr/bin/time \
+	@command -v Rscript >/dev/null && Rscript -e 'library(survival); library(cmprsk)' >/dev/null 2>&1 && test -x /usr/bin/time \
 	  && command -v pdfinfo >/dev/null && command -v pg_dump >/dev/null || \
-	  (apt-get update && apt-get install -y --no-install-recommends r-base-core r-cran-survival time \
+	  (apt-get update && apt-get install -y --no-install-recommends r-base-core r-cran-survival r-cran-cmprsk time \
 	    poppler-utils postgresql-client)
 	$(BIN)/python bench/run.py --sizes "$(SIZES)" --repeats $(BENCH_REPEATS) $(BENCH_ARGS)

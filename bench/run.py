@@ -171,12 +171,17 @@ def versus_r(db: str, repeats: int) -> dict:
     py = worker(db, "stats_compare", "all", str(out), str(repeats))
     r_run = timed(["Rscript", "bench/r/survival.R", str(out), str(repeats)], dict(os.environ))
     r = json.loads(r_run["last"])
+    # SAP 12-14 (issue #16): competing risks, Fine-Gray, IPTW and RMST with survival and cmprsk.
+    r |= json.loads(
+        timed(["Rscript", "bench/r/competing.R", str(out), str(repeats)], dict(os.environ))["last"]
+    )
     return {
         "immunoreg": py,
         "r": r,
         "ratio": {
-            k: round(py[k]["median_s"] / max(r[k]["median_s"], 1e-3), 1)
-            for k in ("km_logrank_cox", "td_cox")
+            k: round(py[k]["median_s"] / max(r[k]["median_s"], 1e-3), 2)
+            for k in ("km_logrank_cox", "td_cox", "competing_risks", "fine_gray", "iptw", "rmst")
+            if r.get(k, {}).get("median_s") is not None
         }
         | {"total": round(py["total_median_s"] / max(r["total_median_s"], 1e-3), 1)},
     }
