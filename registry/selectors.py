@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from operator import itemgetter
@@ -113,6 +114,22 @@ class WorklistLine:
     last_seen: date | None = None
 
 
+class LazyLines(Sequence):
+    """Lines kept as the cache's tuples and made WorklistLines when read: the patients lost to
+    follow-up accumulate with the registry (thousands a site) and are shown a page at a time."""
+
+    def __init__(self, fields: list[tuple]) -> None:
+        self._fields = fields
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [_worklist_line(fields) for fields in self._fields[index]]
+        return _worklist_line(self._fields[index])
+
+
 @dataclass
 class Worklist:
     """registry.domain.followup.follow_up of every living patient at the user's sites: one line
@@ -120,7 +137,7 @@ class Worklist:
 
     due: list[WorklistLine] = field(default_factory=list)
     overdue: list[WorklistLine] = field(default_factory=list)
-    lost: list[WorklistLine] = field(default_factory=list)
+    lost: Sequence[WorklistLine] = field(default_factory=list)
 
 
 def worklist_candidates(*, today: date, oldest_day0: date, contacts_after_today: bool) -> Q:
@@ -395,13 +412,14 @@ def worklist_for(*, user, today: date, sites: list[WorklistSite] | None = None) 
             WORKLIST_SITE_CACHE_SECONDS,
         )
         lines |= computed
-    worklist = Worklist()
+    worklist, lost_lines = Worklist(), []
     for site in sorted(sites, key=lambda site: site.code):
         for _study_id, due, overdue, lost in sorted(lines[site.pk].values(), key=itemgetter(0)):
             worklist.due += [_worklist_line(fields) for fields in due]
             worklist.overdue += [_worklist_line(fields) for fields in overdue]
             if lost is not None:
-                worklist.lost.append(_worklist_line(lost))
+                lost_lines.append(lost)
+    worklist.lost = LazyLines(lost_lines)
     worklist.due.sort(key=lambda w: w.closes)
     worklist.overdue.sort(key=lambda w: w.closes)
     return worklist

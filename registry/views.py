@@ -60,7 +60,7 @@ from registry.selectors import (
     worklist_for,
     worklist_sites,
 )
-from registry.worklist_rows import worklist_rows
+from registry.worklist_rows import due_rows_html, overdue_rows_html, worklist_rows
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,12 @@ def worklist(request: HttpRequest) -> HttpResponse:
         visits = render_to_string(
             "registry/_worklist_visits.html",
             {
-                "due": worklist_rows(worklist.due, may_edit=may_edit),
-                "overdue": worklist_rows(worklist.overdue, may_edit=may_edit),
+                "due": worklist.due,
+                "due_rows": due_rows_html(worklist_rows(worklist.due, may_edit=may_edit)),
+                "overdue": worklist.overdue,
+                "overdue_rows": overdue_rows_html(
+                    worklist_rows(worklist.overdue, may_edit=may_edit)
+                ),
                 "lost": lost,
                 "lost_rows": worklist_rows(lost, may_edit=may_edit),
                 "lost_paged": lost_page is not None,

@@ -5,7 +5,8 @@ rendered again after every write at the site. Worked out per row in the template
 two `{% url %}` and two `{% blocktranslate %}` a row, a filter per date) the rendering took
 about 1 ms a row, most of the page's time. Here each link is its route's prefix and suffix around
 the primary key (a route is reversed once a page, not once a row), each visit label is
-translated once a page, and the template only prints the strings.
+translated once a page, and the rows of the long tables (visits due and overdue) are put
+together here, every value escaped, in a few µs a row instead of a template loop's hundred.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
+from html import escape
 
 from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext
 
 from registry.models.quality import visit_label
@@ -79,3 +82,43 @@ def worklist_rows(lines: Iterable[WorklistLine], *, may_edit: bool) -> list[Work
         )
         for line in lines
     ]
+
+
+BUTTON = ' role="button"'
+
+
+def _record_link(row: WorklistRow, role: str = "") -> str:
+    """The link to record the row's contact, escaped ("" for a reader who may not)."""
+    if not row.record_url:
+        return ""
+    label = escape(row.record_label)
+    return (
+        f'<a{role} href="{escape(row.record_url)}" aria-label="{label}: '
+        f'{escape(row.study_id)}">{label}</a>'
+    )
+
+
+def due_rows_html(rows: list[WorklistRow]) -> SafeString:
+    """The <tr> of each visit due now: patient, site, visit, window, the link to record it.
+    Every value is escaped by html.escape, as Django's `escape` does (it calls it)."""
+    return mark_safe(  # every value escaped here
+        "".join(
+            f'<tr><td><a href="{escape(r.patient_url)}">{escape(r.study_id)}</a></td>'
+            f"<td>{escape(r.site)}</td><td>{escape(r.visit)}</td>"
+            f"<td>{escape(r.opens)} – {escape(r.closes)}</td>"
+            f"<td>{_record_link(r, BUTTON)}</td></tr>\n"
+            for r in rows
+        )
+    )
+
+
+def overdue_rows_html(rows: list[WorklistRow]) -> SafeString:
+    """The <tr> of each visit overdue: patient, site, visit, window closed, the link."""
+    return mark_safe(  # every value escaped here
+        "".join(
+            f'<tr><td><a href="{escape(r.patient_url)}">{escape(r.study_id)}</a></td>'
+            f"<td>{escape(r.site)}</td><td>{escape(r.visit)}</td><td>{escape(r.closes)}</td>"
+            f"<td>{_record_link(r)}</td></tr>\n"
+            for r in rows
+        )
+    )

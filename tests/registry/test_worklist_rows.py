@@ -10,7 +10,7 @@ from django.utils import translation
 
 from registry.models.quality import visit_label
 from registry.selectors import WorklistLine
-from registry.worklist_rows import link_maker, worklist_rows
+from registry.worklist_rows import due_rows_html, link_maker, overdue_rows_html, worklist_rows
 
 
 @pytest.mark.parametrize("pk", [1, 7, 42, 10**9])
@@ -40,3 +40,18 @@ def test_rows_name_the_visit_in_the_readers_language(language):
 def test_a_reader_who_may_not_record_a_contact_gets_no_link():
     (row,) = worklist_rows([_line("")], may_edit=False)
     assert row.record_url == "" and row.visit == ""
+
+
+def test_the_rows_put_together_escape_every_value():
+    hostile = WorklistLine(
+        3, 'AHP-<script>"x"', "A&B", 8, "car_t", date(2024, 1, 2), "day100",
+        date(2024, 4, 1), date(2024, 5, 1), "due", None,
+    )  # fmt: skip
+    rows = worklist_rows([hostile], may_edit=True)
+    for html in (due_rows_html(rows), overdue_rows_html(rows)):
+        assert "<script>" not in html and "AHP-&lt;script&gt;&quot;x&quot;" in html
+        assert "A&amp;B" in html and html.count("<tr>") == 1
+    assert 'role="button"' in due_rows_html(rows) and 'role="button"' not in overdue_rows_html(rows)
+    assert (
+        "<a" not in overdue_rows_html(worklist_rows([hostile], may_edit=False)).split("</td>")[-2]
+    )
