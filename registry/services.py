@@ -149,7 +149,7 @@ def _icaht_derived(treatment: Treatment) -> bool:
     return changed
 
 
-def _icaht_refreshed(treatments: Iterable[Treatment], *, user) -> None:
+def _icaht_refreshed(treatments: Iterable[Treatment], *, user, reason: str = "") -> None:
     """Derive ICAHT again on treatments whose series, day 0 or end of follow-up a write changed:
     a second record of the write, locked and read again (the patient's row is locked already),
     and saved with its audit row only when a grade, rule or number changed. Its version is not
@@ -166,12 +166,17 @@ def _icaht_refreshed(treatments: Iterable[Treatment], *, user) -> None:
             _write(
                 treatment,
                 user=user,
-                reason=_("ICAHT derived again from the laboratory values"),
+                reason=reason or _("ICAHT derived again from the laboratory values"),
             )
 
 
-def _icaht_refresh_after(record: models.Model, *, user, left: models.Model | None = None) -> None:
-    """The treatments whose ICAHT a write of `record` may change."""
+def _icaht_refresh_after(
+    record: models.Model, *, user, reason: str = "", left: models.Model | None = None
+) -> None:
+    """The treatments whose ICAHT a write of `record` may change; their audit rows carry the
+    write's reason when one was given."""
+    if _history_batch.get() is not None:
+        return  # the cohort import carries no lab values (_icaht_refreshed)
     if isinstance(record, LabValue | Relapse | Transplant):
         treatments = [record.treatment]
         if isinstance(left, Treatment):
@@ -183,7 +188,7 @@ def _icaht_refresh_after(record: models.Model, *, user, left: models.Model | Non
         )
     else:
         return
-    _icaht_refreshed(treatments, user=user)
+    _icaht_refreshed(treatments, user=user, reason=reason)
 
 
 def _floats_as_typed(record: models.Model) -> None:
@@ -518,6 +523,7 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
     it applies only if the record is still at that version (optimistic concurrency). Every
     check comes before the first write.
     """
+    given_reason = reason
     with _database_refusals(), _write_block():
         marked, marked_reason, moved_from, left = None, reason or _("episode recorded"), None, None
         if record.pk is None:
@@ -544,7 +550,7 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
             full_validate(marked)
             _write(marked, user=user, reason=marked_reason)
         _write(record, user=user, reason=reason)
-        _icaht_refresh_after(record, user=user, left=left)
+        _icaht_refresh_after(record, user=user, reason=given_reason, left=left)
         _after_write(record.patient, record)
         if left is not None:
             _after_moving_away(left, record)
@@ -644,7 +650,7 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
         patient._state.fields_cache.pop("death", None)  # the patient is alive again
     if isinstance(record, ResponseAssessment):
         _check_relapses(record.treatment)
-    _icaht_refresh_after(record, user=user)  # a deleted treatment's pk is None: the others
+    _icaht_refresh_after(record, user=user, reason=reason)  # a deleted treatment: the others
     if isinstance(record, Patient):
         patients_changed([(record.site_id, patient_id)])
     else:
@@ -797,6 +803,7 @@ def lab_series_save(
     (LabSeriesRefused); a change to a saved row needs a reason for the audit trail. ICAHT is
     derived again on the treatment in the same transaction. Returns the rows written (an
     unchanged row is not written again)."""
+    given_reason = reason
     with _database_refusals(), _write_block():
         _require(user, Action.EDIT, _site_or_invalid(treatment))
         _lock_patient(treatment)
@@ -828,6 +835,6 @@ def lab_series_save(
         for lab in written:
             _write(lab, user=user, reason=reason if lab.pk is not None else reason or _("created"))
         if written:
-            _icaht_refreshed([treatment], user=user)
+            _icaht_refreshed([treatment], user=user, reason=given_reason)
             _after_write(treatment.patient, written[-1])
     return written

@@ -375,3 +375,13 @@ def test_each_more_row_costs_its_insert_and_its_audit_row_only(treatment, nurse,
         return len(captured)
 
     assert queries(20) - queries(10) == 2 * 10
+
+
+def test_the_treatments_audit_row_carries_the_reason_of_the_write_that_changed_its_grade(
+    treatment, nurse
+):
+    save(treatment, nurse, rows_of({40: 3000, 59: 3000, 60: 50, 65: 50}))
+    services.record_create(
+        Relapse, user=nurse, reason="ward letter", treatment=treatment, date=day(60), kind="mrd"
+    )
+    assert treatment.history.latest("history_id").history_change_reason == "ward letter"
