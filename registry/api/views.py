@@ -312,26 +312,23 @@ class LabValueViewSet(
         series = self.get_serializer(data=request.data)
         series.is_valid(raise_exception=True)
         data = series.validated_data
-        try:
-            with service_errors():
+        with service_errors():
+            try:
                 written = services.lab_series_save(
                     treatment=data["treatment"],
                     rows=data["rows"],
                     user=request.user,
                     reason=data.get("reason", ""),
                 )
-        except exceptions.ValidationError as refused:
-            cause = refused.__cause__
-            if isinstance(cause, services.LabSeriesRefused):
+            except services.LabSeriesRefused as refused:
                 rows = [
                     {
                         api_settings.NON_FIELD_ERRORS_KEY if column == "__all__" else column: msgs
-                        for column, msgs in cause.rows.get(index, {}).items()
+                        for column, msgs in refused.rows.get(index, {}).items()
                     }
                     for index in range(len(data["rows"]))
                 ]
-                raise exceptions.ValidationError({"rows": rows}) from cause
-            raise
+                raise exceptions.ValidationError({"rows": rows}) from refused
         return Response(
             api.LabValueSerializer(written, many=True).data, status=status.HTTP_201_CREATED
         )
