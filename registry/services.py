@@ -68,9 +68,7 @@ class StaleVersion(Exception):
 
 def derive(record: models.Model) -> None:
     """Fill the fields derived by the pure rules (never typed by a person)."""
-    if isinstance(record, Treatment):
-        _icaht_derived(record)
-    elif isinstance(record, CrsEpisode):
+    if isinstance(record, CrsEpisode):
         record.derived_grade = crs.crs_grade(record.findings())
     elif isinstance(record, IcansEpisode):
         record.derived_grade = icans.icans_grade(record.findings())
@@ -231,6 +229,8 @@ def full_validate(record: models.Model, *, together: tuple = ()) -> None:
         )
     except ValidationError as error:
         errors = error.message_dict
+    if isinstance(record, Treatment) and "day0" not in errors:
+        _icaht_derived(record)  # from day 0 as parsed by its field
     rules = record_errors(
         record, today=today(), together=together, deferred=_deferred.get() is not None
     )

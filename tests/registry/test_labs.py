@@ -385,3 +385,10 @@ def test_the_treatments_audit_row_carries_the_reason_of_the_write_that_changed_i
         Relapse, user=nurse, reason="ward letter", treatment=treatment, date=day(60), kind="mrd"
     )
     assert treatment.history.latest("history_id").history_change_reason == "ward letter"
+
+
+def test_a_day_0_typed_as_text_is_read_as_its_date_before_the_grade_is_derived(treatment, nurse):
+    save(treatment, nurse, rows_of(neutropenic_days(7)))
+    services.record_update(treatment, user=nurse, reason="typo", day0=DAY0.isoformat())
+    treatment.refresh_from_db()
+    assert treatment.icaht_early_grade == 2
