@@ -30,6 +30,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -301,7 +302,17 @@ class TreatmentAdmin(ClinicalAdmin):
         _inline(Transplant, ("date", "type")),
         _inline(Relapse, ("date", "kind", "cd19_status")),
         _inline(FollowUpContact, ("date", "disease_status", "b_cell_aplasia")),
+        _inline(LabValue, ("date", "anc_per_ul", "platelets_10e9_l", "haemoglobin_g_dl")),
     ]
+    readonly_fields = ("icaht_early", "icaht_late")
+
+    @admin.display(description=_("early ICAHT (derived)"))
+    def icaht_early(self, treatment) -> str:
+        return _icaht_summary(treatment.icaht_early_grade, treatment.icaht_early_reason)
+
+    @admin.display(description=_("late ICAHT (derived)"))
+    def icaht_late(self, treatment) -> str:
+        return _icaht_summary(treatment.icaht_late_grade, treatment.icaht_late_reason)
 
     def get_queryset(self, request):
         worst = Max("crs_episodes__derived_grade")
@@ -310,6 +321,14 @@ class TreatmentAdmin(ClinicalAdmin):
     @admin.display(description=_("worst CRS grade (ASTCT)"), ordering="worst_crs")
     def worst_crs_grade(self, treatment):
         return treatment.worst_crs
+
+
+def _icaht_summary(grade: int | None, reason: str) -> str:
+    if not reason:
+        return ""
+    if grade is None:
+        return reason
+    return _("Grade %(grade)s: %(reason)s") % {"grade": grade, "reason": reason}
 
 
 class TreatmentChildAdmin(ClinicalAdmin):
@@ -354,6 +373,18 @@ class FollowUpContactAdmin(TreatmentChildAdmin):
 @admin.register(Relapse)
 class RelapseAdmin(TreatmentChildAdmin):
     list_display = ("treatment", "date", "kind", "cd19_status")
+
+
+@admin.register(LabValue)
+class LabValueAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "anc_per_ul", "platelets_10e9_l", "haemoglobin_g_dl")
+
+    def scope_queryset(self, request, queryset):
+        # registry.selectors.SITE_PATH does not list lab values yet: scoped by the same path
+        sites = user_site_ids(request.user)
+        if sites is None:
+            return queryset
+        return queryset.filter(treatment__patient__site__in=sites)
 
 
 @admin.register(Death)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
@@ -24,17 +24,21 @@ from django.utils.translation import gettext as _
 
 from registry import audit, outbox, quality
 from registry.clock import today
-from registry.domain import crs, icans, mrd
+from registry.domain import crs, icaht, icans, mrd
 from registry.domain.vocabulary import DeathCause, YesNoUnknown
 from registry.models import (
     CrsEpisode,
     Death,
     IcansEpisode,
+    LabValue,
     Patient,
+    Relapse,
     ResponseAssessment,
     Site,
+    Transplant,
     Treatment,
 )
+from registry.models.labs import LAB_FIELDS
 from registry.models.people import WorklistChange, new_data_token
 from registry.permissions import Action, can
 from registry.selectors import site_id_of
@@ -84,6 +88,107 @@ def derive(record: models.Model) -> None:
         )
 
 
+# --- ICAHT: derived on the treatment from its lab series ------------------------------------
+ICAHT_FIELDS = (
+    "icaht_early_grade",
+    "icaht_early_rule",
+    "icaht_early_params",
+    "icaht_late_grade",
+    "icaht_late_rule",
+    "icaht_late_params",
+)
+
+
+def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult]:
+    """Early and late ICAHT of a treatment, from its saved ANC series (days from its day 0 as
+    the object holds it). The late window ends the day before the first relapse, transplant or
+    next index treatment of the patient (docs/DOMAIN_DECISIONS.md "ICAHT")."""
+    if treatment.pk is None or treatment.day0 is None:
+        counts: list[icaht.AncCount] = []
+        censor = None
+    else:
+        day0 = treatment.day0
+        counts = [
+            icaht.AncCount((when - day0).days, anc)
+            for when, anc in LabValue.objects.filter(
+                treatment=treatment, anc_per_ul__isnull=False
+            ).values_list("date", "anc_per_ul")
+        ]
+        ends = (
+            Relapse.objects.filter(treatment=treatment)
+            .values_list("date")
+            .union(
+                Transplant.objects.filter(treatment=treatment).values_list("date"),
+                Treatment.objects.filter(patient_id=treatment.patient_id, day0__gt=day0)
+                .exclude(pk=treatment.pk)
+                .values_list("day0"),
+                all=True,
+            )
+        )
+        first_end = min((when for (when,) in ends), default=None)
+        censor = None if first_end is None else (first_end - day0).days
+    return icaht.early_icaht(counts), icaht.late_icaht(counts, censor_day=censor)
+
+
+def _icaht_derived(treatment: Treatment) -> bool:
+    """Set the treatment's ICAHT fields; whether they changed."""
+    early, late = icaht_of(treatment)
+    values = {
+        "icaht_early_grade": early.grade,
+        "icaht_early_rule": early.rule.value,
+        "icaht_early_params": dict(early.params),
+        "icaht_late_grade": late.grade,
+        "icaht_late_rule": late.rule.value,
+        "icaht_late_params": dict(late.params),
+    }
+    changed = any(getattr(treatment, name) != value for name, value in values.items())
+    for name, value in values.items():
+        setattr(treatment, name, value)
+    return changed
+
+
+def _icaht_refreshed(treatments: Iterable[Treatment], *, user, reason: str = "") -> None:
+    """Derive ICAHT again on treatments whose series, day 0 or end of follow-up a write changed:
+    a second record of the write, locked and read again (the patient's row is locked already),
+    and saved with its audit row only when a grade, rule or number changed. Its version is not
+    raised: no one types these fields, and every save of the treatment derives them again, so
+    that a nurse's form open meanwhile is not refused as stale. (The cohort import carries no
+    lab values: it is not done inside its batch.)"""
+    if _history_batch.get() is not None:
+        return
+    for treatment in treatments:
+        if treatment.pk is None:
+            continue
+        _read_again(treatment)
+        if _icaht_derived(treatment):
+            _write(
+                treatment,
+                user=user,
+                reason=reason or _("ICAHT derived again from the laboratory values"),
+            )
+
+
+def _icaht_refresh_after(
+    record: models.Model, *, user, reason: str = "", left: models.Model | None = None
+) -> None:
+    """The treatments whose ICAHT a write of `record` may change; their audit rows carry the
+    write's reason when one was given."""
+    if _history_batch.get() is not None:
+        return  # the cohort import carries no lab values (_icaht_refreshed)
+    if isinstance(record, LabValue | Relapse | Transplant):
+        treatments = [record.treatment]
+        if isinstance(left, Treatment):
+            treatments.append(left)
+    elif isinstance(record, Treatment):
+        # the next index treatment ends the late window of the ones before it
+        treatments = list(
+            Treatment.objects.filter(patient_id=record.patient_id).exclude(pk=record.pk)
+        )
+    else:
+        return
+    _icaht_refreshed(treatments, user=user, reason=reason)
+
+
 def _floats_as_typed(record: models.Model) -> None:
     """A float given for a decimal field means the number as typed (0.1, not 0.1000000000000000055)."""
     for field in record._meta.concrete_fields:
@@ -124,6 +229,8 @@ def full_validate(record: models.Model, *, together: tuple = ()) -> None:
         )
     except ValidationError as error:
         errors = error.message_dict
+    if isinstance(record, Treatment) and "day0" not in errors:
+        _icaht_derived(record)  # from day 0 as parsed by its field
     rules = record_errors(
         record, today=today(), together=together, deferred=_deferred.get() is not None
     )
@@ -416,6 +523,7 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
     it applies only if the record is still at that version (optimistic concurrency). Every
     check comes before the first write.
     """
+    given_reason = reason
     with _database_refusals(), _write_block():
         marked, marked_reason, moved_from, left = None, reason or _("episode recorded"), None, None
         if record.pk is None:
@@ -442,6 +550,7 @@ def record_save(record: Record, *, user, reason: str = "", version: int | None =
             full_validate(marked)
             _write(marked, user=user, reason=marked_reason)
         _write(record, user=user, reason=reason)
+        _icaht_refresh_after(record, user=user, reason=given_reason, left=left)
         _after_write(record.patient, record)
         if left is not None:
             _after_moving_away(left, record)
@@ -541,6 +650,7 @@ def record_delete(record: models.Model, *, user, reason: str) -> None:
         patient._state.fields_cache.pop("death", None)  # the patient is alive again
     if isinstance(record, ResponseAssessment):
         _check_relapses(record.treatment)
+    _icaht_refresh_after(record, user=user, reason=reason)  # a deleted treatment: the others
     if isinstance(record, Patient):
         patients_changed([(record.site_id, patient_id)])
     else:
@@ -612,3 +722,119 @@ def _fatal_episode_marked(
     setattr(episode, flag, True)
     episode.version += 1
     return episode
+
+
+# --- a treatment's lab series, saved as one grid -----------------------------------------------
+GRID_COLUMNS = ("id", "version", "date", *LAB_FIELDS)
+
+
+class LabSeriesRefused(ValidationError):
+    """A grid of laboratory values refused, nothing saved: `rows` is {row index (from 0):
+    {column: [messages]}}, every row's every error at once. The messages also come keyed
+    "rows.<index>.<column>", as a ValidationError's message_dict."""
+
+    def __init__(self, rows: dict[int, dict[str, list[str]]]) -> None:
+        self.rows = rows
+        super().__init__(
+            {
+                f"rows.{index}.{column}": messages
+                for index, columns in sorted(rows.items())
+                for column, messages in columns.items()
+            }
+        )
+
+
+def _grid_row(
+    row: Mapping[str, Any], saved: dict[int, LabValue], treatment: Treatment, seen: set[int]
+) -> tuple[LabValue | None, dict[str, list[str]]]:
+    """One row of the grid as the LabValue it writes (None: an unchanged saved row), and its
+    errors by column."""
+    errors: dict[str, list[str]] = defaultdict(list)
+    for column in row:
+        if column not in GRID_COLUMNS:
+            errors[column].append(_("This is not a column of the laboratory values."))
+    lab, before = LabValue(treatment=treatment), None
+    if row.get("id") not in (None, ""):
+        try:
+            pk = int(row["id"])
+        except (TypeError, ValueError):
+            pk = 0
+        if pk not in saved or pk in seen:
+            errors["id"].append(
+                _(
+                    "This row is not a laboratory value of this treatment, or is in the grid "
+                    "twice: reload the grid."
+                )
+            )
+            return None, dict(errors)
+        seen.add(pk)
+        lab = saved[pk]
+        before = {name: getattr(lab, name) for name in ("date", *LAB_FIELDS)}
+        version = row.get("version")
+        if version not in (None, "") and str(version) != str(lab.version):
+            errors["version"].append(
+                _(
+                    "This row was changed by someone else (version %(current)s, yours was "
+                    "%(given)s); reload the grid and apply your change again."
+                )
+                % {"current": lab.version, "given": version}
+            )
+    for name in ("date", *LAB_FIELDS):
+        if name in row:
+            setattr(lab, name, None if row[name] == "" else row[name])
+    try:
+        full_validate(lab)
+    except ValidationError as refused:
+        for column, messages in refused.message_dict.items():
+            errors[column] += [m for m in messages if m not in errors[column]]
+    if before is not None and not errors:
+        if before == {name: getattr(lab, name) for name in before}:
+            return None, {}
+        lab.version += 1
+    return lab, dict(errors)
+
+
+def lab_series_save(
+    *, treatment: Treatment, rows: Sequence[Mapping[str, Any]], user, reason: str = ""
+) -> list[LabValue]:
+    """Save a grid of a treatment's laboratory values as one audited write: new rows (no "id")
+    and changes to saved ones ("id", and the "version" the grid was read at). Every row is
+    checked before the first is saved, and every error comes back at once by row and column
+    (LabSeriesRefused); a change to a saved row needs a reason for the audit trail. ICAHT is
+    derived again on the treatment in the same transaction. Returns the rows written (an
+    unchanged row is not written again)."""
+    given_reason = reason
+    with _database_refusals(), _write_block():
+        _require(user, Action.EDIT, _site_or_invalid(treatment))
+        _lock_patient(treatment)
+        _read_again(treatment)  # locked: its series and its ICAHT change with this write
+        _read_again(treatment.patient)
+        _require(user, Action.EDIT, treatment.patient.site_id)  # where it is now
+        ids = []
+        for row in rows:
+            try:
+                ids.append(int(row.get("id") or 0))
+            except (TypeError, ValueError):
+                continue
+        saved = LabValue.objects.select_for_update().filter(treatment=treatment).in_bulk(ids)
+        for lab in saved.values():
+            lab.treatment = treatment  # the treatment read again, with its patient
+        written: list[LabValue] = []
+        refused: dict[int, dict[str, list[str]]] = {}
+        seen: set[int] = set()
+        for index, row in enumerate(rows):
+            lab, errors = _grid_row(row, saved, treatment, seen)
+            if errors:
+                refused[index] = errors
+            elif lab is not None:
+                written.append(lab)
+        if refused:
+            raise LabSeriesRefused(refused)
+        if any(lab.pk is not None for lab in written):
+            reason = _require_reason(reason)
+        for lab in written:
+            _write(lab, user=user, reason=reason if lab.pk is not None else reason or _("created"))
+        if written:
+            _icaht_refreshed([treatment], user=user, reason=given_reason)
+            _after_write(treatment.patient, written[-1])
+    return written

@@ -24,7 +24,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import connection
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -44,6 +44,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -51,6 +52,7 @@ from registry.models import (
     Treatment,
 )
 from registry.models.base import validate_identifier
+from registry.models.labs import LAB_FIELDS
 
 Errors = dict[str, list[str]]
 MAX_AGE_YEARS = 110
@@ -65,6 +67,7 @@ TREATMENT_CHILDREN: list[tuple[type, str, Any]] = [
     (Transplant, "date", gettext_lazy("a transplant")),
     (FollowUpContact, "date", gettext_lazy("a follow-up contact")),
     (Relapse, "date", gettext_lazy("a relapse")),
+    (LabValue, "date", gettext_lazy("a laboratory value")),
 ]
 RESOLUTIONS: list[tuple[type, str, Any]] = [
     (CrsEpisode, "resolution", gettext_lazy("the resolution of a CRS episode")),
@@ -530,6 +533,14 @@ def _relapse_rules(relapse: Relapse, errors: Errors, today: date) -> None:
         )
 
 
+def _lab_rules(lab: LabValue, errors: Errors, today: date) -> None:
+    _dated_child_rules(lab, "date", _("date of the laboratory values"), errors, today)
+    if all(getattr(lab, field) is None for field in LAB_FIELDS):
+        errors[NON_FIELD_ERRORS].append(
+            _("Enter at least one laboratory value for this date, or leave the row out.")
+        )
+
+
 def _death_rules(
     death: Death, errors: Errors, today: date, together: tuple, deferred: bool
 ) -> None:
@@ -655,6 +666,8 @@ def record_errors(record, *, today: date, together: tuple = (), deferred: bool =
             _dated_child_rules(record, "date", _("contact date"), errors, today)
         case Death():
             _death_rules(record, errors, today, together, deferred)
+        case LabValue():
+            _lab_rules(record, errors, today)
     return {field: messages for field, messages in errors.items() if messages}
 
 

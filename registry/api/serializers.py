@@ -27,6 +27,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -34,6 +35,7 @@ from registry.models import (
     Transplant,
     Treatment,
 )
+from registry.models.labs import LAB_FIELDS
 from registry.permissions import Action, can
 from registry.selectors import SITE_PATH, records_visible_to, site_id_of
 
@@ -219,6 +221,63 @@ class DeathSerializer(ClinicalSerializer):
                 {"fatal_icans_episode": [_("Name one fatal episode, CRS or ICANS.")]}
             )
         return attrs
+
+
+class LabValueSerializer(serializers.ModelSerializer):
+    """One day's laboratory values of a treatment, as read."""
+
+    class Meta:
+        model = LabValue
+        fields = [*READ_ONLY, "treatment", "date", *LAB_FIELDS]
+        read_only_fields = fields
+
+
+def _lab_number(integer: bool) -> serializers.Field:
+    # The shape only: each column's range and decimals are registry.services' rules.
+    if integer:
+        return serializers.IntegerField(required=False, allow_null=True)
+    return serializers.DecimalField(
+        max_digits=None, decimal_places=None, required=False, allow_null=True
+    )
+
+
+class LabRowSerializer(serializers.Serializer):
+    """A row of the grid: a new one (no id), or a change to a saved one (its id and version)."""
+
+    id = serializers.IntegerField(
+        required=False, min_value=1, help_text=_("A saved row's id; none for a new row.")
+    )
+    version = serializers.IntegerField(
+        required=False, min_value=1, help_text=_("The version of the saved row you read.")
+    )
+    date = serializers.DateField(required=False)
+    anc_per_ul = _lab_number(True)
+    platelets_10e9_l = _lab_number(True)
+    haemoglobin_g_dl = _lab_number(False)
+    crp_mg_l = _lab_number(False)
+    ferritin_ng_ml = _lab_number(True)
+    igg_g_l = _lab_number(False)
+    cd19_b_cells_per_ul = _lab_number(False)
+
+
+class LabSeriesSerializer(serializers.Serializer):
+    """Rows of one treatment's laboratory values, written together or not at all."""
+
+    treatment = serializers.PrimaryKeyRelatedField(queryset=Treatment.objects.all())
+    rows = LabRowSerializer(many=True, allow_empty=False, max_length=1000)
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        help_text=_("Why saved rows are changed (required then; kept in the audit trail)."),
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None:
+            fields["treatment"].queryset = records_visible_to(Treatment, user=request.user)
+        return fields
 
 
 class AnalyticsSnapshotSerializer(serializers.Serializer):

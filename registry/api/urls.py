@@ -27,6 +27,7 @@ router.register("transplants", views.TransplantViewSet, basename="transplant")
 router.register("contacts", views.ContactViewSet, basename="contact")
 router.register("relapses", views.RelapseViewSet, basename="relapse")
 router.register("deaths", views.DeathViewSet, basename="death")
+router.register("labs", views.LabValueViewSet, basename="lab")
 router.register("reports", views.ReportViewSet, basename="report")
 
 # The API docs pages style themselves with inline styles (Swagger UI and ReDoc inject them as

@@ -40,6 +40,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -47,7 +48,7 @@ from registry.models import (
     Treatment,
 )
 from registry.models import choices as labels
-from registry.permissions import Action, can
+from registry.permissions import Action, can, user_site_ids
 from registry.selectors import SITE_PATH, records_visible_to
 
 MAX_ID = 2**63 - 1  # BigAutoField
@@ -243,6 +244,94 @@ class DeathViewSet(_viewset(Death, api.DeathSerializer, name="deaths", date_fiel
         for name in ("fatal_crs_episode", "fatal_icans_episode"):
             serializer.validated_data.pop(name, None)
         super().perform_update(serializer)
+
+
+class LabValueFilter(django_filters.FilterSet):
+    treatment = django_filters.NumberFilter(
+        field_name="treatment_id", min_value=1, max_value=MAX_ID, label=_("Parent record id")
+    )
+    site = django_filters.CharFilter(
+        field_name="treatment__patient__site__code", label=_("Site code")
+    )
+    date_from = django_filters.DateFilter(
+        field_name="date", lookup_expr="gte", label=_("From this date")
+    )
+    date_to = django_filters.DateFilter(
+        field_name="date", lookup_expr="lte", label=_("Up to this date")
+    )
+    updated_since = django_filters.IsoDateTimeFilter(
+        field_name="updated_at", lookup_expr="gte", label=_("Changed at or after")
+    )
+
+    class Meta:
+        model = LabValue
+        fields: list[str] = []
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List laboratory values at your sites",
+        description="Paginated; filter by treatment; date_from / date_to filter on date.",
+    ),
+    retrieve=extend_schema(summary="One day's laboratory values"),
+    create=extend_schema(
+        summary="Save rows of one treatment's laboratory values together",
+        description=(
+            "New rows (no id) and changes to saved rows (id, version; a reason) of one "
+            "treatment, all saved or none: a refusal answers 400 with `rows`, one object per "
+            "row sent, holding that row's messages by column. The treatment's ICAHT grades are "
+            "derived again in the same write."
+        ),
+        request=api.LabSeriesSerializer,
+        responses={201: api.LabValueSerializer(many=True)},
+    ),
+)
+class LabValueViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The laboratory values at your sites; written a treatment's rows at a time."""
+
+    permission_classes = [ClinicalDataPermission]
+    serializer_class = api.LabValueSerializer
+    filterset_class = LabValueFilter
+
+    def get_queryset(self) -> QuerySet:
+        # registry.selectors.SITE_PATH does not list lab values yet: scoped by the same path
+        queryset = LabValue.objects.order_by("pk")
+        sites = user_site_ids(self.request.user)
+        if sites is None:
+            return queryset
+        return queryset.filter(treatment__patient__site__in=sites)
+
+    def get_serializer_class(self):
+        return api.LabSeriesSerializer if self.action == "create" else api.LabValueSerializer
+
+    def create(self, request, *args, **kwargs) -> Response:
+        series = self.get_serializer(data=request.data)
+        series.is_valid(raise_exception=True)
+        data = series.validated_data
+        with service_errors():
+            try:
+                written = services.lab_series_save(
+                    treatment=data["treatment"],
+                    rows=data["rows"],
+                    user=request.user,
+                    reason=data.get("reason", ""),
+                )
+            except services.LabSeriesRefused as refused:
+                rows = [
+                    {
+                        api_settings.NON_FIELD_ERRORS_KEY if column == "__all__" else column: msgs
+                        for column, msgs in refused.rows.get(index, {}).items()
+                    }
+                    for index in range(len(data["rows"]))
+                ]
+                raise exceptions.ValidationError({"rows": rows}) from refused
+        return Response(
+            api.LabValueSerializer(written, many=True).data, status=status.HTTP_201_CREATED
+        )
 
 
 class AnalyticsLatestView(generics.GenericAPIView):

@@ -43,3 +43,27 @@ def in_range(value: float, rng: Range) -> bool:
     """Whether `value` is a finite number within the range (ends included)."""
     number = float(value)
     return math.isfinite(number) and rng.low <= number <= rng.high
+
+
+# Laboratory values (DOMAIN.md "Hematotoxicity and late effects"): physiological ranges, so that
+# a value typed in another unit (haemoglobin in g/L, platelets per uL) is refused.
+RANGES |= {
+    ("LabValue", "anc_per_ul"): Range(0, 100_000, "cells/µL", "DOMAIN.md: ANC 0-100,000/uL"),
+    ("LabValue", "platelets_10e9_l"): Range(
+        0, 2000, "×10⁹/L", "DOMAIN.md: platelets 0-2,000 x 10^9/L"
+    ),
+    ("LabValue", "haemoglobin_g_dl"): Range(
+        2, 25, "g/dL", "below 2 g/dL is not compatible with life; 95 is a value in g/L"
+    ),
+    ("LabValue", "crp_mg_l"): Range(0, 1000, "mg/L", "CRP in CRS and sepsis stays below 700 mg/L"),
+    ("LabValue", "ferritin_ng_ml"): Range(
+        0,
+        500_000,
+        "ng/mL",
+        "IEC-HS and HLH reach tens, rarely hundreds, of thousands of ng/mL",
+    ),
+    ("LabValue", "igg_g_l"): Range(0, 50, "g/L", "IgG in g/L; myeloma aside, below 50"),
+    ("LabValue", "cd19_b_cells_per_ul"): Range(
+        0, 5000, "cells/µL", "CD19+ B cells in blood: 0 in B-cell aplasia, about 100-500 normally"
+    ),
+}

@@ -1,4 +1,5 @@
 from .exchange import ExportLog, ImportRun
+from .labs import LabValue
 from .outcomes import FollowUpContact, Relapse, ResponseAssessment, Transplant
 from .patients import Death, Patient, Treatment
 from .people import Site, User, WorklistChange
@@ -15,6 +16,7 @@ __all__ = [
     "FollowUpContact",
     "IcansEpisode",
     "ImportRun",
+    "LabValue",
     "Patient",
     "QueryKind",
     "Relapse",

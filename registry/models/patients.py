@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from registry.domain.icaht import SEVERE_FROM_GRADE
 from registry.domain.identifiers import identifier_key, written_form
 from registry.domain.vocabulary import PhStatus, YesNoUnknown
+from registry.icaht_reasons import icaht_reason
 
 from . import choices
 from .base import PERCENT, ClinicalRecord
@@ -133,6 +136,28 @@ class Treatment(ClinicalRecord):
         default=YesNoUnknown.UNKNOWN,
     )
 
+    # ICAHT (registry.domain.icaht), derived from the lab series by registry.services whenever
+    # it (or day 0, a relapse, a transplant, the next treatment) changes; never typed. A grade
+    # of None is "not gradable"; the rule key and its numbers make the sentence shown.
+    icaht_early_grade = models.PositiveSmallIntegerField(
+        _("early ICAHT grade (derived)"),
+        null=True,
+        blank=True,
+        editable=False,
+        validators=[MinValueValidator(0), MaxValueValidator(4)],
+    )
+    icaht_early_rule = models.CharField(max_length=32, blank=True, editable=False)
+    icaht_early_params = models.JSONField(default=dict, blank=True, editable=False)
+    icaht_late_grade = models.PositiveSmallIntegerField(
+        _("late ICAHT grade (derived)"),
+        null=True,
+        blank=True,
+        editable=False,
+        validators=[MinValueValidator(0), MaxValueValidator(4)],
+    )
+    icaht_late_rule = models.CharField(max_length=32, blank=True, editable=False)
+    icaht_late_params = models.JSONField(default=dict, blank=True, editable=False)
+
     class Meta:
         ordering = ["patient", "day0"]
         verbose_name = _("index treatment")
@@ -151,6 +176,22 @@ class Treatment(ClinicalRecord):
 
     def __str__(self) -> str:
         return f"{self.patient} {self.get_arm_display()} {self.day0}"
+
+    @property
+    def icaht_early_reason(self) -> str:
+        """What gave the early ICAHT grade, or why there is none, in the reader's language."""
+        return icaht_reason(self.icaht_early_rule, self.icaht_early_params)
+
+    @property
+    def icaht_late_reason(self) -> str:
+        """What gave the late ICAHT grade, or why there is none, in the reader's language."""
+        return icaht_reason(self.icaht_late_rule, self.icaht_late_params)
+
+    @property
+    def severe_icaht(self) -> bool:
+        """Early or late ICAHT of grade 3 or more (Rejeski 2023)."""
+        grades = (self.icaht_early_grade, self.icaht_late_grade)
+        return any(grade is not None and grade >= SEVERE_FROM_GRADE for grade in grades)
 
 
 class Death(ClinicalRecord):

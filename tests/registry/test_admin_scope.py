@@ -23,7 +23,7 @@ from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
 from analytics.models import Snapshot
-from registry import demo, quality
+from registry import demo, quality, services
 from registry.admin_scope import SiteScopedAdmin
 from registry.domain.vocabulary import Role
 from registry.models import (
@@ -31,6 +31,7 @@ from registry.models import (
     Death,
     ExportLog,
     ImportRun,
+    LabValue,
     Patient,
     QueryKind,
     Site,
@@ -93,6 +94,11 @@ def world(django_db_setup, django_db_blocker) -> Iterator[World]:
             assert row is not None, f"the seeded data has no {model.__name__}: seed more"
             owned[_label(model)] = row
         patient = owned["registry.patient"]
+        treatment = owned["registry.treatment"]
+        # not in SITE_PATH yet (registry.selectors is another helper's): scoped by its admin
+        owned["registry.labvalue"] = services.record_create(
+            LabValue, user=administrator, treatment=treatment, date=treatment.day0, anc_per_ul=800
+        )
         query = DataQualityQuery.objects.create(
             patient=patient,
             kind=QueryKind.FOLLOW_UP_OVERDUE,
@@ -120,7 +126,7 @@ def world(django_db_setup, django_db_blocker) -> Iterator[World]:
         for label, row in owned.items():
             if isinstance(row, Patient | Treatment | Death | DataQualityQuery):
                 secrets[label] = {(row if isinstance(row, Patient) else row.patient).study_id}
-            elif label in {_label(model) for model in SITE_PATH}:
+            elif label in {_label(model) for model in SITE_PATH} or isinstance(row, LabValue):
                 secrets[label] = {row.treatment.patient.study_id}
             else:
                 secrets[label] = {SECRET_FILE, "AHP-SECRET-SNAPSHOT"}
