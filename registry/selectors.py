@@ -40,6 +40,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -62,6 +63,7 @@ SITE_PATH: dict[type[Model], str] = {
     Transplant: "treatment__patient__site",
     FollowUpContact: "treatment__patient__site",
     Relapse: "treatment__patient__site",
+    LabValue: "treatment__patient__site",
 }
 
 
