@@ -30,6 +30,37 @@ def tables_locked(models_: Iterable[type[models.Model]]) -> None:
         cursor.execute(f"LOCK TABLE {tables} IN SHARE ROW EXCLUSIVE MODE")
 
 
+def foreign_keys_dropped(models_: Iterable[type[models.Model]]) -> list[tuple[str, str, str]]:
+    """Drop the foreign keys of these tables for a bulk load, inside its transaction; returns
+    them as (table, name, definition) for `foreign_keys_added` once the rows are in.
+
+    Each key is then checked by one query over the whole table instead of once per row, the
+    checks of a million rows queued until the commit (PostgreSQL's advice for bulk loads,
+    "Populating a Database"). Until the transaction ends nobody else reads these tables."""
+    tables = [model._meta.db_table for model in models_]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s) "
+            "ORDER BY 1, 2",
+            [tables],
+        )
+        keys = cursor.fetchall()
+        for table, name, _definition in keys:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {connection.ops.quote_name(name)}")
+    return keys
+
+
+def foreign_keys_added(keys: list[tuple[str, str, str]]) -> None:
+    """Add again the keys `foreign_keys_dropped` dropped, as they were; each checks every row
+    (the transaction fails if a row refers to nothing)."""
+    with connection.cursor() as cursor:
+        for table, name, definition in keys:
+            cursor.execute(
+                f"ALTER TABLE {table} ADD CONSTRAINT {connection.ops.quote_name(name)} {definition}"
+            )
+
+
 def _keys_taken(model: type[models.Model], count: int) -> int:
     """The first of `count` consecutive primary keys taken from the model's sequence."""
     with connection.cursor() as cursor:

@@ -1004,8 +1004,10 @@ def seed_scaled(
         sites = {code: ensure_site(code, name) for code, name in SCALE_SITES}
         user = seed_user()
         users = ensure_demo_users(sites)
+        foreign_keys = []
         if copy:
             bulk.tables_locked(CLINICAL_MODELS)
+            foreign_keys = bulk.foreign_keys_dropped(CLINICAL_MODELS)
         pending: list[tuple[Site, PatientPlan]] = []
         checked: list[str] = []  # the study IDs of the blocks checked
         for number, (code, plans) in enumerate(scaled_plans(n, seed=seed)):
@@ -1021,6 +1023,7 @@ def seed_scaled(
                 pending = []
         if pending:
             _load(pending, user=user, batch_size=batch_size, copy=copy)
+        bulk.foreign_keys_added(foreign_keys)
         check_saved(Patient.objects.filter(site__in=sites.values(), study_id__in=checked))
         services.site_data_changed(site.pk for site in sites.values())
     return Seeded(counts, used, users)
