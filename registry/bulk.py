@@ -61,6 +61,14 @@ def foreign_keys_added(keys: list[tuple[str, str, str]]) -> None:
             )
 
 
+def tables_analyzed(models_: Iterable[type[models.Model]]) -> None:
+    """Give the planner the tables' new statistics: loaded from empty, it would otherwise go on
+    planning a scan of the whole table for a look-up by index (autovacuum comes later)."""
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {', '.join(quote(model._meta.db_table) for model in models_)}")
+
+
 def _keys_taken(model: type[models.Model], count: int) -> int:
     """The first of `count` consecutive primary keys taken from the model's sequence."""
     with connection.cursor() as cursor:

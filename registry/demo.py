@@ -4,8 +4,8 @@ Two steps. First a *plan*: every record of every patient as plain field values (
 drawn from one `random.Random(seed)` and nothing else, so the same seed gives the same data on
 any day. Then a *load*: `seed_calibrated` writes the 21 + 80 patients of the study through
 registry.services, exactly as a nurse's forms would (validated, derived, audited, data-quality
-queries refreshed); `seed_scaled` writes N patients of the same shape with bulk inserts, for
-scale tests.
+queries refreshed); `seed_scaled` writes N patients of the same shape in bulk (COPY on
+PostgreSQL, registry.bulk), for scale tests, and checks a sample of them as the services would.
 
 How the plan meets the study's numbers. Nothing that STUDY.md publishes is left to chance:
 - Counts (CRS, burden, relapse status, response) are tables below, exact by construction;
@@ -1023,7 +1023,9 @@ def seed_scaled(
                 pending = []
         if pending:
             _load(pending, user=user, batch_size=batch_size, copy=copy)
-        bulk.foreign_keys_added(foreign_keys)
+        if copy:
+            bulk.foreign_keys_added(foreign_keys)
+            bulk.tables_analyzed(CLINICAL_MODELS)
         check_saved(Patient.objects.filter(site__in=sites.values(), study_id__in=checked))
         services.site_data_changed(site.pk for site in sites.values())
     return Seeded(counts, used, users)

@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
-from registry import demo, services
+from registry import bulk, demo, services
 from registry.models import Death, FollowUpContact, Patient, Site, Treatment
 from tests.registry.test_seed_demo import CLINICAL_MODELS, clinical_rows
 
@@ -107,3 +108,32 @@ def test_sites_get_a_new_data_version_after_the_seed():
     demo.seed_scaled(101, seed=7)
     site = Site.objects.get(code="AHP")
     assert site.data_version >= 1 and site.worklist_reset_version == site.data_version
+
+
+def foreign_keys() -> list[tuple]:
+    tables = [model._meta.db_table for model in CLINICAL_MODELS]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), condeferred "
+            "FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s) "
+            "ORDER BY 1, 2",
+            [tables],
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_the_foreign_keys_dropped_for_the_copy_are_back_as_they_were():
+    before = foreign_keys()
+    assert len(before) == len(CLINICAL_MODELS)  # each record's parent (site, patient, treatment)
+    demo.seed_scaled(101, seed=7, copy=True)
+    assert foreign_keys() == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_a_copied_row_that_refers_to_nothing_is_refused_when_its_key_comes_back():
+    keys = bulk.foreign_keys_dropped([Treatment])
+    treatment = demo.calibrated_cohort()[0].treatment | {"patient_id": 10**9}
+    bulk.copy_created(Treatment, [treatment], user_id=None, reason="test", when=timezone.now())
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulk.foreign_keys_added(keys)
