@@ -135,12 +135,14 @@ def database(n: int, reseed: bool) -> tuple[str, dict]:
     env = env_for(db)
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
     log(f"{db}: seed_demo --patients {n}")
+    load_before = os.getloadavg()[0]  # the machine is shared: a seed's time depends on it
     run = timed([PY, "manage.py", "seed_demo", "--patients", str(n)], env)
     reported = re.search(r"in ([\d.]+) s\.", run["stdout"])
     seed = {
         "wall_s": run["wall_s"],
         "reported_s": float(reported.group(1)) if reported else None,
         "peak_mb": run["peak_mb"],
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     subprocess.run([*PSQL, "-d", db, "-c", "VACUUM ANALYZE"], check=True)
     seed_file.write_text(json.dumps(seed))

@@ -29,3 +29,28 @@ def created_rows(
                 f"WHERE {quote(model._meta.pk.column)} IN ({', '.join(['%s'] * len(batch))})",
                 [when, reason, user_id, *batch],
             )
+
+
+def created_rows_between(
+    model: type[models.Model],
+    first: Any,
+    last: Any,
+    *,
+    user_id: int | None,
+    reason: str,
+    when: datetime,
+) -> None:
+    """The '+' (created) history rows of the saved records whose keys run from first to last
+    (a bulk load that took them in a row, registry.bulk), in one statement."""
+    history = model.history.model
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in history.tracked_fields)
+    pk = quote(model._meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(history._meta.db_table)} ({columns}, history_date, "
+            "history_change_reason, history_type, history_user_id) "
+            f"SELECT {columns}, %s, %s, '+', %s FROM {quote(model._meta.db_table)} "
+            f"WHERE {pk} BETWEEN %s AND %s ORDER BY {pk}",
+            [when, reason, user_id, first, last],
+        )

@@ -4,8 +4,8 @@ Two steps. First a *plan*: every record of every patient as plain field values (
 drawn from one `random.Random(seed)` and nothing else, so the same seed gives the same data on
 any day. Then a *load*: `seed_calibrated` writes the 21 + 80 patients of the study through
 registry.services, exactly as a nurse's forms would (validated, derived, audited, data-quality
-queries refreshed); `seed_scaled` writes N patients of the same shape with bulk inserts, for
-scale tests.
+queries refreshed); `seed_scaled` writes N patients of the same shape in bulk (COPY on
+PostgreSQL, registry.bulk), for scale tests, and checks a sample of them as the services would.
 
 How the plan meets the study's numbers. Nothing that STUDY.md publishes is left to chance:
 - Counts (CRS, burden, relapse status, response) are tables below, exact by construction;
@@ -30,20 +30,23 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.password_validation import validate_password
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
 from simple_history.utils import bulk_create_with_history
 
-from registry import services
+from registry import bulk, services
 from registry.domain.crs import CrsFindings, crs_grade
 from registry.domain.followup import all_visits
 from registry.domain.icans import IcansFindings, icans_grade
+from registry.domain.identifiers import identifier_key
 from registry.domain.vocabulary import (
     Arm,
     Cd19Status,
@@ -79,6 +82,7 @@ from registry.models import (
     Treatment,
     User,
 )
+from registry.validation import patient_errors
 
 CUTOFF = date(2024, 10, 31)  # the study's data cut-off: no date in the cohort is later
 REASON = "synthetic demo cohort"
@@ -403,10 +407,11 @@ def _assign_courses(rng: random.Random, arm: Arm, slots: list[_Slot]) -> None:
     courses.sort(key=lambda course: not course.needs_morphologic)  # stable: those first
     free = list(slots)
     for course in courses:
-        fits = [s for s in free if not course.needs_morphologic or s.cell.burden == MORPHOLOGIC]
+        morphologic_only = course.needs_morphologic
+        fits = [s for s in free if not morphologic_only or s.cell.burden == MORPHOLOGIC]
         slot = rng.choice(fits)
         slot.course = course
-        free.remove(slot)
+        free = [s for s in free if s is not slot]
 
 
 def _assign_day0s(rng: random.Random, arm: Arm, slots: list[_Slot]) -> None:
@@ -416,7 +421,8 @@ def _assign_day0s(rng: random.Random, arm: Arm, slots: list[_Slot]) -> None:
     day0s = _spread(rng, *DAY0_WINDOWS[arm], len(regular))
     regular.sort(key=lambda slot: -slot.course.min_followup_days)
     for slot in regular:
-        fits = [d for d in day0s if (CUTOFF - d).days >= slot.course.min_followup_days]
+        latest = CUTOFF - timedelta(days=slot.course.min_followup_days)
+        fits = [d for d in day0s if d <= latest]
         if not fits:
             raise RuntimeError(f"no day 0 leaves {slot.course} enough follow-up")
         slot.day0 = rng.choice(fits)
@@ -952,40 +958,104 @@ def scaled_plans(n: int, *, seed: int = DEFAULT_SEED) -> Iterator[tuple[str, lis
         yield code, plans
 
 
-def seed_scaled(
-    n: int, *, seed: int = DEFAULT_SEED, batch_size: int = 2000, chunk_blocks: int = 20
-) -> Seeded:
-    """N synthetic patients with bulk inserts, history rows included, all or nothing.
+CHECKED_EVERY_BLOCKS = 1000  # 0.1% of a large seed; the first 101 patients of any
+COPY_CHUNK_BLOCKS = 100  # 10,100 patients, about 115,000 records, in memory at a time
+INSERT_CHUNK_BLOCKS = 20
+CHILD_MODELS: list[type] = [  # child_records' order
+    CrsEpisode,
+    IcansEpisode,
+    ResponseAssessment,
+    Transplant,
+    Relapse,
+    FollowUpContact,
+]
+CLINICAL_MODELS: list[type] = [Patient, Treatment, *CHILD_MODELS, Death]
 
-    Fast because it skips what a person's write costs: registry.services' per-record checks
+
+def seed_scaled(
+    n: int,
+    *,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 2000,
+    chunk_blocks: int | None = None,
+    checked_every: int = CHECKED_EVERY_BLOCKS,
+    copy: bool | None = None,
+) -> Seeded:
+    """N synthetic patients written in bulk, history rows included, all or nothing.
+
+    Fast because it skips what a person's write costs: registry.services' queries per record
     and the data-quality refresh (the nightly quality.refresh_all opens those queries later).
     The plans are drawn exactly as those of the calibrated cohort, which the tests write
-    through full validation, and the derived values (ASTCT grades, MRD status) come from the
-    same pure functions (services.derive).
+    through full validation; the derived values (ASTCT grades, MRD status) come from the same
+    pure functions (services.derive); and one block in `checked_every` (the first included) is
+    checked once saved, every record through services.full_validate and every patient through
+    the rules across their records, as a person's write is: one broken rule rolls it all back.
+
+    On PostgreSQL the rows are streamed with COPY (registry.bulk), `chunk_blocks` blocks at a
+    time (memory stays bounded whatever N); elsewhere (the SQLite demo), or with copy=False,
+    inserted with bulk_create.
     """
+    if copy is None:
+        copy = connection.vendor == "postgresql"
+    chunk_blocks = chunk_blocks or (COPY_CHUNK_BLOCKS if copy else INSERT_CHUNK_BLOCKS)
     counts = {Arm.BLINATUMOMAB.value: 0, Arm.CAR_T.value: 0}
     used: list[str] = []
     with transaction.atomic():
         sites = {code: ensure_site(code, name) for code, name in SCALE_SITES}
         user = seed_user()
         users = ensure_demo_users(sites)
+        foreign_keys = []
+        if copy:
+            bulk.tables_locked(CLINICAL_MODELS)
+            foreign_keys = bulk.foreign_keys_dropped(CLINICAL_MODELS)
         pending: list[tuple[Site, PatientPlan]] = []
-        for number, (code, plans) in enumerate(scaled_plans(n, seed=seed), start=1):
+        checked: list[str] = []  # the study IDs of the blocks checked
+        for number, (code, plans) in enumerate(scaled_plans(n, seed=seed)):
             pending += [(sites[code], plan) for plan in plans]
+            if number % checked_every == 0:
+                checked += [plan.study_id for plan in plans]
             if code not in used:
                 used.append(code)
             for plan in plans:
                 counts[plan.arm] += 1
-            if number % chunk_blocks == 0:
-                _bulk_load(pending, user=user, batch_size=batch_size)
+            if (number + 1) % chunk_blocks == 0:
+                _load(pending, user=user, batch_size=batch_size, copy=copy)
                 pending = []
         if pending:
-            _bulk_load(pending, user=user, batch_size=batch_size)
+            _load(pending, user=user, batch_size=batch_size, copy=copy)
+        if copy:
+            bulk.foreign_keys_added(foreign_keys)
+            bulk.tables_analyzed(CLINICAL_MODELS)
+        check_saved(Patient.objects.filter(site__in=sites.values(), study_id__in=checked))
         services.site_data_changed(site.pk for site in sites.values())
     return Seeded(counts, used, users)
 
 
-def _bulk_load(rows: list[tuple[Site, PatientPlan]], *, user: User, batch_size: int) -> None:
+def check_saved(patients: Iterable[Patient]) -> None:
+    """Check these saved patients and all their records as a person's write is checked
+    (services.full_validate against the saved state, then the rules across the patient's
+    records); raise ValidationError naming the first record that breaks a rule."""
+    for patient in patients:
+        records: list = [patient]
+        for treatment in patient.treatments.all():  # each with this patient object
+            records.append(treatment)
+            for model in CHILD_MODELS:
+                for record in model.objects.filter(treatment=treatment):
+                    record.treatment = treatment  # one patient object: its death read once
+                    records.append(record)
+        records += Death.objects.filter(patient=patient)
+        for record in records:
+            try:
+                services.full_validate(record)
+            except ValidationError as error:
+                raise ValidationError(
+                    f"{type(record).__name__} {record.pk} of {patient.study_id}: {error}"
+                ) from error
+        if errors := patient_errors(patient):
+            raise ValidationError(f"{patient.study_id}: {errors}")
+
+
+def _load(rows: list[tuple[Site, PatientPlan]], *, user: User, batch_size: int, copy: bool) -> None:
     by_site: dict[int, list[str]] = {}
     for site, plan in rows:
         by_site.setdefault(site.pk, []).append(plan.study_id)
@@ -996,7 +1066,79 @@ def _bulk_load(rows: list[tuple[Site, PatientPlan]], *, user: User, batch_size: 
                 f"These synthetic patients are already seeded: {existing.study_id} exists at "
                 f"{existing.site.code}. Flush the database (manage.py flush) to seed again."
             )
+    if copy:
+        _copy_load(rows, user=user)
+    else:
+        _bulk_load(rows, user=user, batch_size=batch_size)
 
+
+def _copy_load(rows: list[tuple[Site, PatientPlan]], *, user: User) -> None:
+    """The rows of these plans, streamed by COPY in the order _bulk_load inserts them (the
+    same records, the same keys), with their history rows."""
+    when = timezone.now()
+
+    def copy(model: type, records: list[Fields]) -> int:
+        return bulk.copy_created(model, records, user_id=user.pk, reason=REASON, when=when)
+
+    first_patient = copy(
+        Patient,
+        [
+            # the study ID key that Patient.save() and its manager's bulk_create set
+            plan.patient | {"site_id": site.pk, "study_id_key": identifier_key(plan.study_id)}
+            for site, plan in rows
+        ],
+    )
+    first_treatment = copy(
+        Treatment,
+        [plan.treatment | {"patient_id": first_patient + i} for i, (_, plan) in enumerate(rows)],
+    )
+    children: dict[type, list[Fields]] = {}
+    derived = _Deriver()
+    for i, (_, plan) in enumerate(rows):
+        for model, records in child_records(plan):
+            for fields in records:
+                children.setdefault(model, []).append(
+                    derived(model, fields | {"treatment_id": first_treatment + i})
+                )
+    for model, records in children.items():
+        copy(model, records)
+    copy(
+        Death,
+        [
+            plan.death | {"patient_id": first_patient + i}
+            for i, (_, plan) in enumerate(rows)
+            if plan.death is not None
+        ],
+    )
+
+
+DERIVED_MODELS = (CrsEpisode, IcansEpisode, ResponseAssessment)  # what services.derive fills
+
+
+class _Deriver:
+    """services.derive applied to field values: one model object per model, given each
+    record's values in turn (a new object per record cost more than the rest of its load)."""
+
+    def __init__(self) -> None:
+        self._records: dict[type, tuple[Any, Fields]] = {}
+
+    def __call__(self, model: type, fields: Fields) -> Fields:
+        """The fields with the values services.derive gives the record (grades, MRD status)."""
+        if not issubclass(model, DERIVED_MODELS):
+            return fields
+        if model not in self._records:
+            record = model()
+            self._records[model] = (record, dict(record.__dict__))
+        record, blank = self._records[model]
+        given = blank | fields
+        record.__dict__.update(given)
+        services.derive(record)
+        return fields | {
+            name: value for name, value in record.__dict__.items() if given.get(name) != value
+        }
+
+
+def _bulk_load(rows: list[tuple[Site, PatientPlan]], *, user: User, batch_size: int) -> None:
     def insert(model: type, objects: list) -> None:
         if objects:
             bulk_create_with_history(
