@@ -128,7 +128,10 @@ def database(n: int, reseed: bool) -> tuple[str, dict]:
     seed_file = RESULTS / f"seed-{n}.json"
     exists = sql("postgres", f"SELECT 1 FROM pg_database WHERE datname='{db}'") == "1"
     if exists and not reseed and sql(db, "SELECT count(*) FROM registry_patient") == str(n):
-        log(f"{db}: {n} patients already seeded, reused")
+        log(f"{db}: {n} patients already seeded, reused (migrated to this code's schema)")
+        subprocess.run(
+            [PY, "manage.py", "migrate", "--noinput", "-v0"], env=env_for(db), cwd=ROOT, check=True
+        )
         return db, json.loads(seed_file.read_text()) if seed_file.exists() else {"reused": True}
     subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db], check=True)
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
