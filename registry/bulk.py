@@ -101,11 +101,17 @@ def copy_created(
     for field in fields:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             defaults[field.attname] = when
-        elif not (field.has_default() and callable(field.default)):
+        elif not callable(field.default) or field.default in (dict, list):
+            # A constant, or an empty JSON value: the same for every row (a callable such as
+            # a token maker must be given by the rows).
             defaults[field.attname] = field.get_default()
-    if missing := [f.attname for f in fields if f.attname not in defaults]:
+    given = set(rows[0])
+    if missing := [
+        f.attname for f in fields if f.attname not in defaults and f.attname not in given
+    ]:
         raise ValueError(f"{model.__name__}: no constant default for {missing}")
     attnames = [field.attname for field in fields]
+    json_fields = {f.attname: f for f in fields if isinstance(f, models.JSONField)}
     if unknown := set(rows[0]) - set(attnames):
         raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
     first = _keys_taken(model, len(rows))
@@ -118,6 +124,8 @@ def copy_created(
     ):
         for number, row in enumerate(rows, start=first):
             values = defaults | row
+            for attname, field in json_fields.items():  # JSON as the database takes it
+                values[attname] = field.get_db_prep_value(values[attname], connection)
             copy.write_row((number, *[values[attname] for attname in attnames]))
     audit.created_rows_between(
         model, first, first + len(rows) - 1, user_id=user_id, reason=reason, when=when

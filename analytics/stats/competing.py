@@ -164,6 +164,8 @@ def gray_test(
     levels, group_index = np.unique(frame["group"].to_numpy(), return_inverse=True)
     if levels.size < 2:
         return {"chi2": None, "p": None, "df": None, "reason": "fewer than two groups"}
+    if not (frame["cause"] == of_cause).any():
+        return {"chi2": None, "p": None, "df": levels.size - 1, "reason": "no events of this cause"}
     score, covariance = _gray_score(
         frame["time"].to_numpy(), frame["cause"].to_numpy(), group_index, of_cause, rho
     )
