@@ -101,7 +101,10 @@ def copy_created(
     for field in fields:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             defaults[field.attname] = when
-        elif not callable(field.default) or field.default in (dict, list):
+        elif not (field.has_default() and callable(field.default)) or field.default in (
+            dict,
+            list,
+        ):
             # A constant, or an empty JSON value: the same for every row (a callable such as
             # a token maker must be given by the rows).
             defaults[field.attname] = field.get_default()
