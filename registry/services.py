@@ -114,13 +114,17 @@ def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult
                 treatment=treatment, anc_per_ul__isnull=False
             ).values_list("date", "anc_per_ul")
         ]
+        # No ORDER BY in the parts (the models' default orderings): SQLite refuses one in a
+        # compound statement.
         ends = (
             Relapse.objects.filter(treatment=treatment)
+            .order_by()
             .values_list("date")
             .union(
-                Transplant.objects.filter(treatment=treatment).values_list("date"),
+                Transplant.objects.filter(treatment=treatment).order_by().values_list("date"),
                 Treatment.objects.filter(patient_id=treatment.patient_id, day0__gt=day0)
                 .exclude(pk=treatment.pk)
+                .order_by()
                 .values_list("day0"),
                 all=True,
             )
