@@ -94,13 +94,15 @@ for page in ("floor", "patient_list", "patient_page", "worklist", "crs_save"):
              ("load", f"{page}@{clients}", "rps_per_server_core"), "req/s", None)
         )  # fmt: skip
 # "A save, then the worklist" (issue #12): the worklist right after a save at the nurse's site,
-# recomputed (the save gave the site a new data token), alone and with 8 clients each saving.
+# recomputed (the save gave the site a new data token), alone (issue #12's 300 ms) and with 8
+# clients each saving (where it queues behind the others' saves on the server's core: judged
+# by its ratio to the floor).
 for clients in (1, 8):
     for key, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
         FIGURES.append(
             (f"worklist after a save {label} @{clients}",
              ("save_worklist", f"save_worklist@{clients}", key), "ms",
-             300 if label == "p95" else None)
+             300 if label == "p95" and clients == 1 else None)
         )  # fmt: skip
 FIGURES += [
     ("worklist after a save, one process: wall p95",
