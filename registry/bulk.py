@@ -46,8 +46,12 @@ def foreign_keys_dropped(models_: Iterable[type[models.Model]]) -> list[tuple[st
             [tables],
         )
         keys = cursor.fetchall()
+        # The checks this transaction's earlier writes left for its commit (Django's foreign
+        # keys are deferred) are run now: PostgreSQL alters no table with such checks pending.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table, name, _definition in keys:
             cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {connection.ops.quote_name(name)}")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # Django's foreign keys' mode again
     return keys
 
 
