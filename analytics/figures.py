@@ -57,6 +57,20 @@ class Curve:
     censoring_ticks: bool = True
 
 
+def _svg(figure: Figure) -> str:
+    """The figure as SVG text, dated nowhere (the same input gives the same bytes)."""
+    buffer = io.StringIO()
+    with warnings.catch_warnings():
+        # Text stays text: the viewer's fonts draw it, so a CJK glyph missing from the fonts
+        # matplotlib measures with only shifts the layout by a little.
+        warnings.filterwarnings(
+            "ignore", message="Glyph .* missing from font", category=UserWarning
+        )
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
 def km_svg(
     curves: Sequence[Curve],
     *,
@@ -84,16 +98,7 @@ def km_svg(
             plot.legend(loc="lower left", frameon=False)
         draw_at_risk(table, curves, months, at_risk_label)
         table.set_xlabel(x_label)
-        buffer = io.StringIO()
-        with warnings.catch_warnings():
-            # Text stays text: the viewer's fonts draw it, so a CJK glyph missing from the
-            # fonts matplotlib measures with only shifts the layout by a little.
-            warnings.filterwarnings(
-                "ignore", message="Glyph .* missing from font", category=UserWarning
-            )
-            figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
+        return _svg(figure)
 
 
 def draw_curve(plot: Any, curve: Curve, horizon: float) -> None:
@@ -246,30 +251,12 @@ def grade_distribution_svg(
         plot.set_xticks(range(len(grades)), grades)
         plot.set(title=title, xlabel=x_label, ylabel=y_label)
         plot.legend(frameon=False, fontsize=8)
-        buffer = io.StringIO()
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="Glyph .* missing from font", category=UserWarning
-            )
-            figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
+        return _svg(figure)
 
 
 # --- the catalogue: each figure's name, drawn in the active language --------------------------
 
 Draw = Callable[[Mapping[str, Any]], str]
-
-
-def _svg(figure: Figure) -> str:
-    buffer = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="Glyph .* missing from font", category=UserWarning
-        )
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
 
 
 def _step_at(curve: Sequence[Mapping[str, Any]], times: Sequence[float]) -> list[float]:
