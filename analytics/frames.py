@@ -15,8 +15,9 @@ Which records count where:
   censored at the last contact or response assessment. OS: event at death; otherwise censored
   at the last contact. With no contact at all, follow-up ends on day 0.
 - Grade used: the derived ASTCT 2019 grade where it exists, else the recorded grade; a
-  treatment's grade is its worst episode's (the first read of equally bad ones); a status of
-  `no` is grade 0.
+  treatment's grade is its worst episode's (the first entered of equally bad ones); a status
+  of `no` is grade 0. Ties are broken by entry order (the key), never by the order a query
+  returns rows in: PostgreSQL returns an updated row from wherever its new version landed.
 
 The columns keep the types pandas gives a column of Python values: a number column with some
 values missing is float with NaN, with all of them missing it is object with None (see
@@ -152,9 +153,9 @@ TREATMENT_FIELDS = {
     "crs_status": "crs_status",
     "icans_status": "icans_status",
 }
-EPISODE_FIELDS = ("treatment_id", "derived_grade", "recorded_grade")
+EPISODE_FIELDS = ("id", "treatment_id", "derived_grade", "recorded_grade")
 RESPONSE_FIELDS = ("treatment_id", "date", "response", "mrd_status")
-TRANSPLANT_FIELDS = ("treatment_id", "date", "type")
+TRANSPLANT_FIELDS = ("id", "treatment_id", "date", "type")
 
 
 def analysis_frames(*, site_ids: Collection[int] | None = None) -> AnalysisFrames:
@@ -224,16 +225,16 @@ def _read(queryset: QuerySet, fields: dict[str, str] | tuple[str, ...]) -> pd.Da
 def first_treatments(treatments: pd.DataFrame) -> pd.DataFrame:
     """The analysis set: each patient's first index treatment by day 0 (then by entry order).
 
-    Sorted by site and day 0; patients of the same site and day 0 stay in the order the query
-    first returned them. Adds `day`, day 0 as a day number.
+    Sorted by site, day 0, then the patient's key (entry order), so the same data gives the same
+    rows in the same order whatever order the query returned them in. Adds `day`, day 0 as a
+    day number.
     """
     day = _days(treatments["day0"])
     patient = treatments["patient_id"].to_numpy()
     earliest = np.lexsort((treatments["treatment_id"].to_numpy(), day))
     first = earliest[np.unique(patient[earliest], return_index=True)[1]]
-    appearance = pd.factorize(patient)[0]  # codes in the order the patients were first read
     site = pd.factorize(treatments["site_code"], sort=True)[0]
-    order = first[np.lexsort((appearance[first], day[first], site[first]))]
+    order = first[np.lexsort((patient[first], day[first], site[first]))]
     return treatments.take(order).assign(day=day[order]).reset_index(drop=True)
 
 
@@ -386,6 +387,7 @@ class AnalysisSet:
                     pd.to_numeric(episodes["recorded_grade"]),
                 ).astype(float),
                 "source": np.where(derived, "derived", "recorded").astype(object),
+                "id": episodes["id"].to_numpy(),
             }
         )
         graded = graded[(graded["row"] != NO_ROW) & graded["grade"].notna()]
@@ -493,8 +495,8 @@ class AnalysisSet:
 
 
 def _first_per_row(records: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Each row's record with the lowest `by`; of equal ones, the first read."""
-    order = np.lexsort((np.arange(len(records)), records[by].to_numpy(), records["row"]))
+    """Each row's record with the lowest `by`; of equal ones, the first entered (lowest id)."""
+    order = np.lexsort((records["id"].to_numpy(), records[by].to_numpy(), records["row"]))
     ordered = records.iloc[order]
     return ordered[~ordered["row"].duplicated()]
 

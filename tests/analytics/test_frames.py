@@ -153,6 +153,40 @@ def test_the_grade_used_is_the_derived_astct_grade_else_the_recorded_one(
     assert frame.loc[recorded_only.pk, "crs_grade_source"] == "recorded"
 
 
+def test_of_equally_bad_episodes_and_same_day_transplants_the_first_entered_counts(
+    record, treatment
+):
+    """Entry order decides a tie, not the order PostgreSQL returns rows in: an edited row's
+    new version is stored after the rows entered since, and a plain read returns it last."""
+    entered_first = record(
+        CrsEpisode, treatment, onset=on(2), grading_system="lee2014", recorded_grade=3
+    )
+    record(
+        CrsEpisode,
+        treatment,
+        onset=on(3),
+        max_temperature_c=39.0,
+        hypotension=True,
+        vasopressors=1,
+        oxygen="none",
+    )
+    haplo = record(Transplant, treatment, date=on(60), type="haplo")
+    record(Transplant, treatment, date=on(60), type="ucbt")
+    CrsEpisode.objects.filter(pk=entered_first.pk).update(recorded_grade=3)  # a new row version
+    Transplant.objects.filter(pk=haplo.pk).update(type="haplo")
+    assert list(CrsEpisode.objects.order_by().values_list("pk", flat=True))[-1] == entered_first.pk
+    row = only_row()
+    assert (row["crs_grade"], row["crs_grade_source"]) == (3, "recorded")
+    assert (row["any_hsct_day"], row["any_hsct_type"]) == (60, "haplo")
+
+
+def test_the_rows_of_one_site_and_day0_run_in_entry_order_whatever_the_read_order(nurse, site):
+    patients = [factories.patient(user=nurse, site=site, study_id=f"P{n}") for n in (1, 2)]
+    treatments = [factories.treatment(user=nurse, patient=p, day0=DAY0) for p in patients]
+    Treatment.objects.filter(pk=treatments[0].pk).update(day0=DAY0)  # read last from now on
+    assert list(analysis_frames().treatments["patient_id"]) == [p.pk for p in patients]
+
+
 def test_the_worst_episode_gives_the_treatments_grade(record, treatment):
     record(CrsEpisode, treatment, onset=on(1), grading_system="lee2014", recorded_grade=1)
     record(CrsEpisode, treatment, onset=on(9), grading_system="lee2014", recorded_grade=3)
