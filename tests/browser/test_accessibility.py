@@ -13,10 +13,10 @@ from playwright.sync_api import expect
 from registry.clock import today
 from registry.domain.vocabulary import Role
 from tests import factories
+from tests.browser import walk
 from tests.browser.axe import assert_no_serious_violations
 
 pytestmark = pytest.mark.django_db(transaction=True)
-PASSWORD = "correct-horse-battery"
 
 FOCUSED = "() => document.activeElement && document.activeElement.id"
 # The ids that the focused field's aria-describedby names, and whether each exists.
@@ -43,10 +43,7 @@ def ward(db):
 
 def sign_in(page, live_server, username: str) -> None:
     page.set_default_timeout(30_000)  # a loaded CI machine
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    walk.sign_in(page, live_server.url, username)
     expect(page.get_by_test_id("who")).to_be_visible()
 
 

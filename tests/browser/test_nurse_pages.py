@@ -14,9 +14,9 @@ from registry.clock import today
 from registry.domain.vocabulary import Role
 from registry.models import CrsEpisode, FollowUpContact
 from tests import factories
+from tests.browser import walk
 
 pytestmark = pytest.mark.django_db(transaction=True)
-PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture
@@ -56,10 +56,7 @@ def ward(db):
 
 
 def sign_in(page, live_server, username="nurse"):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    walk.sign_in(page, live_server.url, username)
 
 
 def test_a_nurse_signs_in_finds_a_patient_and_records_a_grade_3_crs_episode(
@@ -128,7 +125,7 @@ def test_switching_to_chinese_translates_the_page_and_is_remembered(
         patients_zh = translation.gettext("Patients")
     assert worklist_zh != "Worklist", "the zh-hans catalogue must be compiled"
     sign_in(page, live_server)
-    page.get_by_test_id("language").select_option("zh-hans")
+    walk.switch_language(page, "zh-hans")
     expect(page.get_by_role("heading", level=1)).to_have_text(worklist_zh)
     expect(page.get_by_role("link", name=patients_zh)).to_be_visible()
     screenshot("worklist-zh-hans")

@@ -52,10 +52,15 @@ def sign_in(page: Page, base_url: str, username: str) -> None:
     page.locator("input[name=password]").fill(PASSWORD)
     page.locator("form button[type=submit], form input[type=submit]").first.click()
     expect(page).not_to_have_url(re.compile(r"/accounts/login/"))
+    # The URL changes before the page has loaded: its deferred scripts (the language menu's
+    # submit-on-change among them) are not running yet.
+    page.wait_for_load_state("load")
 
 
 def switch_language(page: Page, language: str) -> None:
-    """The header's language menu, as a user switches it."""
+    """The header's language menu, as a user switches it, once the page's scripts run (a
+    choice made before that submits nothing, and the test would fail for the wrong reason)."""
+    page.wait_for_load_state("load")
     page.get_by_test_id("language").select_option(language)
     expect(page.locator("html")).to_have_attribute("lang", language)
 
@@ -161,3 +166,6 @@ def visit(page: Page, url: str) -> None:
     response = page.goto(url)
     assert response is not None and response.ok, f"{url} answered {response and response.status}"
     expect(page).not_to_have_url(re.compile(r"/accounts/login/"))
+    # The URL changes before the page has loaded: its deferred scripts (the language menu's
+    # submit-on-change among them) are not running yet.
+    page.wait_for_load_state("load")
