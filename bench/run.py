@@ -368,10 +368,37 @@ def postgres_on(cpus: str | None):
 
 
 @contextlib.contextmanager
+def celery_worker(env: dict[str, str], cpus: str | None):
+    """A Celery worker with docker/worker.sh's command line on the bench's own Redis database
+    (emptied first), on the server's cores: a save's outbox task (the patient's data-quality
+    refresh) runs there, after the response, as in production, not inside the request."""
+    subprocess.run(["redis-cli", "-u", env["CELERY_BROKER_URL"], "FLUSHDB"], check=True)
+    worker_ = subprocess.Popen(
+        [
+            *(["taskset", "-c", cpus] if cpus else []),
+            *(str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "--loglevel", "WARNING"),
+            *("--concurrency", "1", "--without-gossip", "--without-mingle"),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(WORK / "celery.log", "w"),  # noqa: SIM115 (open as long as it runs)
+    )
+    try:
+        yield
+    finally:
+        worker_.send_signal(signal.SIGTERM)
+        worker_.wait(timeout=120)
+
+
+@contextlib.contextmanager
 def served(db: str):
-    """gunicorn with docker/web.sh's command line and production settings, on loopback, and the
-    load test's setup (sessions of the AHP nurse, patients and CRS episodes to ask for)."""
-    env = env_for(db, production=True)
+    """gunicorn with docker/web.sh's command line and production settings, on loopback, with a
+    Celery worker on Redis (BENCH_BROKER, default Redis database 15), and the load test's setup
+    (sessions of the AHP nurse, patients and CRS episodes to ask for)."""
+    env = env_for(db, production=True) | {
+        "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/15")
+    }
     subprocess.run(
         [PY, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
     )
@@ -415,7 +442,10 @@ def served(db: str):
             ):
                 break
             time.sleep(0.3)
-        with postgres_on(pinned[0] if pinned else None):
+        with (
+            postgres_on(pinned[0] if pinned else None),
+            celery_worker(env, pinned[0] if pinned else None),
+        ):
             yield setup
     finally:
         server.send_signal(signal.SIGTERM)
