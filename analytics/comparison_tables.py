@@ -10,7 +10,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from analytics.report.formatting import DASH, not_estimable, number, p_value, percent
+from analytics.report.formatting import DASH, not_estimable, number, p_value, percent, rate
 from registry.models.choices import ARM, DISEASE_BURDEN, PH_STATUS, SEX
 
 ARMS = ("blinatumomab", "car_t")
@@ -233,13 +233,55 @@ def rmst_table(output: Mapping[str, Any]) -> Table:
     return table
 
 
+def hematotoxicity_table(output: Mapping[str, Any]) -> Table:
+    """SAP 15: early and late ICAHT per arm, derived from the lab series."""
+    table = Table(
+        "hematotoxicity",
+        _("Hematotoxicity (ICAHT, derived from the ANC series)"),
+        [
+            _("ICAHT"),
+            _("Arm"),
+            *(_("Grade %(grade)s") % {"grade": grade} for grade in range(5)),
+            _("Not gradable"),
+            _("Severe (grade ≥ 3), n/N (95% CI)"),
+            _("Fisher p"),
+        ],
+    )
+    names = {"icaht_early": _("Early (days 0-30)"), "icaht_late": _("Late (after day 30)")}
+    for phase, name in names.items():
+        block = output["hematotoxicity"][phase]
+        for index, (arm, label) in enumerate(arm_labels().items()):
+            counts = block["grade_distribution"][arm]
+            table.rows.append(
+                [
+                    name,
+                    label,
+                    *(str(counts[str(grade)]) for grade in range(5)),
+                    str(counts["not_gradable"]),
+                    rate(block["severe"][arm]),
+                    p_value(block["severe"]["p_fisher"]) if index == 0 else "",
+                ]
+            )
+    table.note = _(
+        "EHA/EBMT consensus (Rejeski et al., Blood 2023): early ICAHT from the days with ANC "
+        "at or below 500/µL and 100/µL in days 0-30, late ICAHT from the lowest ANC after day 30 "
+        "confirmed by a second value. Derived by the registry from the laboratory values, never "
+        "typed; a series too sparse to grade is counted as not gradable and left out of the "
+        "severe rate."
+    )
+    return table
+
+
 def comparison_tables(output: Mapping[str, Any]) -> list[Table]:
-    """The tables of SAP sections 12-14, or none for a snapshot computed before them."""
+    """The tables of SAP sections 12-15, or none for a snapshot computed before them."""
     if "competing_risks" not in output:
         return []
-    return [
+    tables = [
         competing_risks_table(output),
         adjusted_table(output, output["survival"]),
         balance_table(output),
         rmst_table(output),
     ]
+    if "hematotoxicity" in output:
+        tables.append(hematotoxicity_table(output))
+    return tables

@@ -16,7 +16,9 @@ Which records count where:
   at the last contact. With no contact at all, follow-up ends on day 0.
 - Grade used: the derived ASTCT 2019 grade where it exists, else the recorded grade; a
   treatment's grade is its worst episode's (the first entered of equally bad ones); a status
-  of `no` is grade 0. Ties are broken by entry order (the key), never by the order a query
+  of `no` is grade 0.
+- ICAHT early and late grades are read as registry.services stored them on the treatment
+  (derived from its lab series; None is "not gradable"). Ties are broken by entry order (the key), never by the order a query
   returns rows in: PostgreSQL returns an updated row from wherever its new version landed.
 
 The columns keep the types pandas gives a column of Python values: a number column with some
@@ -97,6 +99,8 @@ TREATMENT_COLUMNS = [
     "icans_status",
     "icans_grade",
     "icans_grade_source",
+    "icaht_early_grade",
+    "icaht_late_grade",
     "response_evaluable",
     "best_response",
     "cr",
@@ -148,6 +152,8 @@ TREATMENT_FIELDS = {
     "disease_burden": "disease_burden",
     "bm_blast_pct": "bm_blast_pct",
     "extramedullary": "extramedullary",
+    "icaht_early_grade": "icaht_early_grade",
+    "icaht_late_grade": "icaht_late_grade",
     "relapse_status": "relapse_status",
     "prior_hsct": "prior_hsct",
     "crs_status": "crs_status",
@@ -350,6 +356,9 @@ class AnalysisSet:
             "icans_status": _objects(first["icans_status"]),
             "icans_grade": icans_grade,
             "icans_grade_source": icans_source,
+            # Derived and stored on the treatment by registry.services (None: not gradable).
+            "icaht_early_grade": _stored_grade(first["icaht_early_grade"]),
+            "icaht_late_grade": _stored_grade(first["icaht_late_grade"]),
             "response_evaluable": evaluable,
             "best_response": np.array([*RANKED_RESPONSES, None], dtype=object)[best_rank],
             "cr": np.isin(best_rank, COMPLETE_REMISSION_RANKS),
@@ -499,6 +508,14 @@ def _first_per_row(records: pd.DataFrame, by: str) -> pd.DataFrame:
     order = np.lexsort((records["id"].to_numpy(), records[by].to_numpy(), records["row"]))
     ordered = records.iloc[order]
     return ordered[~ordered["row"].duplicated()]
+
+
+def _stored_grade(grades: pd.Series) -> np.ndarray:
+    """A grade column read from the treatments, typed as the computed grade columns are."""
+    present = grades.notna().to_numpy()
+    values = np.zeros(len(grades), dtype=np.int64)
+    values[present] = grades[present].astype(np.int64).to_numpy()
+    return _optional_numbers(values, present=present)
 
 
 def _days(dates: Iterable[date]) -> np.ndarray:

@@ -53,6 +53,7 @@ from analytics.stats.plain import finite_or_none
 from registry.clock import today
 from registry.domain.crs import SEVERE_FROM_GRADE
 from registry.domain.followup import lost_to_follow_up
+from registry.domain.icaht import SEVERE_FROM_GRADE as ICAHT_SEVERE_FROM_GRADE
 from registry.domain.vocabulary import (
     Arm,
     DiseaseBurden,
@@ -70,6 +71,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ARMS: tuple[str, str] = (Arm.BLINATUMOMAB.value, Arm.CAR_T.value)
 GRADES = range(6)
+ICAHT_GRADES = range(5)
 BURDENS = (DiseaseBurden.MRD_ONLY.value, DiseaseBurden.MORPHOLOGIC.value)
 # The watchdog computes again a scope whose latest computation was interrupted, if that
 # happened within this time (older ones: the nightly run did it since) and not this many times
@@ -134,6 +136,7 @@ def sap_output(
     progress("adjusted comparison")
     output["adjusted"] = comparison.adjusted(t)
     output["rmst"] = comparison.restricted_mean(t)
+    output["hematotoxicity"] = hematotoxicity(t)
     progress("completeness")
     output["completeness"] = completeness(t, frames.open_queries, as_of=as_of)
     return output
@@ -212,6 +215,26 @@ def toxicity(t: pd.DataFrame, prefix: str) -> dict[str, Any]:
             grade[graded & (t["arm"] == ARMS[0])], grade[graded & (t["arm"] == ARMS[1])]
         ),
     }
+
+
+def hematotoxicity(t: pd.DataFrame) -> dict[str, Any]:
+    """SAP 15: early and late ICAHT per arm, the grades derived from the lab series (grade 0-4,
+    or not gradable: too sparse a series, or none), and the severe rate (grade >= 3) over the
+    gradable treatments, compared by Fisher's exact test."""
+    block = {}
+    for phase in ("early", "late"):
+        grade = pd.to_numeric(t[f"icaht_{phase}_grade"], errors="coerce")
+        gradable = grade.notna()
+        distribution = {}
+        for arm in ARMS:
+            in_arm = t["arm"] == arm
+            distribution[arm] = {str(g): _count(in_arm & (grade == g)) for g in ICAHT_GRADES}
+            distribution[arm]["not_gradable"] = _count(in_arm & ~gradable)
+        block[f"icaht_{phase}"] = {
+            "grade_distribution": distribution,
+            "severe": compare(t, evaluable=gradable, outcome=grade >= ICAHT_SEVERE_FROM_GRADE),
+        }
+    return block
 
 
 def response(t: pd.DataFrame) -> dict[str, Any]:

@@ -23,6 +23,8 @@ How the plan meets the study's numbers. Nothing that STUDY.md publishes is left 
   less than the others after the transplant date too, so the time-dependent analyses of
   SAP.md section 7 show a benefit (CAR-T hazard ratio about 0.3), not only the naive test
   with its immortal time.
+- Laboratory series (registry.demo_labs) come from each patient's own random stream, so they
+  change nothing above; their ICAHT grades are derived as registry.services derives them.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from simple_history.utils import bulk_create_with_history
 
-from registry import bulk, services
+from registry import bulk, demo_labs, services
+from registry.domain import icaht
 from registry.domain.crs import CrsFindings, crs_grade
 from registry.domain.followup import all_visits
 from registry.domain.icans import IcansFindings, icans_grade
@@ -74,6 +77,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -328,6 +332,7 @@ class PatientPlan:
     transplants: list[Fields] = field(default_factory=list)
     relapses: list[Fields] = field(default_factory=list)
     contacts: list[Fields] = field(default_factory=list)
+    labs: list[Fields] = field(default_factory=list)
     death: Fields | None = None
 
     @property
@@ -557,7 +562,24 @@ def _patient_plan(rng: random.Random, arm: Arm, slot: _Slot, study_id: str) -> P
     )
     if death_day is not None:
         plan.death = {"date": on(death_day), "cause": course.cause}
+    # The laboratory series from a stream of its own (seeded by values this patient's stream
+    # drew): the rest of the cohort, calibrated on the study, draws exactly what it drew before.
+    plan.labs = demo_labs.lab_series(
+        random.Random(f"labs:{day0}:{age}:{diagnosis_days}:{response_day}:{death_day}"),
+        arm=arm,
+        day0=day0,
+        last_day=on(death_day - 1) if death_day is not None else end,
+        cytokine_peak_day=(plan.crs[0]["onset"] - day0).days if plan.crs else None,
+    )
     return plan
+
+
+def icaht_of_plan(plan: PatientPlan) -> Fields:
+    """The ICAHT fields registry.services would store on the plan's treatment."""
+    ends = [record["date"] for record in (*plan.relapses, *plan.transplants)]
+    return demo_labs.icaht_fields(
+        plan.labs, day0=plan.treatment["day0"], censor=min(ends, default=None)
+    )
 
 
 _CONDITIONING = {
@@ -908,6 +930,10 @@ def load_through_services(plan: PatientPlan, *, site: Site, user: User) -> Patie
     patient = create(Patient, user=user, reason=REASON, site=site, **plan.patient)
     treatment = create(Treatment, user=user, reason=REASON, patient=patient, **plan.treatment)
     for model, rows in child_records(plan):
+        if model is LabValue:  # a series is entered as one grid, one audited write
+            if rows:
+                services.lab_series_save(treatment=treatment, rows=rows, user=user, reason=REASON)
+            continue
         for fields in rows:
             create(model, user=user, reason=REASON, treatment=treatment, **fields)
     if plan.death is not None:
@@ -925,6 +951,7 @@ def child_records(plan: PatientPlan) -> list[tuple[type, list[Fields]]]:
         (Transplant, plan.transplants),
         (Relapse, plan.relapses),
         (FollowUpContact, plan.contacts),
+        (LabValue, plan.labs),
     ]
 
 
@@ -968,6 +995,7 @@ CHILD_MODELS: list[type] = [  # child_records' order
     Transplant,
     Relapse,
     FollowUpContact,
+    LabValue,
 ]
 CLINICAL_MODELS: list[type] = [Patient, Treatment, *CHILD_MODELS, Death]
 
@@ -1039,6 +1067,12 @@ def check_saved(patients: Iterable[Patient]) -> None:
         records: list = [patient]
         for treatment in patient.treatments.all():  # each with this patient object
             records.append(treatment)
+            derived = icaht.stored_fields(*services.icaht_of(treatment))
+            if any(getattr(treatment, name) != value for name, value in derived.items()):
+                raise ValidationError(
+                    f"Treatment {treatment.pk} of {patient.study_id}: its ICAHT fields differ "
+                    f"from the grades its laboratory series gives ({derived})."
+                )
             for model in CHILD_MODELS:
                 for record in model.objects.filter(treatment=treatment):
                     record.treatment = treatment  # one patient object: its death read once
@@ -1090,7 +1124,10 @@ def _copy_load(rows: list[tuple[Site, PatientPlan]], *, user: User) -> None:
     )
     first_treatment = copy(
         Treatment,
-        [plan.treatment | {"patient_id": first_patient + i} for i, (_, plan) in enumerate(rows)],
+        [
+            plan.treatment | icaht_of_plan(plan) | {"patient_id": first_patient + i}
+            for i, (_, plan) in enumerate(rows)
+        ],
     )
     children: dict[type, list[Fields]] = {}
     derived = _Deriver()
@@ -1152,7 +1189,7 @@ def _bulk_load(rows: list[tuple[Site, PatientPlan]], *, user: User, batch_size: 
     patients = [Patient(site=site, **plan.patient) for site, plan in rows]
     insert(Patient, patients)
     treatments = [
-        Treatment(patient=patient, **plan.treatment)
+        Treatment(patient=patient, **plan.treatment, **icaht_of_plan(plan))
         for patient, (_, plan) in zip(patients, rows, strict=True)
     ]
     insert(Treatment, treatments)

@@ -136,15 +136,7 @@ def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult
 
 def _icaht_derived(treatment: Treatment) -> bool:
     """Set the treatment's ICAHT fields; whether they changed."""
-    early, late = icaht_of(treatment)
-    values = {
-        "icaht_early_grade": early.grade,
-        "icaht_early_rule": early.rule.value,
-        "icaht_early_params": dict(early.params),
-        "icaht_late_grade": late.grade,
-        "icaht_late_rule": late.rule.value,
-        "icaht_late_params": dict(late.params),
-    }
+    values = icaht.stored_fields(*icaht_of(treatment))
     changed = any(getattr(treatment, name) != value for name, value in values.items())
     for name, value in values.items():
         setattr(treatment, name, value)

@@ -22,6 +22,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 EARLY_FIRST_DAY = 0
 EARLY_LAST_DAY = 30
@@ -321,3 +322,15 @@ def late_icaht(counts: Iterable[AncCount], *, censor_day: int | None = None) -> 
             "lowest_anc": lowest_anc,
         },
     )
+
+
+def stored_fields(early: IcahtResult, late: IcahtResult) -> dict[str, Any]:
+    """The treatment's ICAHT fields for these results (registry.models.Treatment.icaht_*)."""
+    return {
+        "icaht_early_grade": early.grade,
+        "icaht_early_rule": early.rule.value,
+        "icaht_early_params": dict(early.params),
+        "icaht_late_grade": late.grade,
+        "icaht_late_rule": late.rule.value,
+        "icaht_late_params": dict(late.params),
+    }

@@ -9,8 +9,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from django.utils import translation
 
 from analytics import comparison, services
+from analytics.comparison_tables import hematotoxicity_table
 
 COLUMNS = {
     "arm": object, "age": float, "sex": object, "ph_status": object, "disease_burden": object,
@@ -66,3 +68,60 @@ def test_without_events_before_tau_the_rmst_difference_has_no_test():
         block["car_t"]["rmst"] - block["blinatumomab"]["rmst"]
     )
     assert np.isfinite(block["difference"])
+
+
+# --- SAP 15: hematotoxicity (ICAHT derived from the lab series) ---------------------------------
+
+
+def icaht_frame(grades: list[tuple[str, float | None, float | None]]) -> pd.DataFrame:
+    """(arm, early grade, late grade) per treatment; None is not gradable."""
+    return pd.DataFrame(grades, columns=["arm", "icaht_early_grade", "icaht_late_grade"])
+
+
+def test_icaht_counts_each_grade_and_the_not_gradable_per_arm():
+    t = icaht_frame(
+        [
+            ("car_t", 4, 1),
+            ("car_t", 3, None),
+            ("car_t", 1, 0),
+            ("car_t", None, None),
+            ("blinatumomab", 0, 0),
+            ("blinatumomab", 1, None),
+        ]
+    )
+    block = services.hematotoxicity(t)
+    early = block["icaht_early"]["grade_distribution"]
+    assert early["car_t"] == {"0": 0, "1": 1, "2": 0, "3": 1, "4": 1, "not_gradable": 1}
+    assert early["blinatumomab"] == {"0": 1, "1": 1, "2": 0, "3": 0, "4": 0, "not_gradable": 0}
+    late = block["icaht_late"]["grade_distribution"]
+    assert late["car_t"]["not_gradable"] == 2 and late["blinatumomab"]["not_gradable"] == 1
+
+
+def test_the_severe_icaht_rate_is_over_the_gradable_treatments_with_fishers_p():
+    t = icaht_frame([("car_t", 3, None)] * 6 + [("car_t", 1, 0)] * 4 + [("car_t", None, 0)] * 5
+                    + [("blinatumomab", 0, 0)] * 9 + [("blinatumomab", 3, 0)])  # fmt: skip
+    severe = services.hematotoxicity(t)["icaht_early"]["severe"]
+    assert (severe["car_t"]["n"], severe["car_t"]["N"]) == (6, 10)
+    assert (severe["blinatumomab"]["n"], severe["blinatumomab"]["N"]) == (1, 10)
+    # R: fisher.test(matrix(c(1, 9, 6, 4), 2, byrow = TRUE))$p.value
+    assert severe["p_fisher"] == pytest.approx(0.05728, abs=1e-5)
+
+
+def test_with_no_gradable_series_the_severe_rate_has_no_p():
+    t = icaht_frame([("car_t", None, None), ("blinatumomab", None, None)])
+    severe = services.hematotoxicity(t)["icaht_late"]["severe"]
+    assert severe["car_t"]["N"] == 0 and severe["p_fisher"] is None
+    json.dumps(services.json_safe(severe), allow_nan=False)
+
+
+def test_the_icaht_table_prints_both_phases_for_both_arms_in_either_language():
+    t = icaht_frame([("car_t", 3, 0), ("car_t", None, 1), ("blinatumomab", 0, 0)])
+    output = {"hematotoxicity": services.hematotoxicity(t)}
+    table = hematotoxicity_table(output)
+    assert len(table.rows) == 4 and all(len(row) == len(table.header) for row in table.rows)
+    car_t_early = table.rows[1]
+    assert car_t_early[2:8] == ["0", "0", "0", "1", "0", "1"]
+    assert car_t_early[8].startswith("1/1 (100.0%")
+    with translation.override("zh-hans"):
+        chinese = hematotoxicity_table(output)
+    assert chinese.caption != table.caption and "无法分级" in chinese.header

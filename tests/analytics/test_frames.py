@@ -359,6 +359,8 @@ def reference_row(treatment: Treatment) -> dict:
         "icans_status": treatment.icans_status,
         "icans_grade": icans_grade,
         "icans_grade_source": icans_source,
+        "icaht_early_grade": treatment.icaht_early_grade,
+        "icaht_late_grade": treatment.icaht_late_grade,
         "response_evaluable": bool(window),
         "best_response": best,
         "cr": best in ("cr", "cri"),

@@ -30,6 +30,7 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -44,7 +45,15 @@ from registry.models import (
 pytestmark = pytest.mark.django_db
 
 RESPONSE_WINDOW_DAYS = 90  # SAP.md section 1
-CHILD_MODELS = [CrsEpisode, IcansEpisode, ResponseAssessment, Transplant, Relapse, FollowUpContact]
+CHILD_MODELS = [
+    CrsEpisode,
+    IcansEpisode,
+    ResponseAssessment,
+    Transplant,
+    Relapse,
+    FollowUpContact,
+    LabValue,
+]
 CLINICAL_MODELS = [Patient, Treatment, *CHILD_MODELS, Death]
 BLIN, CAR_T = "blinatumomab", "car_t"
 RELAPSE_GROUP = {
