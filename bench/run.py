@@ -552,7 +552,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma-separated parts to skip (their figures of the last run are kept): "
-        "nightly,frames,site,r,load,save_worklist,pdf,import,export",
+        "nightly,frames,site,r,load,save_worklist,icaht,pdf,import,export",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -579,6 +579,7 @@ def main() -> None:
             ("export", lambda db=db: export(db, args.repeats)),
             ("load", lambda db=db: load(db, [8, 32], {8: 25, 32: 10})),
             ("save_worklist", lambda db=db: save_worklist(db, [(1, 40), (8, 10)])),
+            ("icaht", lambda db=db: worker(db, "icaht", "20")),
         ]
         if n == max(sizes) or len(sizes) == 1:
             steps.append(("import", lambda: import_10k(max(1, args.repeats - 1), args.reseed)))

@@ -342,6 +342,65 @@ def save_worklist(username: str, repeats: str) -> dict:
     }
 
 
+def icaht(repeats: str) -> dict:
+    """Issue #17's figures: ICAHT derived again for the whole registry from its laboratory
+    series (services.icaht_derive_all, as `derive_icaht` runs it; nothing changes after a seed
+    that derived them, so this is the reading and the grading), and saving a 30-row lab grid
+    through services.lab_series_save (30 new days of a treatment of an alive patient, each
+    save rolled back so that the registry stays as seeded)."""
+    from datetime import timedelta
+
+    from django.db import transaction
+
+    from registry import services
+    from registry.clock import today
+    from registry.models import LabValue, Treatment, User
+
+    started = time.perf_counter()
+    read, changed = services.icaht_derive_all(user=None, reason="bench: derived again")
+    derive_s = time.perf_counter() - started
+    user = User.objects.get(username="nurse")
+    treatments = list(
+        Treatment.objects.filter(
+            patient__death__isnull=True,
+            patient__site__in=user.sites.all(),
+            day0__lte=today() - timedelta(days=140),
+        ).order_by("?")[: int(repeats) + 1]
+    )
+    walls = []
+    for n, treatment in enumerate(treatments):
+        rows = [
+            {
+                "date": treatment.day0 + timedelta(days=101 + day),
+                "anc_per_ul": 300 + 40 * day,
+                "platelets_10e9_l": 20 + day,
+                "haemoglobin_g_dl": "9.1",
+                "crp_mg_l": "12.5",
+            }
+            for day in range(30)
+        ]
+        with transaction.atomic():
+            wall = time.perf_counter()
+            services.lab_series_save(treatment=treatment, rows=rows, user=user, reason="")
+            if n:  # the first one warms the imports and connections up
+                walls.append((time.perf_counter() - wall) * 1000)
+            transaction.set_rollback(True)
+    ordered = sorted(walls)
+    return {
+        "derive_all_s": round(derive_s, 3),
+        "treatments": read,
+        "changed": changed,
+        "lab_values": LabValue.objects.count(),
+        "grid_save_30_rows": {
+            "repeats": len(walls),
+            "p50_ms": round(statistics.median(ordered), 1) if ordered else None,
+            "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1)
+            if ordered
+            else None,
+        },
+    }
+
+
 if __name__ == "__main__":
     task, *args = sys.argv[1:]
     result = {
@@ -353,5 +412,6 @@ if __name__ == "__main__":
         "pdf": pdf,
         "load_setup": load_setup,
         "save_worklist": save_worklist,
+        "icaht": icaht,
     }[task](*args)
     print(json.dumps(result))

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from simple_history.utils import bulk_update_with_history
 
 from registry import audit, outbox, quality
 from registry.clock import today
@@ -104,34 +106,110 @@ def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult
     the object holds it). The late window ends the day before the first relapse, transplant or
     next index treatment of the patient (docs/DOMAIN_DECISIONS.md "ICAHT")."""
     if treatment.pk is None or treatment.day0 is None:
-        counts: list[icaht.AncCount] = []
-        censor = None
-    else:
-        day0 = treatment.day0
-        counts = [
-            icaht.AncCount((when - day0).days, anc)
-            for when, anc in LabValue.objects.filter(
-                treatment=treatment, anc_per_ul__isnull=False
-            ).values_list("date", "anc_per_ul")
-        ]
-        # No ORDER BY in the parts (the models' default orderings): SQLite refuses one in a
-        # compound statement.
-        ends = (
-            Relapse.objects.filter(treatment=treatment)
+        return icaht_results(None, [], [])
+    series = LabValue.objects.filter(treatment=treatment, anc_per_ul__isnull=False)
+    # No ORDER BY in the parts (the models' default orderings): SQLite refuses one in a
+    # compound statement.
+    ends = (
+        Relapse.objects.filter(treatment=treatment)
+        .order_by()
+        .values_list("date")
+        .union(
+            Transplant.objects.filter(treatment=treatment).order_by().values_list("date"),
+            Treatment.objects.filter(patient_id=treatment.patient_id, day0__gt=treatment.day0)
+            .exclude(pk=treatment.pk)
             .order_by()
-            .values_list("date")
-            .union(
-                Transplant.objects.filter(treatment=treatment).order_by().values_list("date"),
-                Treatment.objects.filter(patient_id=treatment.patient_id, day0__gt=day0)
-                .exclude(pk=treatment.pk)
-                .order_by()
-                .values_list("day0"),
-                all=True,
-            )
+            .values_list("day0"),
+            all=True,
         )
-        first_end = min((when for (when,) in ends), default=None)
-        censor = None if first_end is None else (first_end - day0).days
+    )
+    return icaht_results(
+        treatment.day0, series.values_list("date", "anc_per_ul"), [when for (when,) in ends]
+    )
+
+
+def icaht_results(
+    day0: date | None, anc_values: Iterable[tuple[date, Any]], ends: Iterable[date]
+) -> tuple[icaht.IcahtResult, icaht.IcahtResult]:
+    """Early and late ICAHT from (date, ANC) values, the late window ending the day before the
+    first of `ends` (a relapse, a transplant, the next index treatment)."""
+    if day0 is None:
+        return icaht.early_icaht([]), icaht.late_icaht([], censor_day=None)
+    counts = [icaht.AncCount((when - day0).days, anc) for when, anc in anc_values]
+    first_end = min(ends, default=None)
+    censor = None if first_end is None else (first_end - day0).days
     return icaht.early_icaht(counts), icaht.late_icaht(counts, censor_day=censor)
+
+
+ICAHT_CHUNK = 2000
+
+
+def icaht_derive_all(*, user, reason: str, chunk: int = ICAHT_CHUNK) -> tuple[int, int]:
+    """Derive every treatment's ICAHT again from its series (after a change of the grading
+    rules, or a load that wrote laboratory values in bulk): `chunk` treatments a transaction,
+    each locked and read again, the changed ones saved with their audit rows and their sites'
+    data versions moved on (the analytics see new data; the worklist does not depend on ICAHT).
+    Returns (treatments read, treatments whose ICAHT changed)."""
+    ids = list(Treatment.objects.order_by("pk").values_list("pk", flat=True))
+    changed_total = 0
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        with transaction.atomic():
+            treatments = list(
+                Treatment.objects.select_for_update(of=("self",))
+                .filter(pk__in=part)
+                .select_related("patient")
+                .order_by("pk")
+            )
+            series: dict[int, list[tuple[date, Any]]] = defaultdict(list)
+            for treatment_id, when, anc in (
+                LabValue.objects.filter(treatment_id__in=part, anc_per_ul__isnull=False)
+                .order_by()
+                .values_list("treatment_id", "date", "anc_per_ul")
+            ):
+                series[treatment_id].append((when, anc))
+            ends: dict[int, list[date]] = defaultdict(list)
+            for model in (Relapse, Transplant):
+                for treatment_id, when in (
+                    model.objects.filter(treatment_id__in=part)
+                    .order_by()
+                    .values_list("treatment_id", "date")
+                ):
+                    ends[treatment_id].append(when)
+            day0s: dict[int, list[tuple[int, date]]] = defaultdict(list)
+            for patient_id, pk, day0 in (
+                Treatment.objects.filter(patient_id__in={t.patient_id for t in treatments})
+                .order_by()
+                .values_list("patient_id", "pk", "day0")
+            ):
+                day0s[patient_id].append((pk, day0))
+            changed = []
+            for treatment in treatments:
+                later = [
+                    day0
+                    for pk, day0 in day0s[treatment.patient_id]
+                    if pk != treatment.pk and day0 > treatment.day0
+                ]
+                values = icaht.stored_fields(
+                    *icaht_results(
+                        treatment.day0, series[treatment.pk], [*ends[treatment.pk], *later]
+                    )
+                )
+                if any(getattr(treatment, name) != value for name, value in values.items()):
+                    for name, value in values.items():
+                        setattr(treatment, name, value)
+                    changed.append(treatment)
+            if changed:
+                bulk_update_with_history(
+                    changed,
+                    Treatment,
+                    list(ICAHT_FIELDS),
+                    default_user=user,
+                    default_change_reason=reason,
+                )
+                patients_changed((t.patient.site_id, t.patient_id) for t in changed)
+            changed_total += len(changed)
+    return len(ids), changed_total
 
 
 def _icaht_derived(treatment: Treatment) -> bool:

@@ -3,10 +3,12 @@ grade derived on the treatment in the same write whenever its series or its wind
 
 from __future__ import annotations
 
+import io
 from datetime import date, timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import translation
@@ -392,3 +394,48 @@ def test_a_day_0_typed_as_text_is_read_as_its_date_before_the_grade_is_derived(t
     services.record_update(treatment, user=nurse, reason="typo", day0=DAY0.isoformat())
     treatment.refresh_from_db()
     assert treatment.icaht_early_grade == 2
+
+
+# --- derive_icaht: every treatment's grades derived again ---------------------------------------
+
+
+def test_derive_icaht_sets_what_the_series_gives_audits_the_change_and_leaves_the_rest(
+    treatment, nurse, site
+):
+    save(treatment, nurse, rows_of(neutropenic_days(14)))
+    untouched = factories.treatment(
+        user=nurse, patient=factories.patient(user=nurse, site=site, study_id="P2")
+    )
+    expected = {name: getattr(treatment, name) for name in services.ICAHT_FIELDS}
+    Treatment.objects.filter(pk=treatment.pk).update(icaht_early_grade=1, icaht_early_rule="x")
+    data_version = type(site).objects.get(pk=site.pk).data_version
+    history = Treatment.history.count()
+    out = io.StringIO()
+    call_command("derive_icaht", "--reason", "grading rules 2.1", stdout=out)
+    assert "for 2 treatments; 1 changed" in out.getvalue()
+    treatment.refresh_from_db()
+    assert {name: getattr(treatment, name) for name in services.ICAHT_FIELDS} == expected
+    assert Treatment.history.count() == history + 1
+    assert treatment.history.first().history_change_reason == "grading rules 2.1"
+    assert type(site).objects.get(pk=site.pk).data_version > data_version
+    untouched_before = untouched.history.count()
+    call_command("derive_icaht", stdout=io.StringIO())  # nothing left to change
+    assert (
+        Treatment.history.count() == history + 1 and untouched.history.count() == untouched_before
+    )
+
+
+def test_derive_icaht_ends_the_late_window_at_a_relapse_or_the_next_treatment(treatment, nurse):
+    save(treatment, nurse, rows_of({**neutropenic_days(3, last=30), 45: 400, 60: 450, 90: 420}))
+    services.record_create(
+        Relapse, user=nurse, treatment=treatment, date=day(50), kind="morphologic"
+    )
+    before = Treatment.objects.get(pk=treatment.pk)
+    Treatment.objects.filter(pk=treatment.pk).update(icaht_late_grade=None, icaht_late_rule="")
+    services.icaht_derive_all(user=None, reason="test", chunk=1)
+    after = Treatment.objects.get(pk=treatment.pk)
+    assert (after.icaht_late_grade, after.icaht_late_rule) == (
+        before.icaht_late_grade,
+        before.icaht_late_rule,
+    )
+    assert after.icaht_late_params == before.icaht_late_params
