@@ -139,10 +139,9 @@ def query_text(kind: str, params: dict) -> str | None:
                     "onset": params["onset"],
                 }
             case QueryKind.ICAHT_NOT_GRADABLE:
-                return gettext(
-                    "Early ICAHT cannot be graded from the ANC series at day 35 or later: "
-                    "%(reason)s"
-                ) % {"reason": icaht_reason(params["rule"], params["rule_params"])}
+                return gettext("Early ICAHT by day 35 — %(reason)s") % {
+                    "reason": icaht_reason(params["rule"], params["rule_params"])
+                }
             case QueryKind.IVIG_WITHOUT_IGG:
                 return gettext(
                     "Immunoglobulin replacement is recorded (from %(start)s) but no IgG value: "
@@ -151,7 +150,7 @@ def query_text(kind: str, params: dict) -> str | None:
             case QueryKind.PERSISTENCE_NOT_ASSESSED:
                 return gettext(
                     "No CAR persistence assessment and no B-cell aplasia (yes or no) recorded "
-                    "by month 6 (day 183, %(due)s)."
+                    "by day 183 (%(due)s)."
                 ) % {"due": params["due"]}
     except (KeyError, TypeError):
         return None
