@@ -26,10 +26,13 @@ from registry.domain.crs import crs_grade
 from registry.domain.followup import DAYS_PER_MONTH
 from registry.domain.vocabulary import MrdStatus, Response, Role
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
@@ -53,6 +56,9 @@ CHILD_MODELS = [
     Relapse,
     FollowUpContact,
     LabValue,
+    Infection,
+    IvigCourse,
+    CarPersistence,
 ]
 CLINICAL_MODELS = [Patient, Treatment, *CHILD_MODELS, Death]
 BLIN, CAR_T = "blinatumomab", "car_t"
@@ -226,7 +232,9 @@ def seeded(django_db_setup, django_db_blocker) -> SeededFacts:
             }
         dates = []
         for model in CHILD_MODELS:
-            date_field = "onset" if model in (CrsEpisode, IcansEpisode) else "date"
+            date_field = {CrsEpisode: "onset", IcansEpisode: "onset", Infection: "onset"}.get(
+                model, "start" if model is IvigCourse else "date"
+            )
             for record in model.objects.select_related("treatment__patient__death"):
                 on = getattr(record, date_field)
                 dates += [on, getattr(record, "resolution", None)]
