@@ -211,6 +211,11 @@ def test_a_second_cancer_with_a_consistent_transgene_answer_is_saved(nurse, trea
     assert create(SecondCancer, nurse, treatment, day(400), **fields).pk
 
 
+def test_after_blinatumomab_a_t_cell_malignancy_is_not_asked_about_a_car_transgene(nurse, patient):
+    blinatumomab = factories.treatment(user=nurse, patient=patient, arm="blinatumomab")
+    assert create(SecondCancer, nurse, blinatumomab, day(400), t_cell_malignancy=True).pk
+
+
 # --- the nurse's forms and the timeline ------------------------------------------------------
 def test_the_nurse_records_a_t_cell_malignancy_and_is_asked_about_the_transgene(
     client, nurse, treatment
