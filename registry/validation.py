@@ -32,6 +32,7 @@ from django.utils.translation import gettext_lazy
 from registry.domain.identifiers import identifier_key
 from registry.domain.ranges import RANGES, in_range
 from registry.domain.vocabulary import (
+    Arm,
     DeathCause,
     DiseaseBurden,
     GradingSystem,
@@ -574,7 +575,8 @@ def _ivig_rules(course: IvigCourse, errors: Errors, today: date) -> None:
 
 def _second_cancer_rules(cancer: SecondCancer, errors: Errors, today: date) -> None:
     _dated_child_rules(cancer, "date", _("date of the second cancer"), errors, today)
-    if cancer.t_cell_malignancy and cancer.car_transgene_tested == YesNoUnknown.UNKNOWN:
+    car_t = cancer.treatment.arm == Arm.CAR_T
+    if car_t and cancer.t_cell_malignancy and cancer.car_transgene_tested == YesNoUnknown.UNKNOWN:
         errors["car_transgene_tested"].append(
             _(
                 "A T-cell malignancy after CAR-T must say whether the tumour was tested for the "
