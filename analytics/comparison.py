@@ -27,6 +27,7 @@ PROPENSITY_COVARIATES = (
     "prior_hsct",
 )
 RMST_MONTHS = (12, 24)
+
 ENDPOINTS = ("pfs", "os")
 
 
@@ -51,8 +52,8 @@ INFECTION_WINDOW_DAYS = 100
 def infection_by_day100(t: pd.DataFrame) -> dict[str, Any]:
     """SAP 12: each arm's cumulative incidence of a first infection (any on or after day 0)
     with death as the competing event, follow-up cut at day 100 (censored at the last
-    contact before it). With no event after day 100, the CIF's values at 12 and 24 months are
-    its value by day 100."""
+    contact before it). Each arm's CIF block has, beside the SAP's keys (at 12 and 24 months:
+    null, past the follow-up), `at_day100` and `at_day100_ci95`."""
     infection = pd.to_numeric(t["infection_day"], errors="coerce").to_numpy(dtype=float)
     # OS time: the death, else the last contact (analytics.frames).
     seen = np.minimum(t["os_days"].to_numpy(dtype=float), INFECTION_WINDOW_DAYS)
@@ -62,7 +63,16 @@ def infection_by_day100(t: pd.DataFrame) -> dict[str, Any]:
     cause = np.where(infected, 1, np.where(died, 2, 0))
     months = survival.days_to_months(pd.Series(days)).to_numpy()
     arms = t["arm"].to_numpy()
-    return {arm: competing.cif_summary(months[arms == arm], cause[arms == arm], 1) for arm in ARMS}
+    window = INFECTION_WINDOW_DAYS / survival.DAYS_PER_MONTH
+    block = {}
+    for arm in ARMS:
+        cif = competing.cif_summary(
+            months[arms == arm], cause[arms == arm], 1, rate_months=(*competing.RATE_MONTHS, window)
+        )
+        cif["at_day100"] = cif.pop(f"at_{window:g}m")
+        cif["at_day100_ci95"] = cif.pop(f"at_{window:g}m_ci95")
+        block[arm] = cif
+    return block
 
 
 def propensity_frame(t: pd.DataFrame) -> pd.DataFrame:

@@ -286,8 +286,8 @@ def late_effects_table(output: Mapping[str, Any]) -> Table:
             [
                 _("First infection by day 100, cumulative incidence (95% CI)"),
                 *(
-                    f"{percent(infections[arm]['at_12m'])} "
-                    f"({_interval(infections[arm]['at_12m_ci95'])})"
+                    f"{percent(infections[arm]['at_day100'])} "
+                    f"({_interval(infections[arm]['at_day100_ci95'])})"
                     for arm in labels
                 ),
                 DASH,

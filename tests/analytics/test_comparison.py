@@ -152,9 +152,10 @@ def test_infections_by_day100_count_a_death_before_an_infection_as_competing():
     car_t = block["car_t"]
     assert (car_t["n"], car_t["events"], car_t["competing"]) == (4, 1, 2)
     # Aalen-Johansen: S = 1 before day 10, the infection takes 1/4 of the 4 at risk.
-    assert car_t["at_12m"] == pytest.approx(0.25)
-    assert car_t["at_12m"] == car_t["at_24m"]
-    assert block["blinatumomab"]["events"] == 0 and block["blinatumomab"]["at_12m"] == 0
+    assert car_t["at_day100"] == pytest.approx(0.25)
+    assert car_t["at_day100_ci95"][0] < 0.25 < car_t["at_day100_ci95"][1]
+    assert car_t["at_12m"] is None  # past the follow-up, cut at day 100
+    assert block["blinatumomab"]["events"] == 0
 
 
 def test_ivig_use_is_over_every_treatment_and_persistence_over_those_assessed():

@@ -192,12 +192,16 @@ def clinical_rows(site_codes: list[str]) -> dict[str, list[dict[str, Any]]]:
             path = "patient__site__code"
         else:
             path = "treatment__patient__site__code"
-        names = [f.attname for f in model._meta.concrete_fields if f.name not in skip]
+        names = [
+            f.attname
+            for f in model._meta.concrete_fields
+            if f.name not in skip or (f.name == "site" and not f.is_relation)  # an infection's
+        ]
         owner = "study_id" if model is Patient else path.replace("site__code", "study_id")
         queryset = model.objects.filter(**{f"{path}__in": site_codes})
         rows[model.__name__] = sorted(
             (
-                {"site": value[0], "owner": value[1], **dict(zip(names, value[2:], strict=True))}
+                {"of_site": value[0], "owner": value[1], **dict(zip(names, value[2:], strict=True))}
                 for value in queryset.values_list(path, owner, *names)
             ),
             key=lambda row: json.dumps(row, default=str, sort_keys=True),
