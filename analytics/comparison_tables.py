@@ -272,6 +272,43 @@ def hematotoxicity_table(output: Mapping[str, Any]) -> Table:
     return table
 
 
+def late_effects_table(output: Mapping[str, Any]) -> Table:
+    """Issue #17: infections by day 100 (death competing), IVIG use and CAR persistence."""
+    labels = arm_labels()
+    table = Table(
+        "late-effects",
+        _("Infections, immunoglobulin replacement and CAR persistence"),
+        [_("Per arm"), *labels.values(), _("Fisher p")],
+    )
+    infections = output["competing_risks"].get("infection_by_day100")
+    if infections:
+        table.rows.append(
+            [
+                _("First infection by day 100, cumulative incidence (95% CI)"),
+                *(
+                    f"{percent(infections[arm]['at_day100'])} "
+                    f"({_interval(infections[arm]['at_day100_ci95'])})"
+                    for arm in labels
+                ),
+                DASH,
+            ]
+        )
+    block = output["hematotoxicity"]
+    for key, name in (
+        ("ivig", _("Immunoglobulin replacement (IVIG) given")),
+        ("car_persistence", _("CAR T cells detected (patients assessed)")),
+    ):
+        if key in block:
+            table.rows.append(
+                [name, *(rate(block[key][arm]) for arm in labels), p_value(block[key]["p_fisher"])]
+            )
+    table.note = _(
+        "Infections: the first infection on or after day 0, death before it a competing event, "
+        "follow-up cut at day 100 (Aalen-Johansen, as for relapse and non-relapse mortality)."
+    )
+    return table
+
+
 def comparison_tables(output: Mapping[str, Any]) -> list[Table]:
     """The tables of SAP sections 12-15, or none for a snapshot computed before them."""
     if "competing_risks" not in output:
@@ -284,4 +321,5 @@ def comparison_tables(output: Mapping[str, Any]) -> list[Table]:
     ]
     if "hematotoxicity" in output:
         tables.append(hematotoxicity_table(output))
+        tables.append(late_effects_table(output))
     return tables

@@ -17,6 +17,9 @@ Which records count where:
 - Grade used: the derived ASTCT 2019 grade where it exists, else the recorded grade; a
   treatment's grade is its worst episode's (the first entered of equally bad ones); a status
   of `no` is grade 0.
+- Late events (DOMAIN.md "Hematotoxicity and late effects"), of the patient and dated on or
+  after day 0 like the relapses: the day of the first infection, whether an IVIG course was
+  given, and CAR persistence (detected at any assessment; None if never assessed).
 - ICAHT early and late grades are read as registry.services stored them on the treatment
   (derived from its lab series; None is "not gradable"). Ties are broken by entry order (the key), never by the order a query
   returns rows in: PostgreSQL returns an updated row from wherever its new version landed.
@@ -48,11 +51,14 @@ from registry.domain.vocabulary import (
     YesNoUnknown,
 )
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     DataQualityQuery,
     Death,
     FollowUpContact,
     IcansEpisode,
+    Infection,
+    IvigCourse,
     Relapse,
     ResponseAssessment,
     Transplant,
@@ -101,6 +107,9 @@ TREATMENT_COLUMNS = [
     "icans_grade_source",
     "icaht_early_grade",
     "icaht_late_grade",
+    "infection_day",
+    "ivig",
+    "car_persistence",
     "response_evaluable",
     "best_response",
     "cr",
@@ -173,6 +182,11 @@ def analysis_frames(*, site_ids: Collection[int] | None = None) -> AnalysisFrame
     responses = _read(_scoped(ResponseAssessment, site_ids), RESPONSE_FIELDS)
     transplants = _read(_scoped(Transplant, site_ids), TRANSPLANT_FIELDS)
     relapses = _read(_scoped(Relapse, site_ids), ("treatment_id", "date"))
+    infections = _read(
+        _scoped(Infection, site_ids), {"treatment_id": "treatment_id", "date": "onset"}
+    )
+    ivig = _read(_scoped(IvigCourse, site_ids), {"treatment_id": "treatment_id", "date": "start"})
+    persistence = _read(_scoped(CarPersistence, site_ids), ("treatment_id", "date", "detected"))
     last_contacts = _read(
         # Ordered by treatment, PostgreSQL takes the latest of each from the (treatment, date)
         # index rather than hashing every contact (which spills to disk at 100,000 patients).
@@ -195,6 +209,9 @@ def analysis_frames(*, site_ids: Collection[int] | None = None) -> AnalysisFrame
         transplants=transplants,
         relapses=relapses,
         last_contacts=last_contacts,
+        infections=infections,
+        ivig=ivig,
+        persistence=persistence,
     )
     return AnalysisFrames(
         treatments=frame,
@@ -208,6 +225,9 @@ def analysis_frames(*, site_ids: Collection[int] | None = None) -> AnalysisFrame
             "response_assessments": len(responses),
             "transplants": len(transplants),
             "relapses": len(relapses),
+            "infections": len(infections),
+            "ivig_courses": len(ivig),
+            "persistence_assessments": len(persistence),
             "patients_with_contacts": analysis_set.patients_of(last_contacts),
             "open_queries": len(queries),
         },
@@ -254,6 +274,7 @@ def _query_frame(queries: pd.DataFrame, treatments: pd.DataFrame) -> pd.DataFram
 
 NO_ROW = -1  # a record of no analysis-set treatment or patient
 NO_DAY = 0  # before any date: date.toordinal() >= 1
+NO_RECORD_DAY = date.max.toordinal() + 1  # after any date: the minimum of no record
 NEVER = np.iinfo(np.int64).max  # after any date
 
 # Response ranks as plain strings (the column values), best first.
@@ -313,6 +334,9 @@ class AnalysisSet:
         transplants: pd.DataFrame,
         relapses: pd.DataFrame,
         last_contacts: pd.DataFrame,
+        infections: pd.DataFrame,
+        ivig: pd.DataFrame,
+        persistence: pd.DataFrame,
     ) -> pd.DataFrame:
         if not self.size:
             return pd.DataFrame([], columns=TREATMENT_COLUMNS)
@@ -359,6 +383,9 @@ class AnalysisSet:
             # Derived and stored on the treatment by registry.services (None: not gradable).
             "icaht_early_grade": _stored_grade(first["icaht_early_grade"]),
             "icaht_late_grade": _stored_grade(first["icaht_late_grade"]),
+            "infection_day": self.first_day(infections),
+            "ivig": self._first_record_day(ivig) != NO_RECORD_DAY,
+            "car_persistence": self.persistence(persistence),
             "response_evaluable": evaluable,
             "best_response": np.array([*RANKED_RESPONSES, None], dtype=object)[best_rank],
             "cr": np.isin(best_rank, COMPLETE_REMISSION_RANKS),
@@ -489,6 +516,31 @@ class AnalysisSet:
         day = _days(records["date"])
         kept = (rows != NO_ROW) & (day >= self.day0[rows])
         return records.assign(row=rows, day=day)[kept]
+
+    def first_day(self, records: pd.DataFrame) -> np.ndarray:
+        """Per row, the days from day 0 to the patient's first record dated on or after it;
+        missing (see _optional_numbers) where there is none."""
+        first = self._first_record_day(records)
+        present = first != NO_RECORD_DAY
+        return _optional_numbers(np.where(present, first - self.day0, -1), present=present)
+
+    def _first_record_day(self, records: pd.DataFrame) -> np.ndarray:
+        """Per row, the day number of the patient's first record on or after day 0, or
+        NO_RECORD_DAY."""
+        return self._each_row(np.minimum, self._on_or_after_day0(records), NO_RECORD_DAY)
+
+    def persistence(self, assessments: pd.DataFrame) -> np.ndarray:
+        """Per row: CAR T cells detected at any of the patient's assessments on or after day 0
+        (True), assessed and never detected (False), or never assessed (None)."""
+        after = self._on_or_after_day0(assessments)
+        rows = after["row"].to_numpy()
+        assessed = np.zeros(self.size, dtype=bool)
+        assessed[rows] = True
+        detected = np.zeros(self.size, dtype=bool)
+        detected[rows[after["detected"].to_numpy(dtype=bool)]] = True
+        return np.array(
+            [bool(d) if a else None for a, d in zip(assessed, detected, strict=True)], dtype=object
+        )
 
     def _each_row(self, ufunc: np.ufunc, records: pd.DataFrame, empty: int) -> np.ndarray:
         """Per row, ufunc (np.minimum, np.maximum) of its patient records' dates; `empty` if

@@ -220,7 +220,8 @@ def toxicity(t: pd.DataFrame, prefix: str) -> dict[str, Any]:
 def hematotoxicity(t: pd.DataFrame) -> dict[str, Any]:
     """SAP 15: early and late ICAHT per arm, the grades derived from the lab series (grade 0-4,
     or not gradable: too sparse a series, or none), and the severe rate (grade >= 3) over the
-    gradable treatments, compared by Fisher's exact test."""
+    gradable treatments, compared by Fisher's exact test; IVIG use and CAR persistence per arm
+    (issue #17) the same way."""
     block = {}
     for phase in ("early", "late"):
         grade = pd.to_numeric(t[f"icaht_{phase}_grade"], errors="coerce")
@@ -234,6 +235,14 @@ def hematotoxicity(t: pd.DataFrame) -> dict[str, Any]:
             "grade_distribution": distribution,
             "severe": compare(t, evaluable=gradable, outcome=grade >= ICAHT_SEVERE_FROM_GRADE),
         }
+    everyone = pd.Series(True, index=t.index)
+    persistence = t["car_persistence"]
+    # Immunoglobulin replacement given (any course on or after day 0), over every treatment;
+    # CAR T cells detected at any assessment, over the treatments assessed.
+    block["ivig"] = compare(t, evaluable=everyone, outcome=t["ivig"].astype(bool))
+    block["car_persistence"] = compare(
+        t, evaluable=persistence.notna(), outcome=persistence.eq(True)
+    )
     return block
 
 

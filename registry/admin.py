@@ -25,15 +25,20 @@ from registry.api.auth import api_token_create
 from registry.forms import ClinicalForm, field_label
 from registry.models import (
     ApiToken,
+    CarPersistence,
     CrsEpisode,
     DataQualityQuery,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Site,
     Transplant,
     Treatment,
@@ -303,6 +308,11 @@ class TreatmentAdmin(ClinicalAdmin):
         _inline(Relapse, ("date", "kind", "cd19_status")),
         _inline(FollowUpContact, ("date", "disease_status", "b_cell_aplasia")),
         _inline(LabValue, ("date", "anc_per_ul", "platelets_10e9_l", "haemoglobin_g_dl")),
+        _inline(Infection, ("onset", "site", "organism_class", "ctcae_grade")),
+        _inline(IecHsEpisode, ("onset", "recorded_grade")),
+        _inline(IvigCourse, ("start", "stop")),
+        _inline(CarPersistence, ("date", "method", "detected")),
+        _inline(SecondCancer, ("date", "cancer_type", "t_cell_malignancy")),
     ]
     readonly_fields = ("icaht_early", "icaht_late")
 
@@ -385,6 +395,36 @@ class LabValueAdmin(TreatmentChildAdmin):
         if sites is None:
             return queryset
         return queryset.filter(treatment__patient__site__in=sites)
+
+
+# --- The late events (DOMAIN.md "Hematotoxicity and late effects") ----------------------------
+@admin.register(Infection)
+class InfectionAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "onset", "site", "organism_class", "ctcae_grade")
+    list_filter = (*TreatmentChildAdmin.list_filter, "site", "organism_class", "ctcae_grade")
+
+
+@admin.register(IecHsEpisode)
+class IecHsEpisodeAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "onset", "recorded_grade")
+    list_filter = (*TreatmentChildAdmin.list_filter, "recorded_grade")
+
+
+@admin.register(IvigCourse)
+class IvigCourseAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "start", "stop")
+
+
+@admin.register(CarPersistence)
+class CarPersistenceAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "method", "detected")
+    list_filter = (*TreatmentChildAdmin.list_filter, "method", "detected")
+
+
+@admin.register(SecondCancer)
+class SecondCancerAdmin(TreatmentChildAdmin):
+    list_display = ("treatment", "date", "cancer_type", "t_cell_malignancy")
+    list_filter = (*TreatmentChildAdmin.list_filter, "t_cell_malignancy")
 
 
 @admin.register(Death)

@@ -73,10 +73,13 @@ from registry.domain.vocabulary import (
     YesNoUnknown,
 )
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
@@ -333,6 +336,9 @@ class PatientPlan:
     relapses: list[Fields] = field(default_factory=list)
     contacts: list[Fields] = field(default_factory=list)
     labs: list[Fields] = field(default_factory=list)
+    infections: list[Fields] = field(default_factory=list)
+    ivig_courses: list[Fields] = field(default_factory=list)
+    persistence: list[Fields] = field(default_factory=list)
     death: Fields | None = None
 
     @property
@@ -564,13 +570,19 @@ def _patient_plan(rng: random.Random, arm: Arm, slot: _Slot, study_id: str) -> P
         plan.death = {"date": on(death_day), "cause": course.cause}
     # The laboratory series from a stream of its own (seeded by values this patient's stream
     # drew): the rest of the cohort, calibrated on the study, draws exactly what it drew before.
+    labs_rng = random.Random(f"labs:{day0}:{age}:{diagnosis_days}:{response_day}:{death_day}")
+    last_day = on(death_day - 1) if death_day is not None else end
     plan.labs = demo_labs.lab_series(
-        random.Random(f"labs:{day0}:{age}:{diagnosis_days}:{response_day}:{death_day}"),
+        labs_rng,
         arm=arm,
         day0=day0,
-        last_day=on(death_day - 1) if death_day is not None else end,
+        last_day=last_day,
         cytokine_peak_day=(plan.crs[0]["onset"] - day0).days if plan.crs else None,
     )
+    late = demo_labs.late_events(labs_rng, arm=arm, day0=day0, last_day=last_day, labs=plan.labs)
+    plan.infections = late["infections"]
+    plan.ivig_courses = late["ivig_courses"]
+    plan.persistence = late["persistence"]
     return plan
 
 
@@ -952,6 +964,9 @@ def child_records(plan: PatientPlan) -> list[tuple[type, list[Fields]]]:
         (Relapse, plan.relapses),
         (FollowUpContact, plan.contacts),
         (LabValue, plan.labs),
+        (Infection, plan.infections),
+        (IvigCourse, plan.ivig_courses),
+        (CarPersistence, plan.persistence),
     ]
 
 
@@ -996,6 +1011,9 @@ CHILD_MODELS: list[type] = [  # child_records' order
     Relapse,
     FollowUpContact,
     LabValue,
+    Infection,
+    IvigCourse,
+    CarPersistence,
 ]
 CLINICAL_MODELS: list[type] = [Patient, Treatment, *CHILD_MODELS, Death]
 

@@ -139,3 +139,78 @@ def icaht_fields(labs: list[Fields], *, day0: date, censor: date | None) -> Fiel
 
 def _one_place(value: float) -> Decimal:
     return Decimal(f"{max(value, 0):.1f}")
+
+
+# --- the late events of the same patients (issue #17) -------------------------------------------
+
+INFECTION_BY_DAY100 = {Arm.CAR_T: 0.40, Arm.BLINATUMOMAB: 0.20}
+SEVERE_ICAHT_INFECTION_BY_DAY100 = 0.55  # Rejeski 2023: severe infections go with severe ICAHT
+LATE_INFECTION = 0.15  # a second infection between day 100 and day 400
+INFECTION_SITES = (
+    ("bloodstream", 30),
+    ("respiratory", 35),
+    ("urinary", 10),
+    ("gastrointestinal", 10),
+    ("skin_soft_tissue", 5),
+    ("other", 5),
+    ("unknown", 5),
+)
+ORGANISMS = (("bacterial", 50), ("viral", 30), ("fungal", 10), ("other", 5), ("unknown", 5))
+LOW_IGG_G_L = Decimal("4.0")  # IVIG is given below 4 g/L
+PERSISTENCE_DAYS = ((28, 35, 0.9), (85, 95, 0.7), (175, 190, 0.5))  # days, P(detected)
+
+
+def late_events(
+    rng: random.Random, *, arm: str, day0: date, last_day: date, labs: list[Fields]
+) -> dict[str, list[Fields]]:
+    """Infections, IVIG courses and CAR persistence assessments of one treatment, none after
+    `last_day`, consistent with its laboratory series (IVIG after a low IgG; infections more
+    likely after severe early neutropenia)."""
+    severe = (icaht_fields(labs, day0=day0, censor=None)["icaht_early_grade"] or 0) >= 3
+
+    def on(days: int) -> date:
+        return day0 + timedelta(days=days)
+
+    infections = []
+    chance = SEVERE_ICAHT_INFECTION_BY_DAY100 if severe else INFECTION_BY_DAY100[Arm(arm)]
+    for low, high, share in ((1, 100, chance), (101, 400, LATE_INFECTION)):
+        if rng.random() < share and on(low) <= last_day:
+            onset = on(rng.randint(low, high))
+            if onset <= last_day:
+                infections.append(
+                    {
+                        "onset": onset,
+                        "site": _weighted(rng, INFECTION_SITES),
+                        "organism_class": _weighted(rng, ORGANISMS),
+                        "ctcae_grade": rng.choices((2, 3, 4), weights=(40, 45, 15))[0],
+                        "treatment_required": "yes",
+                        "notes": "",
+                    }
+                )
+    ivig = []
+    low_igg = [
+        row for row in labs if row.get("igg_g_l") is not None and row["igg_g_l"] < LOW_IGG_G_L
+    ]
+    if low_igg:
+        start = low_igg[0]["date"] + timedelta(days=rng.randint(1, 10))
+        if start <= last_day:
+            stop = start + timedelta(days=rng.randint(90, 365))
+            ivig.append({"start": start, "stop": stop if stop <= last_day else None})
+    persistence = []
+    if arm == Arm.CAR_T:
+        for low, high, detected in PERSISTENCE_DAYS:
+            when = on(rng.randint(low, high))
+            if when > last_day:
+                break
+            persistence.append(
+                {
+                    "date": when,
+                    "method": rng.choices(("flow", "qpcr"), weights=(60, 40))[0],
+                    "detected": rng.random() < detected,
+                }
+            )
+    return {"infections": infections, "ivig_courses": ivig, "persistence": persistence}
+
+
+def _weighted(rng: random.Random, options: tuple[tuple[str, int], ...]) -> str:
+    return rng.choices([value for value, _ in options], weights=[w for _, w in options])[0]

@@ -21,16 +21,22 @@ from registry import services
 from registry.domain.crs import CrsFindings
 from registry.domain.icans import IcansFindings
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Transplant,
     Treatment,
 )
+from registry.models.late_effects import IEC_HS_CRITERIA
 
 # Shown beside each number, so nobody has to guess the unit.
 UNITS = {
@@ -44,6 +50,7 @@ UNITS = {
     "vasopressors": _("drugs"),
     "tocilizumab_doses": _("doses"),
     "ice_score": "/ 10",
+    "ctcae_grade": "1–5",
     "year_of_birth": "",
 }
 
@@ -322,6 +329,44 @@ class RelapseForm(ClinicalForm):
     class Meta:
         model = Relapse
         fields = ["date", "kind", "cd19_status"]
+
+
+class InfectionForm(ClinicalForm):
+    class Meta:
+        model = Infection
+        fields = ["onset", "site", "organism_class", "ctcae_grade", "treatment_required", "notes"]
+        widgets = {"notes": forms.Textarea(attrs={"rows": 3})}
+
+
+class IecHsForm(ClinicalForm):
+    class Meta:
+        model = IecHsEpisode
+        fields = ["onset", *IEC_HS_CRITERIA, "recorded_grade", "treatment_given"]
+        widgets = {"treatment_given": forms.Textarea(attrs={"rows": 2})}
+
+
+class IvigCourseForm(ClinicalForm):
+    class Meta:
+        model = IvigCourse
+        fields = ["start", "stop"]
+
+
+class CarPersistenceForm(ClinicalForm):
+    class Meta:
+        model = CarPersistence
+        fields = ["date", "method", "detected"]
+
+
+class SecondCancerForm(ClinicalForm):
+    class Meta:
+        model = SecondCancer
+        fields = [
+            "date",
+            "cancer_type",
+            "t_cell_malignancy",
+            "car_transgene_tested",
+            "car_transgene_detected",
+        ]
 
 
 class DeathForm(ClinicalForm):

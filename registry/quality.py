@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -23,13 +23,17 @@ from simple_history.utils import bulk_update_with_history
 
 from registry import audit
 from registry.domain.followup import follow_up
-from registry.domain.vocabulary import GradingSystem, YesNoUnknown
+from registry.domain.icaht import IcahtRule
+from registry.domain.vocabulary import Arm, GradingSystem, YesNoUnknown
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     DataQualityQuery,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IvigCourse,
+    LabValue,
     Patient,
     QueryKind,
     Relapse,
@@ -50,6 +54,11 @@ CLOSED = gettext_noop("closed automatically: the data no longer shows the proble
 
 CRS_STATUS_DUE_DAYS = 30
 RESPONSE_DUE_DAYS = 60
+# DOMAIN.md "Hematotoxicity and late effects": early ICAHT (days 0-30) gradable by day 35, and
+# CAR persistence or B-cell aplasia assessed by month 6 (day 183, 6 x 30.4375 days).
+ICAHT_DUE_DAYS = 35
+PERSISTENCE_DUE_DAYS = 183
+EARLY_NOT_GRADABLE = {IcahtRule.EARLY_NO_VALUES.value, IcahtRule.EARLY_DAYS_MISSING.value}
 CHUNK = 2000
 
 
@@ -79,14 +88,23 @@ class TreatmentFacts:
     relapse_status: str
     bm_blast_pct: object
     crs_status: str
+    arm: str = ""
+    icaht_early_grade: int | None = None
+    icaht_early_rule: str = ""
+    icaht_early_params: dict = field(default_factory=dict)
     contacts: list[date] = field(default_factory=list)
     responses: int = 0
     events: list[date] = field(default_factory=list)  # responses, transplants, relapses, onsets
     mismatches: list[tuple[str, int, int, int, date]] = field(default_factory=list)
+    # the late effects: B-cell aplasia (yes/no) at a contact or a CAR persistence assessment;
+    # the first start of immunoglobulin replacement; an IgG value among the laboratory values
+    persistence_assessed: bool = False
+    ivig_start: date | None = None
+    igg_measured: bool = False
 
 
 def _facts(patient_ids: list[int]) -> tuple[dict[int, list[TreatmentFacts]], dict[int, date]]:
-    """Every treatment of these patients with the facts the conditions use: eight queries."""
+    """Every treatment of these patients with the facts the conditions use: eleven queries."""
     treatments: dict[int, TreatmentFacts] = {}
     for row in (
         Treatment.objects.filter(patient_id__in=patient_ids)
@@ -99,14 +117,40 @@ def _facts(patient_ids: list[int]) -> tuple[dict[int, list[TreatmentFacts]], dic
             "relapse_status",
             "bm_blast_pct",
             "crs_status",
+            "arm",
+            "icaht_early_grade",
+            "icaht_early_rule",
+            "icaht_early_params",
         )
     ):
         treatments[row["pk"]] = TreatmentFacts(**row)
     ids = list(treatments)
-    for treatment_id, on in FollowUpContact.objects.filter(treatment_id__in=ids).values_list(
-        "treatment_id", "date"
-    ):
+    assessed = (YesNoUnknown.YES, YesNoUnknown.NO)
+    for treatment_id, on, aplasia in FollowUpContact.objects.filter(
+        treatment_id__in=ids
+    ).values_list("treatment_id", "date", "b_cell_aplasia"):
         treatments[treatment_id].contacts.append(on)
+        if aplasia in assessed:
+            treatments[treatment_id].persistence_assessed = True
+    for treatment_id in (
+        CarPersistence.objects.filter(treatment_id__in=ids)
+        .order_by()
+        .values_list("treatment_id", flat=True)
+        .distinct()
+    ):
+        treatments[treatment_id].persistence_assessed = True
+    for treatment_id, start in IvigCourse.objects.filter(treatment_id__in=ids).values_list(
+        "treatment_id", "start"
+    ):
+        facts = treatments[treatment_id]
+        facts.ivig_start = start if facts.ivig_start is None else min(facts.ivig_start, start)
+    for treatment_id in (
+        LabValue.objects.filter(treatment_id__in=ids, igg_g_l__isnull=False)
+        .order_by()
+        .values_list("treatment_id", flat=True)
+        .distinct()
+    ):
+        treatments[treatment_id].igg_measured = True
     for treatment_id, on in ResponseAssessment.objects.filter(treatment_id__in=ids).values_list(
         "treatment_id", "date"
     ):
@@ -166,6 +210,7 @@ def _treatment_conditions(
         found.append(Condition(QueryKind.CRS_STATUS_UNKNOWN, key))
     if not treatment.responses and (alive_on - treatment.day0).days > RESPONSE_DUE_DAYS:
         found.append(Condition(QueryKind.RESPONSE_NOT_ASSESSED, key))
+    found += _late_effect_conditions(treatment, today=today, death=death)
     for name, pk, recorded, derived, onset in treatment.mismatches:
         found.append(
             Condition(
@@ -180,6 +225,43 @@ def _treatment_conditions(
                 },
             )
         )
+    return found
+
+
+def _late_effect_conditions(
+    treatment: TreatmentFacts, *, today: date, death: date | None
+) -> list[Condition]:
+    """DOMAIN.md "Hematotoxicity and late effects": early ICAHT not gradable by day 35 (both
+    arms), immunoglobulin replacement without an IgG value, and a CAR-T patient alive at month 6
+    with neither a CAR persistence assessment nor B-cell aplasia (yes or no) recorded.
+
+    Like the CRS status, the days count to today or to the death: nothing is asked of days
+    after it (a patient who died before day 35 is not asked for the ANC of day 35)."""
+    found: list[Condition] = []
+    key = f"t{treatment.pk}"
+    alive_days = ((death or today) - treatment.day0).days
+    if (
+        treatment.icaht_early_grade is None
+        and treatment.icaht_early_rule in EARLY_NOT_GRADABLE
+        and alive_days >= ICAHT_DUE_DAYS
+    ):
+        params = {
+            "treatment": treatment.pk,
+            "rule": treatment.icaht_early_rule,
+            "rule_params": dict(treatment.icaht_early_params or {}),
+        }
+        found.append(Condition(QueryKind.ICAHT_NOT_GRADABLE, key, params))
+    if treatment.ivig_start is not None and not treatment.igg_measured:
+        params = {"treatment": treatment.pk, "start": treatment.ivig_start.isoformat()}
+        found.append(Condition(QueryKind.IVIG_WITHOUT_IGG, key, params))
+    if (
+        treatment.arm == Arm.CAR_T
+        and alive_days > PERSISTENCE_DUE_DAYS
+        and not treatment.persistence_assessed
+    ):
+        due = treatment.day0 + timedelta(days=PERSISTENCE_DUE_DAYS)
+        params = {"treatment": treatment.pk, "due": due.isoformat()}
+        found.append(Condition(QueryKind.PERSISTENCE_NOT_ASSESSED, key, params))
     return found
 
 

@@ -35,15 +35,20 @@ from registry.domain.followup import (
     schedule,
 )
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     DataQualityQuery,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Site,
     Transplant,
     Treatment,
@@ -64,6 +69,11 @@ SITE_PATH: dict[type[Model], str] = {
     FollowUpContact: "treatment__patient__site",
     Relapse: "treatment__patient__site",
     LabValue: "treatment__patient__site",
+    Infection: "treatment__patient__site",
+    IecHsEpisode: "treatment__patient__site",
+    IvigCourse: "treatment__patient__site",
+    CarPersistence: "treatment__patient__site",
+    SecondCancer: "treatment__patient__site",
 }
 
 
@@ -486,7 +496,17 @@ def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEnt
     """Each treatment with its records in date order, counted in days from its day 0."""
     treatments = list(
         patient.treatments.prefetch_related(
-            "crs_episodes", "icans_episodes", "responses", "transplants", "contacts", "relapses"
+            "crs_episodes",
+            "icans_episodes",
+            "responses",
+            "transplants",
+            "contacts",
+            "relapses",
+            "infections",
+            "iec_hs_episodes",
+            "ivig_courses",
+            "persistence_assessments",
+            "second_cancers",
         )
     )
     death = death_of(patient)
@@ -499,6 +519,12 @@ def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEnt
         entries += [(t.date, "transplant", t) for t in treatment.transplants.all()]
         entries += [(r.date, "relapse", r) for r in treatment.relapses.all()]
         entries += [(c.date, "contact", c) for c in treatment.contacts.all()]
+        # The late events; CAR persistence beside the B-cell aplasia of the contacts.
+        entries += [(i.onset, "infection", i) for i in treatment.infections.all()]
+        entries += [(e.onset, "iec_hs", e) for e in treatment.iec_hs_episodes.all()]
+        entries += [(c.start, "ivig", c) for c in treatment.ivig_courses.all()]
+        entries += [(a.date, "persistence", a) for a in treatment.persistence_assessments.all()]
+        entries += [(c.date, "second_cancer", c) for c in treatment.second_cancers.all()]
         if death is not None and treatment is treatments[-1]:
             entries.append((death.date, "death", death))
         order = {"treatment": 0, "death": 9}

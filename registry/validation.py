@@ -32,6 +32,7 @@ from django.utils.translation import gettext_lazy
 from registry.domain.identifiers import identifier_key
 from registry.domain.ranges import RANGES, in_range
 from registry.domain.vocabulary import (
+    Arm,
     DeathCause,
     DiseaseBurden,
     GradingSystem,
@@ -40,14 +41,19 @@ from registry.domain.vocabulary import (
     YesNoUnknown,
 )
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Transplant,
     Treatment,
 )
@@ -68,10 +74,16 @@ TREATMENT_CHILDREN: list[tuple[type, str, Any]] = [
     (FollowUpContact, "date", gettext_lazy("a follow-up contact")),
     (Relapse, "date", gettext_lazy("a relapse")),
     (LabValue, "date", gettext_lazy("a laboratory value")),
+    (Infection, "onset", gettext_lazy("the onset of an infection")),
+    (IecHsEpisode, "onset", gettext_lazy("the onset of an IEC-HS episode")),
+    (IvigCourse, "start", gettext_lazy("the start of immunoglobulin replacement")),
+    (CarPersistence, "date", gettext_lazy("a CAR persistence assessment")),
+    (SecondCancer, "date", gettext_lazy("a second cancer")),
 ]
 RESOLUTIONS: list[tuple[type, str, Any]] = [
     (CrsEpisode, "resolution", gettext_lazy("the resolution of a CRS episode")),
     (IcansEpisode, "resolution", gettext_lazy("the resolution of an ICANS episode")),
+    (IvigCourse, "stop", gettext_lazy("the stop of immunoglobulin replacement")),
 ]
 DATED_RECORDS = TREATMENT_CHILDREN + RESOLUTIONS
 COMPLETE_REMISSION = (Response.CR, Response.CRI)
@@ -133,6 +145,9 @@ CONSTRAINT_RULES: dict[str, str] = {
     "response_bm_blast_pct_range": "bm_blast_pct",
     "response_mrd_result_range": "mrd_result_pct",
     "response_mrd_sensitivity_range": "mrd_sensitivity_pct",
+    "infection_ctcae_grade_range": "ctcae_grade",
+    "iechs_recorded_grade_range": "recorded_grade",
+    "ivig_stop_after_start": "stop",
 }
 MIN_YEAR_OF_BIRTH = 1900  # the database's patient_year_of_birth_plausible
 
@@ -541,6 +556,45 @@ def _lab_rules(lab: LabValue, errors: Errors, today: date) -> None:
         )
 
 
+def _ivig_rules(course: IvigCourse, errors: Errors, today: date) -> None:
+    _dated_child_rules(course, "start", _("start of immunoglobulin replacement"), errors, today)
+    _check_date(
+        errors,
+        "stop",
+        course.stop,
+        today=today,
+        patient=course.treatment.patient,
+        label=_("stop of immunoglobulin replacement"),
+    )
+    if course.start and course.stop and course.stop < course.start:
+        errors["stop"].append(
+            _("The stop must be on or after the start (%(start)s); leave it blank while ongoing.")
+            % {"start": course.start.isoformat()}
+        )
+
+
+def _second_cancer_rules(cancer: SecondCancer, errors: Errors, today: date) -> None:
+    _dated_child_rules(cancer, "date", _("date of the second cancer"), errors, today)
+    car_t = cancer.treatment.arm == Arm.CAR_T
+    if car_t and cancer.t_cell_malignancy and cancer.car_transgene_tested == YesNoUnknown.UNKNOWN:
+        errors["car_transgene_tested"].append(
+            _(
+                "A T-cell malignancy after CAR-T must say whether the tumour was tested for the "
+                "CAR transgene: choose 'yes' or 'no'."
+            )
+        )
+    if (
+        cancer.car_transgene_detected != YesNoUnknown.UNKNOWN
+        and cancer.car_transgene_tested != YesNoUnknown.YES
+    ):
+        errors["car_transgene_detected"].append(
+            _(
+                "Whether the CAR transgene was detected is known only if the tumour was tested: "
+                "choose 'yes' for tested, or 'unknown' here."
+            )
+        )
+
+
 def _death_rules(
     death: Death, errors: Errors, today: date, together: tuple, deferred: bool
 ) -> None:
@@ -668,6 +722,16 @@ def record_errors(record, *, today: date, together: tuple = (), deferred: bool =
             _death_rules(record, errors, today, together, deferred)
         case LabValue():
             _lab_rules(record, errors, today)
+        case Infection():
+            _dated_child_rules(record, "onset", _("onset of the infection"), errors, today)
+        case IecHsEpisode():
+            _dated_child_rules(record, "onset", _("onset of the IEC-HS episode"), errors, today)
+        case IvigCourse():
+            _ivig_rules(record, errors, today)
+        case CarPersistence():
+            _dated_child_rules(record, "date", _("date of the assessment"), errors, today)
+        case SecondCancer():
+            _second_cancer_rules(record, errors, today)
     return {field: messages for field, messages in errors.items() if messages}
 
 

@@ -35,14 +35,19 @@ from registry.domain import crs, icans
 from registry.domain.vocabulary import DeathCause
 from registry.health import health
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     Patient,
     QueryKind,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Site,
     Transplant,
     Treatment,
@@ -85,7 +90,22 @@ KINDS: dict[str, RecordKind] = {
         FollowUpContact, record_forms.ContactForm, Treatment, "follow-up contact"
     ),
     "relapse": RecordKind(Relapse, record_forms.RelapseForm, Treatment, "relapse"),
+    # The late events (DOMAIN.md "Hematotoxicity and late effects")
+    "infection": RecordKind(Infection, record_forms.InfectionForm, Treatment, "infection"),
+    "iec_hs": RecordKind(IecHsEpisode, record_forms.IecHsForm, Treatment, "IEC-HS episode"),
+    "ivig": RecordKind(
+        IvigCourse, record_forms.IvigCourseForm, Treatment, "immunoglobulin replacement course"
+    ),
+    "persistence": RecordKind(
+        CarPersistence, record_forms.CarPersistenceForm, Treatment, "CAR persistence assessment"
+    ),
+    "second_cancer": RecordKind(
+        SecondCancer, record_forms.SecondCancerForm, Treatment, "second cancer"
+    ),
 }
+
+
+LATE_EVENT_KINDS = ["infection", "iec_hs", "ivig", "persistence", "second_cancer"]
 
 
 @login_required
@@ -187,6 +207,13 @@ def resolving_url(query) -> str:
             kind = "crs" if query.key.startswith("crsepisode") else "icans"
             episode = query.key.removeprefix(f"{kind}episode")
             return reverse("record-edit", args=[kind, episode]) + "#id_recorded_grade"
+        case QueryKind.ICAHT_NOT_GRADABLE if treatment:
+            # the ANC series is entered on the treatment's laboratory values
+            return reverse("patient-detail", args=[query.patient_id]) + f"#treatment-{treatment}"
+        case QueryKind.IVIG_WITHOUT_IGG if treatment:
+            return reverse("patient-detail", args=[query.patient_id]) + f"#treatment-{treatment}"
+        case QueryKind.PERSISTENCE_NOT_ASSESSED if treatment:
+            return reverse("record-new", args=[treatment, "persistence"]) + "#id_date"
     return reverse("patient-detail", args=[query.patient_id])
 
 
@@ -232,7 +259,15 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "patient": patient,
         "timeline": patient_timeline(patient),
         "death": death_of(patient),
-        "kinds": ["crs", "icans", "response", "transplant", "contact", "relapse"],
+        "kinds": [
+            "crs",
+            "icans",
+            "response",
+            "transplant",
+            "contact",
+            "relapse",
+            *LATE_EVENT_KINDS,
+        ],
         "queries": patient.queries.filter(is_open=True),
     }
     return render(request, "registry/patient_detail.html", context)

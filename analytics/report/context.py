@@ -288,6 +288,7 @@ def report_context(
         "transplant_rows": _transplant_rows(output["transplant"]),
         # SAP 12-14: the same tables as the analytics page's (analytics.comparison_tables).
         "comparison_tables": comparison_tables(output),
+        "has_hematotoxicity": "hematotoxicity" in output,
         "completeness": output.get("completeness", {}),
         "figures": figures,
         "parameters": methods_parameters(snapshot),

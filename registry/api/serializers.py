@@ -23,14 +23,19 @@ from rest_framework.validators import UniqueValidator
 from registry import forms as record_forms
 from registry import services
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Site,
     Transplant,
     Treatment,
@@ -190,6 +195,36 @@ class RelapseSerializer(ClinicalSerializer):
     class Meta(ClinicalSerializer.Meta):
         model = Relapse
         fields = _fields(record_forms.RelapseForm, "treatment")
+
+
+class InfectionSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = Infection
+        fields = _fields(record_forms.InfectionForm, "treatment")
+
+
+class IecHsEpisodeSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = IecHsEpisode
+        fields = _fields(record_forms.IecHsForm, "treatment")
+
+
+class IvigCourseSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = IvigCourse
+        fields = _fields(record_forms.IvigCourseForm, "treatment")
+
+
+class CarPersistenceSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = CarPersistence
+        fields = _fields(record_forms.CarPersistenceForm, "treatment")
+
+
+class SecondCancerSerializer(ClinicalSerializer):
+    class Meta(ClinicalSerializer.Meta):
+        model = SecondCancer
+        fields = _fields(record_forms.SecondCancerForm, "treatment")
 
 
 class DeathSerializer(ClinicalSerializer):

@@ -28,6 +28,13 @@ router.register("contacts", views.ContactViewSet, basename="contact")
 router.register("relapses", views.RelapseViewSet, basename="relapse")
 router.register("deaths", views.DeathViewSet, basename="death")
 router.register("labs", views.LabValueViewSet, basename="lab")
+router.register("infections", views.InfectionViewSet, basename="infection")
+router.register("iec-hs-episodes", views.IecHsEpisodeViewSet, basename="iec-hs-episode")
+router.register("ivig-courses", views.IvigCourseViewSet, basename="ivig-course")
+router.register(
+    "persistence-assessments", views.CarPersistenceViewSet, basename="persistence-assessment"
+)
+router.register("second-cancers", views.SecondCancerViewSet, basename="second-cancer")
 router.register("reports", views.ReportViewSet, basename="report")
 
 # The API docs pages style themselves with inline styles (Swagger UI and ReDoc inject them as

@@ -36,14 +36,19 @@ from rest_framework.settings import api_settings
 from registry import services
 from registry.api import serializers as api
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Transplant,
     Treatment,
 )
@@ -224,6 +229,28 @@ ContactViewSet = _viewset(
     FollowUpContact, api.ContactSerializer, name="follow-up contacts", date_field="date"
 )
 RelapseViewSet = _viewset(Relapse, api.RelapseSerializer, name="relapses", date_field="date")
+# The late events (DOMAIN.md "Hematotoxicity and late effects")
+InfectionViewSet = _viewset(
+    Infection, api.InfectionSerializer, name="infections", date_field="onset"
+)
+IecHsEpisodeViewSet = _viewset(
+    IecHsEpisode, api.IecHsEpisodeSerializer, name="IEC-HS episodes", date_field="onset"
+)
+IvigCourseViewSet = _viewset(
+    IvigCourse,
+    api.IvigCourseSerializer,
+    name="immunoglobulin replacement courses",
+    date_field="start",
+)
+CarPersistenceViewSet = _viewset(
+    CarPersistence,
+    api.CarPersistenceSerializer,
+    name="CAR persistence assessments",
+    date_field="date",
+)
+SecondCancerViewSet = _viewset(
+    SecondCancer, api.SecondCancerSerializer, name="second cancers", date_field="date"
+)
 
 
 class DeathViewSet(_viewset(Death, api.DeathSerializer, name="deaths", date_field="date")):

@@ -67,3 +67,14 @@ RANGES |= {
         0, 5000, "cells/µL", "CD19+ B cells in blood: 0 in B-cell aplasia, about 100-500 normally"
     ),
 }
+
+# Late effects: grades as recorded (registry.models.late_effects; a database constraint stands
+# behind each).
+RANGES |= {
+    ("Infection", "ctcae_grade"): Range(
+        1, 5, "CTCAE grade", "CTCAE v5 grades an infection 1-5; 5 is death from it"
+    ),
+    ("IecHsEpisode", "recorded_grade"): Range(
+        1, 5, "ASTCT IEC-HS grade", "Hines 2023 grades IEC-HS 1-5; 5 is death from it"
+    ),
+}

@@ -140,6 +140,31 @@ class DeathCause(StrEnum):
     UNKNOWN = "unknown"
 
 
+# Late effects (DOMAIN.md "Hematotoxicity and late effects")
+class InfectionSite(StrEnum):
+    BLOODSTREAM = "bloodstream"
+    RESPIRATORY = "respiratory"
+    URINARY = "urinary"
+    GASTROINTESTINAL = "gastrointestinal"
+    SKIN_SOFT_TISSUE = "skin_soft_tissue"
+    CNS = "cns"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class OrganismClass(StrEnum):
+    BACTERIAL = "bacterial"
+    VIRAL = "viral"
+    FUNGAL = "fungal"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class PersistenceMethod(StrEnum):
+    FLOW = "flow"
+    QPCR = "qpcr"
+
+
 class Role(StrEnum):
     NURSE = "nurse"
     DATA_MANAGER = "data_manager"

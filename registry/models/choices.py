@@ -169,6 +169,36 @@ DEATH_CAUSE = choices(
         v.DeathCause.UNKNOWN: _("Unknown"),
     },
 )
+INFECTION_SITE = choices(
+    v.InfectionSite,
+    {
+        v.InfectionSite.BLOODSTREAM: _("Bloodstream"),
+        v.InfectionSite.RESPIRATORY: _("Respiratory tract"),
+        v.InfectionSite.URINARY: _("Urinary tract"),
+        v.InfectionSite.GASTROINTESTINAL: _("Gastrointestinal"),
+        v.InfectionSite.SKIN_SOFT_TISSUE: _("Skin and soft tissue"),
+        v.InfectionSite.CNS: _("Central nervous system"),
+        v.InfectionSite.OTHER: _("Other"),
+        v.InfectionSite.UNKNOWN: _("Unknown"),
+    },
+)
+ORGANISM_CLASS = choices(
+    v.OrganismClass,
+    {
+        v.OrganismClass.BACTERIAL: _("Bacterial"),
+        v.OrganismClass.VIRAL: _("Viral"),
+        v.OrganismClass.FUNGAL: _("Fungal"),
+        v.OrganismClass.OTHER: _("Other"),
+        v.OrganismClass.UNKNOWN: _("Unknown"),
+    },
+)
+PERSISTENCE_METHOD = choices(
+    v.PersistenceMethod,
+    {
+        v.PersistenceMethod.FLOW: _("Flow cytometry"),
+        v.PersistenceMethod.QPCR: _("qPCR of the CAR transgene"),
+    },
+)
 ROLE = choices(
     v.Role,
     {

@@ -9,6 +9,8 @@ from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
+from registry.icaht_reasons import icaht_reason
+
 from .patients import Patient
 
 
@@ -20,6 +22,12 @@ class QueryKind(models.TextChoices):
     LOST_TO_FOLLOW_UP = "lost_to_follow_up", _("Lost to follow-up")
     CONTACT_BEFORE_EVENT = "contact_before_event", _("Last contact earlier than latest event")
     GRADE_MISMATCH = "grade_mismatch", _("Derived ASTCT grade differs from recorded grade")
+    ICAHT_NOT_GRADABLE = "icaht_not_gradable", _("Early ICAHT not gradable by day 35")
+    IVIG_WITHOUT_IGG = "ivig_without_igg", _("Immunoglobulin replacement without an IgG value")
+    PERSISTENCE_NOT_ASSESSED = (
+        "persistence_not_assessed",
+        _("CAR persistence or B-cell aplasia not assessed by month 6"),
+    )
 
 
 class DataQualityQuery(models.Model):
@@ -130,6 +138,20 @@ def query_text(kind: str, params: dict) -> str | None:
                     "derived": params["derived"],
                     "onset": params["onset"],
                 }
+            case QueryKind.ICAHT_NOT_GRADABLE:
+                return gettext("Early ICAHT by day 35 — %(reason)s") % {
+                    "reason": icaht_reason(params["rule"], params["rule_params"])
+                }
+            case QueryKind.IVIG_WITHOUT_IGG:
+                return gettext(
+                    "Immunoglobulin replacement is recorded (from %(start)s) but no IgG value: "
+                    "enter the IgG level with the laboratory values."
+                ) % {"start": params["start"]}
+            case QueryKind.PERSISTENCE_NOT_ASSESSED:
+                return gettext(
+                    "No CAR persistence assessment and no B-cell aplasia (yes or no) recorded "
+                    "by day 183 (%(due)s)."
+                ) % {"due": params["due"]}
     except (KeyError, TypeError):
         return None
     return None

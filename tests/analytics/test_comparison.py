@@ -12,12 +12,12 @@ import pytest
 from django.utils import translation
 
 from analytics import comparison, services
-from analytics.comparison_tables import hematotoxicity_table
+from analytics.comparison_tables import hematotoxicity_table, late_effects_table
 
 COLUMNS = {
     "arm": object, "age": float, "sex": object, "ph_status": object, "disease_burden": object,
     "relapse_group": object, "prior_hsct": object, "pfs_days": float, "pfs_event": int,
-    "pfs_cause": int, "os_days": float, "os_event": int,
+    "pfs_cause": int, "os_days": float, "os_event": int, "infection_day": object,
 }  # fmt: skip
 
 
@@ -25,7 +25,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     base = {
         "age": 30.0, "sex": "F", "ph_status": "negative", "disease_burden": "morphologic",
         "relapse_group": "first_relapse", "prior_hsct": False, "pfs_days": 100.0,
-        "pfs_event": 0, "pfs_cause": 0, "os_days": 100.0, "os_event": 0,
+        "pfs_event": 0, "pfs_cause": 0, "os_days": 100.0, "os_event": 0, "infection_day": None,
     }  # fmt: skip
     data = pd.DataFrame([base | row for row in rows], columns=list(COLUMNS))
     return data.astype({k: v for k, v in COLUMNS.items() if v is not object})
@@ -56,7 +56,7 @@ def test_every_block_is_computed_on_a_small_or_empty_registry(case):
         "rmst": comparison.restricted_mean(t),
     }
     text = json.dumps(services.json_safe(output), allow_nan=False)
-    assert set(output["competing_risks"]) == {"relapse", "nrm"}
+    assert set(output["competing_risks"]) == {"relapse", "nrm", "infection_by_day100"}
     assert set(output["rmst"]) == {"pfs", "os"} and set(output["rmst"]["os"]) == {"12", "24"}
     assert "NaN" not in text and "Infinity" not in text
 
@@ -74,8 +74,10 @@ def test_without_events_before_tau_the_rmst_difference_has_no_test():
 
 
 def icaht_frame(grades: list[tuple[str, float | None, float | None]]) -> pd.DataFrame:
-    """(arm, early grade, late grade) per treatment; None is not gradable."""
-    return pd.DataFrame(grades, columns=["arm", "icaht_early_grade", "icaht_late_grade"])
+    """(arm, early grade, late grade) per treatment; None is not gradable. Nobody had IVIG or
+    a persistence assessment."""
+    frame = pd.DataFrame(grades, columns=["arm", "icaht_early_grade", "icaht_late_grade"])
+    return frame.assign(ivig=False, car_persistence=None)
 
 
 def test_icaht_counts_each_grade_and_the_not_gradable_per_arm():
@@ -116,8 +118,9 @@ def test_with_no_gradable_series_the_severe_rate_has_no_p():
 
 def test_the_icaht_table_prints_both_phases_for_both_arms_in_either_language():
     t = icaht_frame([("car_t", 3, 0), ("car_t", None, 1), ("blinatumomab", 0, 0)])
-    output = {"hematotoxicity": services.hematotoxicity(t)}
+    output = {"hematotoxicity": services.hematotoxicity(t), "competing_risks": {}}
     table = hematotoxicity_table(output)
+    assert len(late_effects_table(output).rows) == 2  # IVIG and persistence; no infection block
     assert len(table.rows) == 4 and all(len(row) == len(table.header) for row in table.rows)
     car_t_early = table.rows[1]
     assert car_t_early[2:8] == ["0", "0", "0", "1", "0", "1"]
@@ -125,3 +128,43 @@ def test_the_icaht_table_prints_both_phases_for_both_arms_in_either_language():
     with translation.override("zh-hans"):
         chinese = hematotoxicity_table(output)
     assert chinese.caption != table.caption and "无法分级" in chinese.header
+
+
+# --- issue #17: infections by day 100 (death competing), IVIG, CAR persistence ------------------
+
+
+def infection_frame(rows: list[tuple[str, float | None, float, int]]) -> pd.DataFrame:
+    """(arm, first infection day or None, OS days, OS event) per patient."""
+    return pd.DataFrame(rows, columns=["arm", "infection_day", "os_days", "os_event"])
+
+
+def test_infections_by_day100_count_a_death_before_an_infection_as_competing():
+    t = infection_frame(
+        [
+            ("car_t", 10, 400, 0),  # infected on day 10
+            ("car_t", None, 50, 1),  # died on day 50, never infected: competing
+            ("car_t", 150, 400, 0),  # infected after day 100: censored at day 100
+            ("car_t", 60, 40, 1),  # died on day 40, an infection dated later cannot count
+            ("blinatumomab", None, 30, 0),  # last seen on day 30: censored then
+        ]
+    )
+    block = comparison.infection_by_day100(t)
+    car_t = block["car_t"]
+    assert (car_t["n"], car_t["events"], car_t["competing"]) == (4, 1, 2)
+    # Aalen-Johansen: S = 1 before day 10, the infection takes 1/4 of the 4 at risk.
+    assert car_t["at_day100"] == pytest.approx(0.25)
+    assert car_t["at_day100_ci95"][0] < 0.25 < car_t["at_day100_ci95"][1]
+    assert car_t["at_12m"] is None  # past the follow-up, cut at day 100
+    assert block["blinatumomab"]["events"] == 0
+
+
+def test_ivig_use_is_over_every_treatment_and_persistence_over_those_assessed():
+    t = icaht_frame([("car_t", 1, 0)] * 4 + [("blinatumomab", 0, 0)] * 2)
+    t["ivig"] = [True, True, False, False, False, False]
+    t["car_persistence"] = [True, False, None, None, None, None]
+    block = services.hematotoxicity(t)
+    assert (block["ivig"]["car_t"]["n"], block["ivig"]["car_t"]["N"]) == (2, 4)
+    assert (block["ivig"]["blinatumomab"]["n"], block["ivig"]["blinatumomab"]["N"]) == (0, 2)
+    persistence = block["car_persistence"]
+    assert (persistence["car_t"]["n"], persistence["car_t"]["N"]) == (1, 2)
+    assert persistence["blinatumomab"]["N"] == 0 and persistence["p_fisher"] is None

@@ -21,10 +21,13 @@ from analytics.frames import (
 )
 from registry import demo, services
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    Infection,
+    IvigCourse,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -261,7 +264,7 @@ def test_frames_take_the_same_few_queries_for_5_or_50_patients(
     demo.seed_scaled(patients)
     sites = Patient.objects.values_list("site", flat=True)
     site_ids = None if scope == "registry" else [sites.first()]
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(12):
         frames = analysis_frames(site_ids=site_ids)
     in_scope = sites if site_ids is None else sites.filter(site__in=site_ids)
     assert len(frames.treatments) == in_scope.count() > 0
@@ -361,6 +364,24 @@ def reference_row(treatment: Treatment) -> dict:
         "icans_grade_source": icans_source,
         "icaht_early_grade": treatment.icaht_early_grade,
         "icaht_late_grade": treatment.icaht_late_grade,
+        "infection_day": min(
+            (
+                (i.onset - day0).days
+                for i in Infection.objects.filter(**of_patient)
+                if i.onset >= day0
+            ),
+            default=None,
+        ),
+        "ivig": any(c.start >= day0 for c in IvigCourse.objects.filter(**of_patient)),
+        "car_persistence": (
+            any(a.detected for a in persisting)
+            if (
+                persisting := [
+                    a for a in CarPersistence.objects.filter(**of_patient) if a.date >= day0
+                ]
+            )
+            else None
+        ),
         "response_evaluable": bool(window),
         "best_response": best,
         "cr": best in ("cr", "cri"),
@@ -428,6 +449,21 @@ def varied_registry(nurse, record, site, treatment):
     record(Transplant, treatment, date=on(60), type="ucbt")  # the same day: the first read
     record(Transplant, later, date=on(300), type="ucbt")
     contact(record, later, 320)
+    # Late events: the patient's first infection on or after day 0 (of either treatment), an
+    # IVIG course under the later treatment, persistence assessed twice.
+    for onset in (45, 20):
+        record(
+            Infection,
+            treatment,
+            onset=on(onset),
+            site="bloodstream",
+            organism_class="bacterial",
+            ctcae_grade=3,
+            treatment_required="yes",
+        )
+    record(IvigCourse, later, start=on(210))
+    for days, detected in ((90, False), (180, True)):
+        record(CarPersistence, treatment, date=on(days), method="flow", detected=detected)
     other = factories.patient(user=nurse, site=site, study_id="P002")
     unknown = factories.treatment(
         user=nurse,

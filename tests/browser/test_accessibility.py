@@ -81,7 +81,7 @@ def test_the_pages_of_each_roles_home_and_forms_pass_axe(page, live_server, ward
     assert_no_serious_violations(page)  # the home
     pages = ["/patients/", f"/patients/{ward['patient'].pk}/"]
     if role in (Role.NURSE, Role.DATA_MANAGER, Role.ADMINISTRATOR):
-        pages += [f"/records/{ward['treatment'].pk}/icans/new/"]
+        pages += [f"/records/{ward['treatment'].pk}/{kind}/new/" for kind in ("icans", "iec_hs")]
     for path in pages:
         page.goto(f"{live_server.url}{path}")
         assert_no_serious_violations(page)

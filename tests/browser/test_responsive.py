@@ -118,7 +118,15 @@ def nurse_pages(ward) -> dict[str, str]:
         "edit-treatment": f"/records/treatment/{car_t.pk}/",
         "new-treatment": f"/records/{patient.pk}/treatment/new/",
     }
-    for kind in ("crs", "icans", "response", "transplant", "relapse", "contact"):
+    for kind in (
+        "crs",
+        "icans",
+        "response",
+        "transplant",
+        "relapse",
+        "contact",
+        *("infection", "iec_hs", "ivig", "persistence", "second_cancer"),
+    ):
         pages[f"new-{kind}"] = f"/records/{car_t.pk}/{kind}/new/"
     pages["edit-crs"] = f"/records/crs/{ward['crs'].pk}/"
     pages["record-death"] = f"/records/{patient.pk}/death/new/"

@@ -21,7 +21,18 @@ from analytics import services as analytics
 from analytics.models import Report, Snapshot
 from analytics.views import FIGURES
 from registry import demo, services
-from registry.models import LabValue, Patient, Site, Treatment, User
+from registry.models import (
+    CarPersistence,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
+    LabValue,
+    Patient,
+    SecondCancer,
+    Site,
+    Treatment,
+    User,
+)
 from registry.selectors import SITE_PATH
 from registry.views import KINDS
 
@@ -113,6 +124,11 @@ EXPECTED: dict[str, dict] = {
             "relapse",
             "death",
             "lab",
+            "infection",
+            "iec-hs-episode",
+            "ivig-course",
+            "persistence-assessment",
+            "second-cancer",
         )
         for suffix, expected in (("list", API_LIST), ("detail", API_DETAIL))
     },
@@ -171,13 +187,28 @@ class World:
         return self.sites[relation]
 
 
+# The late events, made on day 0 of a treatment at each site (the demo has none yet).
+LATE_EVENTS = {
+    Infection: lambda day0: {
+        "onset": day0,
+        "site": "bloodstream",
+        "organism_class": "bacterial",
+        "ctcae_grade": 3,
+    },
+    IecHsEpisode: lambda day0: {"onset": day0, "ferritin_rise": True, "recorded_grade": 2},
+    IvigCourse: lambda day0: {"start": day0},
+    CarPersistence: lambda day0: {"date": day0, "method": "flow", "detected": True},
+    SecondCancer: lambda day0: {"date": day0, "cancer_type": "MDS"},
+}
+
+
 @pytest.fixture
 def world(db, settings, tmp_path) -> World:
     settings.MEDIA_ROOT = tmp_path
     demo.seed_scaled(60)
     own, other = Site.objects.get(code="AHP"), Site.objects.get(code="XHC")
     # Some patients move to XHC, so that both sites have records of every kind.
-    models = {kind.model for kind in KINDS.values()}
+    models = {kind.model for kind in KINDS.values()} - set(LATE_EVENTS)
     moved: set[int] = set()
     for model in sorted(models, key=lambda model: model.objects.count()):
         patients = sorted({record.patient.pk for record in model.objects.all()})
@@ -194,11 +225,15 @@ def world(db, settings, tmp_path) -> World:
                 pytest.fail(f"the test data has no {model.__name__} at {site}: seed more")
             records[model, relation] = record
     administrator = User.objects.get(username="admin")
-    for relation in sites:  # no lab values in the demo yet (issue #17)
+    for relation in sites:  # no lab values nor late events in the demo yet (issue #17)
         treatment = records[Treatment, relation]
         records[LabValue, relation] = services.record_create(
             LabValue, user=administrator, treatment=treatment, date=treatment.day0, anc_per_ul=800
         )
+        for model, values in LATE_EVENTS.items():
+            records[model, relation] = services.record_create(
+                model, user=administrator, treatment=treatment, **values(treatment.day0)
+            )
     snapshots = {
         relation: analytics.snapshot_compute(site=site, trigger="command")
         for relation, site in sites.items()

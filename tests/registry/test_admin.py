@@ -45,6 +45,11 @@ def change_form_data(treatment: Treatment, **overrides) -> dict:
         "transplants",
         "relapses",
         "contacts",
+        "infections",
+        "iec_hs_episodes",
+        "ivig_courses",
+        "persistence_assessments",
+        "second_cancers",
     ):
         data |= {f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0}
     return data | overrides

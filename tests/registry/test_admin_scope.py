@@ -27,13 +27,18 @@ from registry import demo, quality, services
 from registry.admin_scope import SiteScopedAdmin
 from registry.domain.vocabulary import Role
 from registry.models import (
+    CarPersistence,
     DataQualityQuery,
     Death,
     ExportLog,
+    IecHsEpisode,
     ImportRun,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     QueryKind,
+    SecondCancer,
     Site,
     Treatment,
     User,
@@ -87,9 +92,10 @@ def world(django_db_setup, django_db_blocker) -> Iterator[World]:
         administrator = User.objects.get(username="admin")
         data_manager_a = User.objects.get(username="datamanager")
         owned: dict[str, object] = {}
+        late_events = (Infection, IecHsEpisode, IvigCourse, CarPersistence, SecondCancer)
         for model in SITE_PATH:
-            if model in (DataQualityQuery, LabValue):  # made below (the demo has no lab values)
-                continue
+            if model in (DataQualityQuery, LabValue, *late_events):
+                continue  # made below (the demo has no lab values nor late events)
             row = model.objects.filter(**{SITE_PATH[model]: site_a}).order_by("pk").first()
             assert row is not None, f"the seeded data has no {model.__name__}: seed more"
             owned[_label(model)] = row
@@ -98,6 +104,18 @@ def world(django_db_setup, django_db_blocker) -> Iterator[World]:
         owned["registry.labvalue"] = services.record_create(
             LabValue, user=administrator, treatment=treatment, date=treatment.day0, anc_per_ul=800
         )
+        late_values = {
+            Infection: {"onset": treatment.day0, "site": "cns", "organism_class": "fungal",
+                        "ctcae_grade": 3},
+            IecHsEpisode: {"onset": treatment.day0, "recorded_grade": 2},
+            IvigCourse: {"start": treatment.day0},
+            CarPersistence: {"date": treatment.day0, "method": "qpcr"},
+            SecondCancer: {"date": treatment.day0, "cancer_type": "T-cell lymphoma"},
+        }  # fmt: skip
+        for model in late_events:
+            owned[_label(model)] = services.record_create(
+                model, user=administrator, treatment=treatment, **late_values[model]
+            )
         query = DataQualityQuery.objects.create(
             patient=patient,
             kind=QueryKind.FOLLOW_UP_OVERDUE,

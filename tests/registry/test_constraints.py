@@ -25,6 +25,9 @@ from registry.api import serializers as api
 from registry.models import (
     CrsEpisode,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     Patient,
     ResponseAssessment,
     Treatment,
@@ -76,6 +79,15 @@ TREATMENT = {
     "crs_status": "unknown",
     "icans_status": "unknown",
 }
+INFECTION = {
+    "onset": DAY0 + timedelta(days=10),
+    "site": "bloodstream",
+    "organism_class": "bacterial",
+    "ctcae_grade": 3,
+    "treatment_required": "yes",
+}
+IEC_HS = {"onset": DAY0 + timedelta(days=10), "ferritin_rise": True, "recorded_grade": 2}
+IVIG = {"start": DAY0 + timedelta(days=40)}
 PATIENT = {"study_id": "P100", "sex": "M", "year_of_birth": 1985, "ph_status": "unknown"}
 
 # A violation of each constraint: the record, a valid submission, what breaks the constraint.
@@ -119,6 +131,9 @@ VIOLATIONS: dict[str, tuple[type[models.Model], dict[str, Any], dict[str, Any]]]
         RESPONSE | {"mrd_result_pct": "0.5"},
         {"mrd_sensitivity_pct": "0"},
     ),
+    "infection_ctcae_grade_range": (Infection, INFECTION, {"ctcae_grade": 6}),
+    "iechs_recorded_grade_range": (IecHsEpisode, IEC_HS, {"recorded_grade": 0}),
+    "ivig_stop_after_start": (IvigCourse, IVIG, {"stop": DAY0 + timedelta(days=39)}),
 }
 
 
@@ -214,6 +229,9 @@ ENDPOINT = {
     CrsEpisode: "crs-episodes",
     IcansEpisode: "icans-episodes",
     ResponseAssessment: "responses",
+    Infection: "infections",
+    IecHsEpisode: "iec-hs-episodes",
+    IvigCourse: "ivig-courses",
 }
 
 

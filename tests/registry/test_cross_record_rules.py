@@ -23,19 +23,29 @@ from rest_framework.test import APIClient
 from registry import services
 from registry.forms import field_label
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Site,
     Transplant,
     Treatment,
 )
-from registry.validation import CROSS_RECORD_RULES, DATED_RECORDS, TREATMENT_CHILDREN
+from registry.validation import (
+    CROSS_RECORD_RULES,
+    DATED_RECORDS,
+    RESOLUTIONS,
+    TREATMENT_CHILDREN,
+)
 from registry.views import KINDS
 from tests import factories
 from tests.factories import DAY0
@@ -53,6 +63,11 @@ CLINICAL_MODELS = [
     FollowUpContact,
     Relapse,
     LabValue,
+    Infection,
+    IecHsEpisode,
+    IvigCourse,
+    CarPersistence,
+    SecondCancer,
 ]
 DIAGNOSIS = DAY0 - timedelta(days=200)
 
@@ -83,6 +98,21 @@ RECORD_VALUES: dict[type[models.Model], Callable[[date], dict[str, Any]]] = {
     FollowUpContact: lambda when: {"date": when, "disease_status": "remission"},
     Relapse: lambda when: {"date": when, "kind": "morphologic"},
     LabValue: lambda when: {"date": when, "anc_per_ul": 800},
+    Infection: lambda when: {
+        "onset": when,
+        "site": "respiratory",
+        "organism_class": "viral",
+        "ctcae_grade": 2,
+    },
+    IecHsEpisode: lambda when: {
+        "onset": when,
+        "ferritin_rise": True,
+        "cytopenias": True,
+        "recorded_grade": 2,
+    },
+    IvigCourse: lambda when: {"start": when},
+    CarPersistence: lambda when: {"date": when, "method": "qpcr", "detected": True},
+    SecondCancer: lambda when: {"date": when, "cancer_type": "MDS"},
 }
 # The records no nurse's form writes one by one yet (lab values: a grid, issue #17): their
 # side of a rule is broken through these paths.
@@ -236,17 +266,18 @@ def _cases() -> list[Case]:
 
     for model, date_field, _label in DATED_RECORDS:
         rule = f"{model.__name__}.{date_field} is not after the death"
-        resolution = date_field == "resolution"
+        # the end of a span: an episode's resolution, an IVIG course's stop
+        resolution = (model, date_field, _label) in RESOLUTIONS
 
         @case(rule, model, paths=PATHS_OF.get(model))
         def _(w: World, model=model, date_field=date_field, resolution=resolution) -> Breach:
-            record = w.record(model, day(10), **({"resolution": day(12)} if resolution else {}))
+            record = w.record(model, day(10), **({date_field: day(12)} if resolution else {}))
             w.death(day(100))
             return Breach(record, {date_field: day(101)}, date_field)
 
         @case(rule, Death)
-        def _(w: World, model=model, resolution=resolution) -> Breach:
-            w.record(model, day(50), **({"resolution": day(52)} if resolution else {}))
+        def _(w: World, model=model, date_field=date_field, resolution=resolution) -> Breach:
+            w.record(model, day(50), **({date_field: day(52)} if resolution else {}))
             death = w.death(day(100))
             # before the record's date (day 50), or between its onset and its resolution
             return Breach(death, {"date": day(51 if resolution else 49)}, "date")
@@ -505,6 +536,11 @@ ENDPOINTS = {
     Transplant: "transplants",
     FollowUpContact: "contacts",
     Relapse: "relapses",
+    Infection: "infections",
+    IecHsEpisode: "iec-hs-episodes",
+    IvigCourse: "ivig-courses",
+    CarPersistence: "persistence-assessments",
+    SecondCancer: "second-cancers",
 }
 
 

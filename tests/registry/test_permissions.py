@@ -10,14 +10,19 @@ from django.core.exceptions import PermissionDenied
 from registry import quality, services
 from registry.domain.vocabulary import Role
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     DataQualityQuery,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Transplant,
     Treatment,
 )
@@ -38,6 +43,11 @@ RECORD_KINDS = [
     FollowUpContact,
     Relapse,
     Death,
+    Infection,
+    IecHsEpisode,
+    IvigCourse,
+    CarPersistence,
+    SecondCancer,
 ]
 
 
@@ -87,6 +97,25 @@ def full_patient(administrator, site, study_id: str) -> dict[type, object]:
             treatment=treatment,
             date=later + timedelta(days=10),
             kind="mrd",
+        ),
+        Infection: create(
+            Infection,
+            user=administrator,
+            treatment=treatment,
+            onset=later,
+            site="respiratory",
+            organism_class="viral",
+            ctcae_grade=2,
+        ),
+        IecHsEpisode: create(
+            IecHsEpisode, user=administrator, treatment=treatment, onset=DAY0, recorded_grade=1
+        ),
+        IvigCourse: create(IvigCourse, user=administrator, treatment=treatment, start=later),
+        CarPersistence: create(
+            CarPersistence, user=administrator, treatment=treatment, date=later, method="qpcr"
+        ),
+        SecondCancer: create(
+            SecondCancer, user=administrator, treatment=treatment, date=later, cancer_type="AML"
         ),
     }
     records[Death] = services.death_record(

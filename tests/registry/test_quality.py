@@ -9,7 +9,14 @@ from django.urls import reverse
 from django.utils import translation
 
 from registry import quality, services
-from registry.models import CrsEpisode, DataQualityQuery, FollowUpContact, QueryKind, Transplant
+from registry.models import (
+    CrsEpisode,
+    DataQualityQuery,
+    FollowUpContact,
+    IvigCourse,
+    QueryKind,
+    Transplant,
+)
 from tests import factories
 from tests.factories import DAY0
 
@@ -169,6 +176,8 @@ def test_no_query_kind_shows_an_internal_code_or_english_in_chinese(
         treatment=treatment, onset=on_day(2), max_temperature_c=39, hypotension=False,
         oxygen="none", grading_system="astct2019", derived_grade=1, recorded_grade=2,
     )  # fmt: skip
+    # no ANC (early ICAHT not gradable), IVIG without IgG, and no persistence by month 6
+    services.record_create(IvigCourse, user=nurse, treatment=treatment, start=on_day(40))
     quality.refresh_patient(patient, today=on_day(130))
     quality.refresh_patient(patient, today=on_day(400))  # and lost, by then
     queries = list(DataQualityQuery.objects.filter(patient=patient))
@@ -221,6 +230,14 @@ def make_query(kind, nurse, patient):
                 oxygen="none", grading_system="astct2019", derived_grade=1, recorded_grade=2,
             )  # fmt: skip
             url = reverse("record-edit", args=["crs", episode.pk]) + "#id_recorded_grade"
+        case QueryKind.ICAHT_NOT_GRADABLE:  # no ANC: the treatment's laboratory values
+            url = reverse("patient-detail", args=[patient.pk]) + f"#treatment-{treatment.pk}"
+        case QueryKind.IVIG_WITHOUT_IGG:
+            services.record_create(IvigCourse, user=nurse, treatment=treatment, start=on_day(40))
+            url = reverse("patient-detail", args=[patient.pk]) + f"#treatment-{treatment.pk}"
+        case QueryKind.PERSISTENCE_NOT_ASSESSED:
+            today = on_day(200)
+            url = reverse("record-new", args=[treatment.pk, "persistence"]) + "#id_date"
     quality.refresh_patient(patient, today=today)
     return DataQualityQuery.objects.get(patient=patient, kind=kind, is_open=True), url
 

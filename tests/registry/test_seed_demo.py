@@ -26,10 +26,13 @@ from registry.domain.crs import crs_grade
 from registry.domain.followup import DAYS_PER_MONTH
 from registry.domain.vocabulary import MrdStatus, Response, Role
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
@@ -53,6 +56,9 @@ CHILD_MODELS = [
     Relapse,
     FollowUpContact,
     LabValue,
+    Infection,
+    IvigCourse,
+    CarPersistence,
 ]
 CLINICAL_MODELS = [Patient, Treatment, *CHILD_MODELS, Death]
 BLIN, CAR_T = "blinatumomab", "car_t"
@@ -186,12 +192,16 @@ def clinical_rows(site_codes: list[str]) -> dict[str, list[dict[str, Any]]]:
             path = "patient__site__code"
         else:
             path = "treatment__patient__site__code"
-        names = [f.attname for f in model._meta.concrete_fields if f.name not in skip]
+        names = [
+            f.attname
+            for f in model._meta.concrete_fields
+            if f.name not in skip or (f.name == "site" and not f.is_relation)  # an infection's
+        ]
         owner = "study_id" if model is Patient else path.replace("site__code", "study_id")
         queryset = model.objects.filter(**{f"{path}__in": site_codes})
         rows[model.__name__] = sorted(
             (
-                {"site": value[0], "owner": value[1], **dict(zip(names, value[2:], strict=True))}
+                {"of_site": value[0], "owner": value[1], **dict(zip(names, value[2:], strict=True))}
                 for value in queryset.values_list(path, owner, *names)
             ),
             key=lambda row: json.dumps(row, default=str, sort_keys=True),
@@ -226,7 +236,9 @@ def seeded(django_db_setup, django_db_blocker) -> SeededFacts:
             }
         dates = []
         for model in CHILD_MODELS:
-            date_field = "onset" if model in (CrsEpisode, IcansEpisode) else "date"
+            date_field = {CrsEpisode: "onset", IcansEpisode: "onset", Infection: "onset"}.get(
+                model, "start" if model is IvigCourse else "date"
+            )
             for record in model.objects.select_related("treatment__patient__death"):
                 on = getattr(record, date_field)
                 dates += [on, getattr(record, "resolution", None)]

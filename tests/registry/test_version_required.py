@@ -15,13 +15,18 @@ from rest_framework.test import APIClient
 from registry import services
 from registry.forms import MISSING_VERSION
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
+    IvigCourse,
     Patient,
     Relapse,
     ResponseAssessment,
+    SecondCancer,
     Transplant,
     Treatment,
 )
@@ -41,6 +46,11 @@ API_BASENAMES = {
     FollowUpContact: "contact",
     Relapse: "relapse",
     Death: "death",
+    Infection: "infection",
+    IecHsEpisode: "iec-hs-episode",
+    IvigCourse: "ivig-course",
+    CarPersistence: "persistence-assessment",
+    SecondCancer: "second-cancer",
 }
 
 
@@ -64,6 +74,21 @@ def records(nurse, treatment) -> dict[type[models.Model], models.Model]:
             FollowUpContact, date=DAY0 + timedelta(days=60), disease_status="remission"
         ),
         Relapse: create(Relapse, date=DAY0 + timedelta(days=200), kind="morphologic"),
+        Infection: create(
+            Infection,
+            onset=DAY0 + timedelta(days=12),
+            site="bloodstream",
+            organism_class="bacterial",
+            ctcae_grade=3,
+        ),
+        IecHsEpisode: create(
+            IecHsEpisode, onset=DAY0 + timedelta(days=9), ferritin_rise=True, recorded_grade=2
+        ),
+        IvigCourse: create(IvigCourse, start=DAY0 + timedelta(days=40)),
+        CarPersistence: create(
+            CarPersistence, date=DAY0 + timedelta(days=90), method="flow", detected=True
+        ),
+        SecondCancer: create(SecondCancer, date=DAY0 + timedelta(days=250), cancer_type="MDS"),
     }
     made[Death] = services.death_record(
         patient=treatment.patient, user=nurse, date=DAY0 + timedelta(days=300), cause="disease"
