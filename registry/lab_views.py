@@ -195,9 +195,12 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = LabGridForm(request.POST)
         grid = LabRowFormSet(request.POST, prefix=PREFIX)
-        if not grid.management_form.is_valid() or not form.is_valid():
+        if not grid.management_form.is_valid():
+            form.is_valid()
             form.add_error(None, _("The grid was sent incomplete; reload the page and try again."))
             grid = None
+        elif not form.is_valid():  # a reason or a pasted text too long: shown at its field
+            pass
         elif "paste" in request.POST or "more" in request.POST:
             current = [row.values() for row in grid.forms]
             pasted = parse_pasted(form.cleaned_data["pasted"], day0=treatment.day0)
