@@ -168,8 +168,8 @@ def merged_into_grid(
 # --- the ANC curve ---------------------------------------------------------------------------
 
 # The plot, in SVG user units (it scales to the width of its box).
-WIDTH, HEIGHT = 520, 280
-LEFT, RIGHT, TOP, BOTTOM = 58, 62, 16, 46
+WIDTH, HEIGHT = 540, 280
+LEFT, RIGHT, TOP, BOTTOM = 74, 62, 16, 46
 # A logarithmic axis: the nadir (tens per µL) and the recovery (thousands) both readable, and
 # the 100 and 500 lines apart. Counts below its floor are drawn on it.
 ANC_FLOOR, ANC_CEILING = 10.0, 50_000.0
@@ -269,7 +269,7 @@ def anc_curve(points: Iterable[tuple[int, float]]) -> dict:
     parts.append(
         f'<text x="{LEFT + plot_width / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" '
         f'class="axis">{escape(_("Day after day 0"))}</text>'
-        f'<text transform="translate(14 {TOP + (bottom - TOP) / 2:.1f}) rotate(-90)" '
+        f'<text transform="translate(16 {TOP + (bottom - TOP) / 2:.1f}) rotate(-90)" '
         f'text-anchor="middle" class="axis">{escape(_("ANC (cells/µL, log scale)"))}</text>'
         "</svg>"
     )

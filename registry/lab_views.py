@@ -100,9 +100,9 @@ class LabGridForm(forms.Form):
     )
 
 
-def _saved_rows(treatment: Treatment) -> list[dict[str, str]]:
+def _saved_rows(labs: list[LabValue]) -> list[dict[str, str]]:
     rows = []
-    for lab in LabValue.objects.filter(treatment=treatment).order_by("date", "pk"):
+    for lab in labs:
         row = {"id": str(lab.pk), "version": str(lab.version), "date": lab.date.isoformat()}
         for name in LAB_FIELDS:
             value = getattr(lab, name)
@@ -190,7 +190,8 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
     may_edit = can(request.user, Action.EDIT, treatment.patient.site_id)
     if request.method == "POST" and not may_edit:
         raise PermissionDenied(_("You may read but not change data at this site."))
-    saved = _saved_rows(treatment)
+    labs = list(LabValue.objects.filter(treatment=treatment).order_by("date", "pk"))
+    saved = _saved_rows(labs)
     form, grid, notes = LabGridForm(), None, []
     if request.method == "POST":
         form = LabGridForm(request.POST)
@@ -237,10 +238,9 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
         for number, row in enumerate(grid.forms, start=1)
     ]
     points = [
-        ((lab_date - treatment.day0).days, anc)
-        for lab_date, anc in LabValue.objects.filter(
-            treatment=treatment, anc_per_ul__isnull=False
-        ).values_list("date", "anc_per_ul")
+        ((lab.date - treatment.day0).days, lab.anc_per_ul)
+        for lab in labs
+        if lab.anc_per_ul is not None
     ]
     context = {
         "treatment": treatment,
