@@ -437,6 +437,72 @@ def worklist_for(*, user, today: date, sites: list[WorklistSite] | None = None) 
     return worklist
 
 
+# --- Labs due: CAR-T treatments in days 0-30 with a gap in their ANC series -----------------
+LABS_DUE_LAST_DAY = 30  # days 0-30, the early ICAHT window (registry.domain.icaht)
+LABS_DUE_GAP_DAYS = 3  # labs are due when more days than this passed since the last ANC
+
+
+@dataclass(frozen=True)
+class LabsDueLine:
+    patient_pk: int
+    study_id: str
+    site: str
+    treatment_pk: int
+    day0: date
+    day: int  # today, counted from day 0
+    last_anc: date | None  # the latest ANC from day 0 to today; None: none since day 0
+    gap: int  # days since that ANC, or since day 0 when there is none
+
+
+def labs_due_for(
+    *, user, today: date, sites: list[WorklistSite] | None = None
+) -> list[LabsDueLine]:
+    """The living patients' CAR-T treatments in days 0-30 today whose ANC series has a gap of
+    more than 3 days (since the latest ANC from day 0 on, or since day 0 when none), at the
+    user's sites: one query, by the (arm, day 0) index and the lab values' (treatment, date)
+    index. Not kept with the visits' lines: the worklist page that shows them is cached under
+    the sites' data tokens and the day (registry.views.worklist), which a lab save changes."""
+    site_ids = [site.pk for site in (worklist_sites(user=user) if sites is None else sites)]
+    last_anc = (
+        LabValue.objects.filter(
+            treatment=OuterRef("pk"),
+            anc_per_ul__isnull=False,
+            date__gte=OuterRef("day0"),
+            date__lte=today,
+        )
+        .order_by("-date")
+        .values("date")[:1]
+    )
+    due_before = today - timedelta(days=LABS_DUE_GAP_DAYS)  # a gap of more than 3 days
+    rows = (
+        Treatment.objects.filter(
+            arm="car_t",
+            day0__range=(today - timedelta(days=LABS_DUE_LAST_DAY), today),
+            patient__site_id__in=site_ids,
+            patient__death__isnull=True,
+        )
+        .annotate(last_anc=Subquery(last_anc))
+        .filter(Q(last_anc__lt=due_before) | Q(last_anc__isnull=True, day0__lt=due_before))
+        .order_by("patient__site__code", "patient__study_id", "day0", "pk")
+        .values_list(
+            "patient_id", "patient__study_id", "patient__site__code", "pk", "day0", "last_anc"
+        )
+    )
+    return [
+        LabsDueLine(
+            patient_pk=patient_pk,
+            study_id=study_id,
+            site=site,
+            treatment_pk=pk,
+            day0=day0,
+            day=(today - day0).days,
+            last_anc=last,
+            gap=(today - (last or day0)).days,
+        )
+        for patient_pk, study_id, site, pk, day0, last in rows
+    ]
+
+
 def patient_list(
     *, user, study_id: str = "", arm: str = "", site: str = "", vital_status: str = ""
 ) -> QuerySet[Patient]:

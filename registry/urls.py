@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from registry import exchange_views, views
+from registry import exchange_views, lab_views, views
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -15,6 +15,7 @@ urlpatterns = [
     path("patients/<int:pk>/", views.patient_detail, name="patient-detail"),
     path("records/<int:parent_pk>/<slug:kind_name>/new/", views.record_new, name="record-new"),
     path("records/<slug:kind_name>/<int:pk>/", views.record_edit, name="record-edit"),
+    path("treatments/<int:pk>/labs/", lab_views.treatment_labs, name="treatment-labs"),
     path("grade/crs/", views.crs_grade, name="crs-grade"),
     path("grade/icans/", views.icans_grade, name="icans-grade"),
     path("export/", exchange_views.export_page, name="export"),

@@ -56,6 +56,7 @@ from registry.models import choices as labels
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import (
     death_of,
+    labs_due_for,
     open_queries,
     patient_list,
     patient_timeline,
@@ -158,6 +159,8 @@ def worklist(request: HttpRequest) -> HttpResponse:
                 "lost": lost,
                 "lost_rows": worklist_rows(lost, may_edit=may_edit),
                 "lost_paged": lost_page is not None,
+                "labs_due": labs_due_for(user=request.user, today=day, sites=sites),
+                "may_edit": may_edit,
             },
         )
         cache.set(key, visits, WORKLIST_CACHE_SECONDS)

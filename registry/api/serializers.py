@@ -148,10 +148,31 @@ class PatientSerializer(ClinicalSerializer):
         fields = _fields(record_forms.PatientForm, None)
 
 
+# ICAHT as derived from the treatment's lab series (registry.services): read, never written.
+ICAHT_FIELDS = (
+    "icaht_early_grade",
+    "icaht_early_rule",
+    "icaht_early_reason",
+    "icaht_late_grade",
+    "icaht_late_rule",
+    "icaht_late_reason",
+)
+
+
 class TreatmentSerializer(ClinicalSerializer):
+    icaht_early_reason = serializers.CharField(
+        read_only=True,
+        help_text=_("What gave the early ICAHT grade, or why there is none."),
+    )
+    icaht_late_reason = serializers.CharField(
+        read_only=True,
+        help_text=_("What gave the late ICAHT grade, or why there is none."),
+    )
+
     class Meta(ClinicalSerializer.Meta):
         model = Treatment
-        fields = _fields(record_forms.TreatmentForm, "patient")
+        fields = _fields(record_forms.TreatmentForm, "patient", *ICAHT_FIELDS)
+        read_only_fields = [name for name in ICAHT_FIELDS if not name.endswith("_reason")]
 
 
 class CrsEpisodeSerializer(ClinicalSerializer):

@@ -215,3 +215,40 @@ def test_the_list_costs_the_same_queries_whatever_its_length(treatment, nurse):
     with CaptureQueriesContext(connection) as many:
         assert len(client.get(URL).json()["results"]) == 30
     assert len(many) == len(few)
+
+
+# --- ICAHT on the treatment ----------------------------------------------------------------
+
+
+def test_the_treatment_shows_its_derived_icaht_read_only(treatment, nurse):
+    client = signed_in(nurse)
+    client.post(URL, {"treatment": treatment.pk, "rows": neutropenia(7)}, format="json")
+
+    body = client.get(f"/api/v1/treatments/{treatment.pk}/").json()
+    assert body["icaht_early_grade"] == 2
+    assert body["icaht_early_rule"] == "early_anc_500_days"
+    assert body["icaht_early_reason"] == "ANC at or below 500/µL on 7 days of days 0-30."
+    assert body["icaht_late_grade"] is not None or body["icaht_late_rule"]
+    assert body["icaht_late_reason"]
+
+    # typed values are ignored: the grade is derived, never written
+    response = client.patch(
+        f"/api/v1/treatments/{treatment.pk}/",
+        {
+            "version": body["version"],
+            "reason": "typo",
+            "icaht_early_grade": 4,
+            "icaht_early_rule": "early_anc_100_days",
+            "icaht_early_reason": "made up",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    treatment.refresh_from_db()
+    assert (treatment.icaht_early_grade, treatment.icaht_early_rule) == (2, "early_anc_500_days")
+
+
+def test_a_treatment_without_labs_is_not_gradable_with_its_reason(treatment, nurse):
+    body = signed_in(nurse).get(f"/api/v1/treatments/{treatment.pk}/").json()
+    assert body["icaht_early_grade"] is None
+    assert body["icaht_early_reason"].startswith("Not gradable")
