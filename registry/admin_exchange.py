@@ -27,6 +27,15 @@ from registry.permissions import Action, can
 
 class ImportForm(forms.Form):
     file = forms.FileField(label=_("Cohort file"))
+    labs = forms.FileField(
+        label=_("Laboratory file (optional)"),
+        required=False,
+        help_text=_(
+            "One row per treatment and date: study_id, site, date and the laboratory values, "
+            "as export_cohort writes it beside the cohort file (name-labs.csv). An .xlsx cohort "
+            "file may carry it on a sheet named “labs” instead."
+        ),
+    )
     dry_run = forms.BooleanField(
         label=_("Dry run: check everything, save nothing"), required=False, initial=True
     )
@@ -111,7 +120,7 @@ class ImportRunAdmin(LogAdmin):
             del form.fields["create_sites"]
         result, unreadable = None, ""
         if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
+            upload, labs = form.cleaned_data["file"], form.cleaned_data.get("labs")
             try:
                 # The upload as a stream, read within cohort_file.ImportLimits.
                 result = cohort_file.import_cohort(
@@ -121,6 +130,8 @@ class ImportRunAdmin(LogAdmin):
                     dry_run=form.cleaned_data["dry_run"],
                     create_sites=form.cleaned_data.get("create_sites", False),
                     via="admin",
+                    labs=labs or None,
+                    labs_name=labs.name if labs else "",
                 )
             except cohort_file.UnreadableFile as error:
                 unreadable = str(error)
@@ -145,6 +156,8 @@ class ImportRunAdmin(LogAdmin):
                         )
                         % {"n": result.patients_created, "run": result.run.pk},
                     )
+                if result.ok and result.lab_rows:
+                    messages.success(request, _lab_message(result))
         # The page lists at most max_problems_shown problems, then says how many more.
         shown = cohort_file.ImportLimits.from_settings().max_problems_shown
         problems = result.problems[:shown] if result else []
@@ -160,6 +173,20 @@ class ImportRunAdmin(LogAdmin):
             "columns": [list(line.values()) for line in cohort_file.codebook()],
         }
         return TemplateResponse(request, "registry/exchange/import_upload.html", context)
+
+
+def _lab_message(result: cohort_file.ImportResult) -> str:
+    if result.dry_run:
+        return ngettext(
+            "Dry run: %(n)s laboratory value row would be imported with them.",
+            "Dry run: %(n)s laboratory value rows would be imported with them.",
+            result.lab_rows,
+        ) % {"n": result.lab_rows}
+    return ngettext(
+        "Imported %(n)s laboratory value row with them; ICAHT derived from the series.",
+        "Imported %(n)s laboratory value rows with them; ICAHT derived from the series.",
+        result.lab_values_created,
+    ) % {"n": result.lab_values_created}
 
 
 @admin.register(ExportLog)

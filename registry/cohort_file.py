@@ -27,6 +27,7 @@ import time
 import zipfile
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -36,7 +37,7 @@ from typing import IO, Any, NamedTuple
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, models, transaction
-from django.db.models import Exists, Max, Min, OuterRef
+from django.db.models import Exists, Max, Min, OuterRef, Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
 from django.utils.functional import Promise
@@ -45,6 +46,7 @@ from django.utils.translation import gettext_lazy as _
 from registry import import_runs, services
 from registry.domain import mrd
 from registry.domain.identifiers import identifier_key, written_form
+from registry.domain.ranges import RANGES
 from registry.domain.vocabulary import (
     Arm,
     DeathCause,
@@ -69,6 +71,7 @@ from registry.models import (
     FollowUpContact,
     IcansEpisode,
     ImportRun,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -78,6 +81,7 @@ from registry.models import (
     User,
 )
 from registry.models.base import validate_identifier
+from registry.models.labs import LAB_FIELDS
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import records_visible_to
 
@@ -161,8 +165,9 @@ PAIRED = (("response", "response_date"), ("hsct_type", "hsct_date"), ("death_dat
 
 # De-identified files: random codes for study IDs, days from day 0 for dates, age for birth year.
 DAYS_FROM_DAY0 = ("response_date", "hsct_date", "relapse_date", "death_date", "last_contact_date")
+PATIENT_CODE = Column("patient_code", "Random patient code (this export only)", "text")
 DEIDENTIFIED_RENAMES: dict[str, Column | None] = {
-    "study_id": Column("patient_code", "Random patient code (this export only)", "text"),
+    "study_id": PATIENT_CODE,
     "year_of_birth": Column(
         "age_at_day0", "Age at day 0 (from the year of birth)", "integer", units="years"
     ),
@@ -212,6 +217,74 @@ DEIDENTIFIED_COLUMNS: tuple[tuple[str, str], ...] = (
 DEIDENTIFIED_DROPPED = frozenset({"product"})
 
 
+# --- the laboratory file ----------------------------------------------------------------------
+# The flat file has one row per patient and cannot carry a series: the laboratory values of the
+# exported patients' index treatments travel in a companion file (`<stem>-labs.csv`, a sheet
+# "labs" of an .xlsx, `<stem>-labs.sav` / `.dta`), one row per value row of the treatment.
+LAB_LABELS = {
+    "anc_per_ul": "Absolute neutrophil count",
+    "platelets_10e9_l": "Platelets",
+    "haemoglobin_g_dl": "Haemoglobin",
+    "crp_mg_l": "C-reactive protein",
+    "ferritin_ng_ml": "Ferritin",
+    "igg_g_l": "IgG",
+    "cd19_b_cells_per_ul": "CD19+ B cells",
+}
+LAB_LABEL_PREFIX = "Laboratory file: "
+
+
+def _lab_value_column(name: str) -> Column:
+    model_field = LabValue._meta.get_field(name)
+    kind = "integer" if isinstance(model_field, models.IntegerField) else "number"
+    return Column(
+        name,
+        LAB_LABEL_PREFIX + LAB_LABELS[name],
+        kind,
+        units=RANGES[("LabValue", name)].unit,
+    )
+
+
+LAB_COLUMNS: tuple[Column, ...] = (
+    Column("study_id", "Study ID (unique within the site)", "text", required=True),
+    Column("site", "Site code", "site", required=True),
+    Column("date", LAB_LABEL_PREFIX + "date of the sample", "date", required=True),
+    *(_lab_value_column(name) for name in LAB_FIELDS),
+)
+LAB_COLUMN_BY_NAME = {column.name: column for column in LAB_COLUMNS}
+LAB_VALUE_REQUIRED = frozenset({"study_id", "site", "date"})
+LAB_DEIDENTIFIED_RENAMES: dict[str, Column] = {
+    "study_id": PATIENT_CODE,
+    "date": Column(
+        "day", LAB_LABEL_PREFIX + "day of the sample, days from day 0", "days", units="days"
+    ),
+}
+# docs/DEIDENTIFICATION.md: every column of a de-identified laboratory file and its reason.
+LAB_DEIDENTIFIED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient_code", "the same random code as the patient's row of the cohort file"),
+    ("site", "the site's registry code, as in the cohort file"),
+    ("day", "days from day 0 instead of a date"),
+    *((name, "a measured number") for name in LAB_FIELDS),
+)
+
+
+def lab_columns(*, deidentify: bool) -> list[Column]:
+    if not deidentify:
+        return list(LAB_COLUMNS)
+    return [LAB_DEIDENTIFIED_RENAMES.get(column.name, column) for column in LAB_COLUMNS]
+
+
+def lab_only_columns(*, deidentify: bool) -> list[Column]:
+    """The columns of the laboratory file that the cohort file does not have (the codebook's)."""
+    names = {column.name for column in export_columns(deidentify=deidentify)}
+    return [column for column in lab_columns(deidentify=deidentify) if column.name not in names]
+
+
+def labs_path_of(path: Path, fmt: str) -> Path:
+    """The laboratory file beside a cohort file (none for .xlsx: a sheet of the workbook)."""
+    suffix = fmt if fmt in ("sav", "dta") else "csv"
+    return path.with_name(f"{path.stem}-labs.{suffix}")
+
+
 def export_columns(*, deidentify: bool) -> list[Column]:
     if not deidentify:
         return list(COLUMNS)
@@ -254,13 +327,20 @@ TYPE_NAMES = {
 
 
 def codebook(*, deidentify: bool = False) -> list[dict[str, str]]:
-    """One line per exported variable: name, label, type, allowed values, units."""
+    """One line per exported variable: name, label, type, allowed values, units; the cohort
+    file's, then those the laboratory file adds (labelled "Laboratory file: ...")."""
     rows = []
-    for column in export_columns(deidentify=deidentify):
+    for column in (
+        *export_columns(deidentify=deidentify),
+        *lab_only_columns(deidentify=deidentify),
+    ):
         codes = codes_of(column)
         allowed = ", ".join(column.values)
         if column.name == "bm_blast_pct":
             allowed = "0-100"
+        elif column.name in LAB_FIELDS:
+            limits = RANGES[("LabValue", column.name)]
+            allowed = f"{_plain(limits.low)}-{_plain(limits.high)}"
         rows.append(
             dict(
                 zip(
@@ -281,6 +361,10 @@ def codebook(*, deidentify: bool = False) -> list[dict[str, str]]:
     return rows
 
 
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
 def write_codebook(stream: IO[str], *, deidentify: bool = False) -> None:
     writer = csv.DictWriter(stream, fieldnames=CODEBOOK_HEADER, lineterminator="\n")
     writer.writeheader()
@@ -297,6 +381,7 @@ def write_codebook(stream: IO[str], *, deidentify: bool = False) -> None:
 class ImportLimits:
     max_bytes: int = 50 * 1024 * 1024  # the file as uploaded (IMMUNOREG_MAX_UPLOAD_BYTES)
     max_rows: int = 20_000  # patient rows (blank rows do not count)
+    max_lab_rows: int = 200_000  # rows of the laboratory file that goes with it
     max_columns: int = 100  # cells up to the last non-blank one, in any row
     max_cell_chars: int = 1_000
     max_xlsx_bytes: int = 50 * 1024 * 1024  # an .xlsx workbook's parts, unpacked, together
@@ -375,6 +460,10 @@ class LimitExceeded(UnreadableFile):
     """The file is beyond one of the ImportLimits: refused before it is read any further."""
 
 
+class NoSuchSheet(UnreadableFile):
+    """The .xlsx workbook has no sheet of the name asked for."""
+
+
 @dataclass(frozen=True)
 class Formula:
     """A formula cell of an .xlsx: its text, never its cached value (a problem, not a value)."""
@@ -406,10 +495,14 @@ def read_table(
     *,
     limits: ImportLimits | None = None,
     deadline: Deadline | None = None,
+    sheet: str | None = None,
+    labs: bool = False,
 ) -> Table:
     """The header and the non-blank rows of a CSV or .xlsx file, numbered as a spreadsheet shows.
 
-    Raises LimitExceeded as soon as the file is known to be beyond one of `limits`.
+    Raises LimitExceeded as soon as the file is known to be beyond one of `limits`. `sheet`
+    names the sheet of an .xlsx to read (NoSuchSheet without it; default the first); `labs`:
+    a laboratory file, of at most max_lab_rows rows, which may have a header alone.
     """
     limits = limits or ImportLimits.from_settings()
     deadline = deadline or Deadline(limits.max_seconds)
@@ -420,7 +513,7 @@ def read_table(
     if not start:
         raise UnreadableFile(EMPTY)
     if start == XLSX_MAGIC:
-        lines = _xlsx_lines(stream, limits, deadline)
+        lines = _xlsx_lines(stream, limits, deadline, sheet=sheet)
     else:
         lines = _csv_lines(stream, limits)
     header: list[str] | None = None
@@ -441,7 +534,15 @@ def read_table(
                     raise UnreadableFile(_("The first row must name the columns; it is empty."))
                 continue
             rows.append((number, list(cells)))
-            if len(rows) > limits.max_rows:
+            if labs and len(rows) > limits.max_lab_rows:
+                raise LimitExceeded(
+                    _(
+                        "The laboratory file has more than %(limit)s rows; an import takes at "
+                        "most %(limit)s. Split the files into smaller ones."
+                    ),
+                    limit=_number(limits.max_lab_rows),
+                )
+            if not labs and len(rows) > limits.max_rows:
                 raise LimitExceeded(
                     _(
                         "The file has more than %(limit)s patient rows; an import takes at "
@@ -453,7 +554,7 @@ def read_table(
         lines.close()
     if header is None:
         raise UnreadableFile(EMPTY)
-    if not rows:
+    if not rows and not labs:
         raise UnreadableFile(_("The file has a header but no patient rows."))
     return Table(header, rows, formulas)
 
@@ -628,9 +729,10 @@ def _check_workbook_archive(stream: IO[bytes], limits: ImportLimits) -> None:
 
 
 def _xlsx_lines(
-    stream: IO[bytes], limits: ImportLimits, deadline: Deadline
+    stream: IO[bytes], limits: ImportLimits, deadline: Deadline, *, sheet: str | None = None
 ) -> Iterator[tuple[int, list[Any]]]:
-    """The first sheet's rows, streamed, formulas as Formula.
+    """The first sheet's rows (or those of the sheet named `sheet`), streamed, formulas as
+    Formula.
 
     openpyxl's parts are used one by one rather than load_workbook: in read-only mode that
     reads every sheet once more to size it when the sheet does not say its size (a pass over
@@ -665,11 +767,13 @@ def _xlsx_lines(
         reader.read_strings()
         reader.read_workbook()
         apply_stylesheet(reader.archive, reader.wb)
-        sheet = next(
+        target = next(
             (
                 rel.target
-                for _, rel in reader.parser.find_sheets()
-                if rel.target in reader.valid_files and "chartsheet" not in rel.Type
+                for found, rel in reader.parser.find_sheets()
+                if rel.target in reader.valid_files
+                and "chartsheet" not in rel.Type
+                and (sheet is None or str(found.name).strip().lower() == sheet)
             ),
             None,
         )
@@ -678,9 +782,11 @@ def _xlsx_lines(
     except Exception as error:  # openpyxl raises many kinds for a damaged workbook
         raise UnreadableFile(XLSX_UNREADABLE, error=str(error)[:200]) from error
     try:
-        if sheet is None:
+        if target is None and sheet is not None:
+            raise NoSuchSheet(_("The .xlsx file has no sheet %(name)s."), name=sheet)
+        if target is None:
             raise UnreadableFile(_("The .xlsx file has no sheet."))
-        with reader.archive.open(sheet) as source:
+        with reader.archive.open(target) as source:
             parser = _bounded_sheet_parser(WorkSheetParser, deadline)(
                 source,
                 reader.shared_strings,
@@ -844,11 +950,13 @@ class Problem:
     row: int
     column: str
     message: str | Message  # a Message (or lazy text) shows in the reader's language
+    labs: bool = False  # a problem of the laboratory file: "labs row R, column C: ..."
 
     def __str__(self) -> str:
         # The run's log and the command print problems in English (see import_cohort).
         with translation.override("en"):
-            return f"row {self.row}, column {self.column}: {self.message}"
+            where = "labs row" if self.labs else "row"
+            return f"{where} {self.row}, column {self.column}: {self.message}"
 
 
 @dataclass
@@ -858,13 +966,14 @@ class ParsedRow:
     problems: list[Problem] = field(default_factory=list)
     # Required columns missing from the header: reported once, against row 1.
     absent: set[str] = field(default_factory=set)
+    labs: bool = False  # a row of the laboratory file
 
     def add(self, column: str, message: str | Message) -> None:
         if not isinstance(message, Message | Promise):
             message = str(message)
         if any(p.column == column and p.message == message for p in self.problems):
             return
-        self.problems.append(Problem(self.number, column, message))
+        self.problems.append(Problem(self.number, column, message, labs=self.labs))
 
     def reported(self, column: str) -> bool:
         return column in self.absent or any(problem.column == column for problem in self.problems)
@@ -874,46 +983,48 @@ class ParsedRow:
 
 
 def check_header(
-    header: list[str], *, formulas: Collection[int] = ()
+    header: list[str], *, formulas: Collection[int] = (), labs: bool = False
 ) -> tuple[list[Problem], dict[int, Column]]:
     """Unknown, unnamed, repeated and missing columns; and which cell index is which column.
 
     `formulas` are the indexes of header cells that hold a formula (an .xlsx): each a problem.
+    `labs`: the header of the laboratory file (LAB_COLUMNS).
     """
+    columns = LAB_COLUMNS if labs else COLUMNS
+    by_name = {column.name: column for column in columns}
     problems: list[Problem] = []
     positions: dict[int, Column] = {}
     seen: set[str] = set()
+
+    def problem(column: str, message: str | Message) -> None:
+        problems.append(Problem(1, column, message, labs=labs))
+
     for index, name in enumerate(header):
         label = name or f"{index + 1}"
         if index in formulas:
-            problems.append(Problem(1, f"{index + 1}", Message(FORMULA)))
+            problem(f"{index + 1}", Message(FORMULA))
         elif name == "":
-            problems.append(Problem(1, label, "this column has no name"))
+            problem(label, "this column has no name")
         elif name in seen:
-            problems.append(Problem(1, label, "this column appears twice"))
-        elif name not in COLUMN_BY_NAME:
-            problems.append(
-                Problem(
-                    1,
-                    label,
-                    "unknown column (a typo would silently drop data); the columns are: "
-                    + ", ".join(COLUMN_BY_NAME),
-                )
+            problem(label, "this column appears twice")
+        elif name not in by_name:
+            problem(
+                label,
+                "unknown column (a typo would silently drop data); the columns are: "
+                + ", ".join(by_name),
             )
         else:
-            positions[index] = COLUMN_BY_NAME[name]
+            positions[index] = by_name[name]
         seen.add(name)
-    for column in COLUMNS:
+    for column in columns:
         if column.required and column.name not in seen:
-            problems.append(Problem(1, column.name, "required column missing from the header"))
+            problem(column.name, "required column missing from the header")
     return problems, positions
 
 
-def parse_row(
-    number: int, cells: list[Any], positions: dict[int, Column], *, width: int
-) -> ParsedRow:
-    """The values of one row; `width` is the number of columns the header names."""
-    row = ParsedRow(number)
+def _parse_cells(
+    row: ParsedRow, cells: list[Any], positions: dict[int, Column], *, width: int
+) -> None:
     for index, cell in enumerate(cells):
         column = positions.get(index)
         if isinstance(cell, Formula):
@@ -927,6 +1038,28 @@ def parse_row(
             row.values[column.name] = parse_cell(column, cell)
         except CellError as error:
             row.add(column.name, str(error))
+
+
+def parse_lab_row(
+    number: int, cells: list[Any], positions: dict[int, Column], *, width: int
+) -> ParsedRow:
+    """The values of one row of the laboratory file (LAB_COLUMNS)."""
+    row = ParsedRow(number, labs=True)
+    _parse_cells(row, cells, positions, width=width)
+    present = {column.name for column in positions.values()}
+    row.absent = {column.name for column in LAB_COLUMNS if column.required} - present
+    for name in LAB_VALUE_REQUIRED:
+        if name in present and row.get(name) is None and not row.reported(name):
+            row.add(name, "a value is required")
+    return row
+
+
+def parse_row(
+    number: int, cells: list[Any], positions: dict[int, Column], *, width: int
+) -> ParsedRow:
+    """The values of one row; `width` is the number of columns the header names."""
+    row = ParsedRow(number)
+    _parse_cells(row, cells, positions, width=width)
     present = {column.name for column in positions.values()}
     row.absent = {column.name for column in COLUMNS if column.required} - present
     for column in COLUMNS:
@@ -1026,6 +1159,8 @@ class ImportResult:
     rows: int
     patients_created: int
     dry_run: bool
+    lab_rows: int = 0  # rows of the laboratory file (None read: 0)
+    lab_values_created: int = 0
 
     @property
     def ok(self) -> bool:
@@ -1064,11 +1199,17 @@ def import_cohort(
     via: str = "command",
     limits: ImportLimits | None = None,
     deadline: Deadline | None = None,
+    labs: bytes | IO[bytes] | None = None,
+    labs_name: str = "",
+    labs_sheet: bool = True,
 ) -> ImportResult:
     """Import a cohort file, all or nothing; raises UnreadableFile (logged) for a bad file.
 
     `content` is the file's bytes or a seekable binary stream (an upload, an open file), read
-    as a stream within `limits` (default: the settings) and `deadline` (from them).
+    as a stream within `limits` (default: the settings) and `deadline` (from them). `labs` is
+    the laboratory file that goes with it (LAB_COLUMNS; `labs_name` its name), imported after
+    the patients in the same transaction; without one, an .xlsx's sheet "labs" is it (unless
+    `labs_sheet` is False).
     """
     if not can(user, Action.IMPORT):
         raise PermissionDenied("Only data managers and administrators may import a cohort file.")
@@ -1088,33 +1229,81 @@ def import_cohort(
     except UnreadableFile as error:
         _finish(run, ImportRun.Outcome.UNREADABLE, [Problem(1, "-", error.message)], rows=0)
         raise
+    try:
+        labs_table = read_labs(stream, labs, limits=limits, deadline=deadline, sheet=labs_sheet)
+    except UnreadableFile as error:
+        problem = Problem(1, "-", error.message, labs=True)
+        _finish(run, ImportRun.Outcome.UNREADABLE, [problem], rows=len(table.rows))
+        raise UnreadableFile(
+            LABS_UNREADABLE, name=Path(labs_name or name).name, error=error.message
+        ) from error
     reason = f"import of {run.file_name} (run {run.pk}) by {user.username}"
     # Messages are stored and printed in English, like the data-quality queries.
     with translation.override("en"):
         try:
-            problems, created = _import_table(
+            problems, created, lab_values = _import_table(
                 table,
                 user=user,
                 reason=reason,
                 dry_run=dry_run,
                 create_sites=create_sites,
                 deadline=deadline,
+                labs_table=labs_table,
             )
         except IntegrityError:
             # Another import saved the same patients meanwhile (the database's unique
             # constraint refused them here): this one is rejected, nothing of it saved.
-            problems, created = [Problem(1, "study_id", CONCURRENT_IMPORT)], 0
+            problems, created, lab_values = [Problem(1, "study_id", CONCURRENT_IMPORT)], 0, 0
         except BaseException:
             _finish_failed(run, rows=len(table.rows))
             raise
     if problems:
-        outcome, created = ImportRun.Outcome.REJECTED, 0
+        outcome, created, lab_values = ImportRun.Outcome.REJECTED, 0, 0
     elif dry_run:
-        outcome, created = ImportRun.Outcome.VALIDATED, 0
+        outcome, created, lab_values = ImportRun.Outcome.VALIDATED, 0, 0
     else:
         outcome = ImportRun.Outcome.IMPORTED
     _finish(run, outcome, problems, rows=len(table.rows), created=created)
-    return ImportResult(run, problems, len(table.rows), created, dry_run)
+    lab_rows = len(labs_table.rows) if labs_table is not None else 0
+    return ImportResult(run, problems, len(table.rows), created, dry_run, lab_rows, lab_values)
+
+
+LABS_SHEET = "labs"
+LABS_UNREADABLE = _("The laboratory file %(name)s: %(error)s")
+
+
+def _is_xlsx(stream: IO[bytes]) -> bool:
+    stream.seek(0)
+    start = stream.read(len(XLSX_MAGIC))
+    stream.seek(0)
+    return start == XLSX_MAGIC
+
+
+def read_labs(
+    main: IO[bytes],
+    labs: bytes | IO[bytes] | None,
+    *,
+    limits: ImportLimits,
+    deadline: Deadline,
+    sheet: bool = True,
+) -> Table | None:
+    """The laboratory file's table: `labs` (its sheet "labs" if it is a workbook that has one,
+    else its first sheet), or without it (and with `sheet`) the cohort workbook's sheet "labs";
+    None for none."""
+    if labs is None:
+        if not sheet or not _is_xlsx(main):
+            return None
+        try:
+            return read_table(main, limits=limits, deadline=deadline, sheet=LABS_SHEET, labs=True)
+        except NoSuchSheet:
+            return None
+    stream = _binary_stream(labs)
+    if _is_xlsx(stream):
+        try:
+            return read_table(stream, limits=limits, deadline=deadline, sheet=LABS_SHEET, labs=True)
+        except NoSuchSheet:
+            pass
+    return read_table(stream, limits=limits, deadline=deadline, labs=True)
 
 
 def _finish(
@@ -1161,17 +1350,22 @@ def _import_table(
     dry_run: bool,
     create_sites: bool,
     deadline: Deadline | None = None,
-) -> tuple[list[Problem], int]:
+    labs_table: Table | None = None,
+) -> tuple[list[Problem], int, int]:
+    """(problems, patients created, laboratory values created) of the file, written in one
+    transaction, rolled back on any problem or for a dry run."""
     deadline = deadline or Deadline(ImportLimits.from_settings().max_seconds)
     header_problems, positions = check_header(table.header, formulas=table.formulas)
     width = len(table.header)
     parsed = []
     for number, cells in table.rows:
         if deadline.expired():
-            return [Problem(number, "-", Message(TOO_SLOW, seconds=_number(deadline.seconds)))], 0
+            too_slow = Message(TOO_SLOW, seconds=_number(deadline.seconds))
+            return [Problem(number, "-", too_slow)], 0, 0
         parsed.append(parse_row(number, cells, positions, width=width))
     problems = list(header_problems)
-    created = 0
+    created = lab_values = 0
+    stopped = False
     # All or nothing: one transaction, no savepoint per record, the audit rows and the
     # data-quality queries written together at the end (registry.services).
     with (
@@ -1181,6 +1375,7 @@ def _import_table(
     ):
         sites = _Sites(user=user, create=create_sites)
         first_row: dict[tuple[str, str], int] = {}
+        imports: dict[tuple[str, str], _RowImport] = {}  # by (site, study ID) key
         for row in parsed:
             if deadline.expired():
                 # The transaction is not held past the time an import may take: stopped here,
@@ -1188,6 +1383,7 @@ def _import_table(
                 problems.append(
                     Problem(row.number, "-", Message(TOO_SLOW, seconds=_number(deadline.seconds)))
                 )
+                stopped = True
                 break
             site = sites.resolve(row)
             study_id = row.get("study_id")
@@ -1203,6 +1399,8 @@ def _import_table(
                     continue
                 first_row[key] = row.number
             row_import, patient = _RowImport(row, user=user, reason=reason), None
+            if study_id is not None and row.get("site") is not None:
+                imports[key] = row_import
             try:
                 # The rules across the patient's records, once the row's records are written.
                 with services.patient_checks_deferred():
@@ -1212,9 +1410,15 @@ def _import_table(
             if patient is not None and not row.problems:
                 created += 1
             problems += row.problems
+        if labs_table is not None and not stopped:
+            labs_import = _LabsImport(
+                labs_table, imports, sites=sites, user=user, reason=reason, deadline=deadline
+            )
+            lab_problems, lab_values = labs_import.run()
+            problems += lab_problems
         if problems or dry_run:
             transaction.set_rollback(True)
-    return problems, created
+    return problems, created, lab_values
 
 
 class _Sites:
@@ -1256,6 +1460,9 @@ class _RowImport:
 
     def __init__(self, row: ParsedRow, *, user: User, reason: str) -> None:
         self.row, self.user, self.reason = row, user, reason
+        # The row's treatment (its laboratory values hang off it), and whether it was saved.
+        self.treatment: Treatment | None = None
+        self.treatment_saved = False
         # A cell that did not parse has its message; the model's "cannot be blank" would repeat it.
         self.unparsed = {problem.column for problem in row.problems} | row.absent
 
@@ -1283,6 +1490,7 @@ class _RowImport:
             icans_status=_status(icans_grade),
         )
         saved = self._save(treatment, parent_saved=patient_saved is not None)
+        self.treatment, self.treatment_saved = treatment, saved is not None
         fatal = None
         cause = v("death_cause")
         for model, grade in ((CrsEpisode, crs_grade), (IcansEpisode, icans_grade)):
@@ -1420,6 +1628,121 @@ class _RowImport:
                 continue
             for message in field_messages:
                 self.row.add(column, message)
+
+
+class _LabsImport:
+    """The laboratory file: its rows grouped by patient, each patient's series written through
+    services.lab_series_save (one audited write per treatment, ICAHT derived on it), every
+    problem kept as `labs row R, column C: message`. A row must name a patient of the cohort
+    file (the file carries their series, not other patients')."""
+
+    def __init__(
+        self,
+        table: Table,
+        imports: dict[tuple[str, str], _RowImport],
+        *,
+        sites: _Sites,
+        user: User,
+        reason: str,
+        deadline: Deadline,
+    ) -> None:
+        self.table, self.imports, self.sites = table, imports, sites
+        self.user, self.reason, self.deadline = user, reason, deadline
+
+    def run(self) -> tuple[list[Problem], int]:
+        header_problems, positions = check_header(
+            self.table.header, formulas=self.table.formulas, labs=True
+        )
+        width = len(self.table.header)
+        parsed: list[ParsedRow] = []
+        series: dict[tuple[str, str], list[ParsedRow]] = {}
+        for number, cells in self.table.rows:
+            if self.deadline.expired():
+                return [self._too_slow(number)], 0
+            row = parse_lab_row(number, cells, positions, width=width)
+            parsed.append(row)
+            site, study_id = row.get("site"), row.get("study_id")
+            if site is None or study_id is None:
+                continue
+            key = (identifier_key(site), identifier_key(study_id))
+            if key in self.imports:
+                series.setdefault(key, []).append(row)
+            else:
+                row.add("study_id", self._not_in_the_file(site, study_id))
+        created = 0
+        for key, rows in series.items():
+            if self.deadline.expired():
+                return [self._too_slow(rows[0].number)], 0
+            created += self._series(self.imports[key], [row for row in rows if not row.problems])
+        problems = header_problems + [problem for row in parsed for problem in row.problems]
+        return problems, created
+
+    def _too_slow(self, number: int) -> Problem:
+        message = Message(TOO_SLOW, seconds=_number(self.deadline.seconds))
+        return Problem(number, "-", message, labs=True)
+
+    def _not_in_the_file(self, site: str, study_id: str) -> str:
+        known = self.sites.by_code.get(identifier_key(site))
+        if known is not None and can(self.user, Action.VIEW, known.pk):
+            exists = Patient.objects.filter(
+                site=known, study_id_key=identifier_key(study_id)
+            ).exists()
+            if exists:
+                return (
+                    f"patient {study_id} at site {site} is in the registry but not in the cohort "
+                    "file: the laboratory file carries the series of the file's own patients "
+                    "(enter the others on the treatment's page or through the API)"
+                )
+        return f"no patient {study_id} at site {site} in the cohort file"
+
+    def _series(self, row_import: _RowImport, rows: list[ParsedRow]) -> int:
+        """Write one patient's rows (those whose cells parsed); the number of values written."""
+        if not rows:
+            return 0
+        values = [{name: row.get(name) for name in ("date", *LAB_FIELDS)} for row in rows]
+        treatment = row_import.treatment
+        if not row_import.treatment_saved or treatment is None:
+            # The patient's row was refused: its laboratory values are checked, not written.
+            if treatment is not None:
+                for row, fields in zip(rows, values, strict=True):
+                    self._check_unsaved(row, LabValue(treatment=treatment, **fields))
+            return 0
+        try:
+            written = services.lab_series_save(
+                treatment=treatment, rows=values, user=self.user, reason=self.reason
+            )
+        except services.LabSeriesRefused as refused:
+            for index, columns in refused.rows.items():
+                for column, messages in columns.items():
+                    for message in messages:
+                        rows[index].add(_lab_column(column), message)
+            return 0
+        except ValidationError as error:  # a rule across the patient's records
+            for column, messages in error.message_dict.items():
+                for message in messages:
+                    rows[0].add(_lab_column(column), message)
+            return 0
+        except PermissionDenied as error:
+            rows[0].add("site", str(error))
+            return 0
+        return len(written)
+
+    def _check_unsaved(self, row: ParsedRow, lab: LabValue) -> None:
+        try:
+            services.full_validate(lab)
+        except ValidationError as error:
+            for column, messages in error.message_dict.items():
+                if column in PARENT_FIELDS:
+                    continue
+                for message in messages:
+                    row.add(_lab_column(column), message)
+        except (ValueError, TypeError, models.ObjectDoesNotExist):
+            pass  # a rule that needs the saved treatment: the patient's row is refused anyway
+
+
+def _lab_column(field_name: str) -> str:
+    """The laboratory file's column of a LabValue field's message (the row's date otherwise)."""
+    return field_name if field_name in LAB_COLUMN_BY_NAME else "date"
 
 
 def _yes_no(value: str | None) -> bool | None:
@@ -1718,13 +2041,16 @@ def mrd_negative(response: Assessment | None) -> str | None:
     return {MrdStatus.NEGATIVE: "yes", MrdStatus.POSITIVE: "no"}.get(response.mrd_status)
 
 
-def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def deidentified(
+    rows: Iterable[dict[str, Any]], codes: dict[tuple[str, str], str] | None = None
+) -> Iterator[dict[str, Any]]:
     """docs/DEIDENTIFICATION.md: random codes for study IDs, days from day 0 for dates, age at
     day 0 for year of birth, no free text, and the rows in a random order.
 
     The rows are read in study-ID order (analysis_rows), so they are all held (as tuples of the
     de-identified columns) and shuffled with the operating system's randomness before the first
-    is written: a row's position says nothing of its study ID.
+    is written: a row's position says nothing of its study ID. `codes`, when given, receives
+    each patient's code by (site, study ID), for the laboratory file (deidentified_labs).
     """
     names = [column.name for column in export_columns(deidentify=True)]
     used: set[str] = set()
@@ -1737,6 +2063,8 @@ def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         while code in used:
             code = f"R{secrets.token_hex(4).upper()}"
         used.add(code)
+        if codes is not None:
+            codes[(row["site"], row["study_id"])] = code
         row["study_id"] = code
         row["year_of_birth"] = day0.year - row["year_of_birth"]
         for name in DAYS_FROM_DAY0:
@@ -1752,9 +2080,78 @@ def deidentified(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values, strict=True))
 
 
-def export_rows(*, user: User, deidentify: bool) -> Iterator[dict[str, Any]]:
+def export_rows(
+    *, user: User, deidentify: bool, codes: dict[tuple[str, str], str] | None = None
+) -> Iterator[dict[str, Any]]:
     rows = analysis_rows(user=user)
-    return deidentified(rows) if deidentify else rows
+    return deidentified(rows, codes) if deidentify else rows
+
+
+LAB_EXPORT_CHUNK = 5000
+
+
+def lab_rows(*, user: User) -> Iterator[dict[str, Any]]:
+    """One row per laboratory value row of the analysis set's treatments (each patient's first
+    index treatment by day 0, as analysis_row), in site, study-ID and date order, with the
+    treatment's day 0 under "day0" (for deidentified_labs). One query, read in chunks."""
+    # An earlier treatment of the same patient (by day 0, then by entry): an anti-join.
+    earlier = Treatment.objects.filter(patient_id=OuterRef("treatment__patient_id")).filter(
+        Q(day0__lt=OuterRef("treatment__day0"))
+        | Q(day0=OuterRef("treatment__day0"), pk__lt=OuterRef("treatment_id"))
+    )
+    values = (
+        LabValue.objects.filter(treatment__patient__in=analysis_patients(user=user))
+        .filter(~Exists(earlier))
+        .order_by("treatment__patient__site__code", "treatment__patient__study_id", "date", "pk")
+        .values_list(
+            "treatment__patient__site__code",
+            "treatment__patient__study_id",
+            "treatment__day0",
+            "date",
+            *LAB_FIELDS,
+        )
+    )
+    for site, study_id, day0, when, *numbers in values.iterator(chunk_size=LAB_EXPORT_CHUNK):
+        yield {
+            "study_id": study_id,
+            "site": site,
+            "day0": day0,
+            "date": when,
+            **dict(zip(LAB_FIELDS, numbers, strict=True)),
+        }
+
+
+def deidentified_labs(
+    rows: Iterable[dict[str, Any]], codes: dict[tuple[str, str], str]
+) -> Iterator[dict[str, Any]]:
+    """The laboratory rows as the cohort file's de-identification leaves them: the patient's
+    code of that export (`codes`, filled by deidentified), days from day 0 instead of the date,
+    and the rows ordered by the random code and day, so that their order says nothing of the
+    study IDs. A row of a patient the cohort file does not have is left out."""
+    held = []
+    for row in rows:
+        code = codes.get((row["site"], row["study_id"]))
+        if code is None:
+            continue
+        day = (row["date"] - row["day0"]).days
+        held.append((code, row["site"], day, *(row[name] for name in LAB_FIELDS)))
+    held.sort(key=lambda values: (values[0], values[2]))
+    names = [column.name for column in lab_columns(deidentify=True)]
+    for values in held:
+        yield dict(zip(names, values, strict=True))
+
+
+def export_lab_rows(
+    *, user: User, deidentify: bool, codes: dict[tuple[str, str], str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The laboratory file's rows; de-identified with the `codes` that the cohort file's rows,
+    read first, gave each patient."""
+    rows = lab_rows(user=user)
+    if not deidentify:
+        return rows
+    if codes is None:
+        raise ValueError("a de-identified laboratory file needs the cohort file's codes")
+    return deidentified_labs(rows, codes)
 
 
 # --- the export cell writer (OWASP CSV injection) ---------------------------------------------
@@ -1826,8 +2223,15 @@ def csv_lines(rows: Iterable[dict[str, Any]], columns: list[Column]) -> Iterator
 
 
 def write_xlsx(
-    path: Path, rows: Iterable[dict[str, Any]], columns: list[Column], *, deidentify: bool
+    path: Path,
+    rows: Iterable[dict[str, Any]],
+    columns: list[Column],
+    *,
+    deidentify: bool,
+    labs: Callable[[], Iterable[dict[str, Any]]] | None = None,
 ) -> None:
+    """The cohort sheet, then (`labs`: called once the cohort rows are written) the sheet
+    "labs" of the laboratory file, then the codebook."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
 
@@ -1839,22 +2243,27 @@ def write_xlsx(
         cell.value, cell.data_type = export_value(text), "s"
         return cell
 
-    sheet = workbook.create_sheet("cohort")
-    sheet.append([text_cell(sheet, column.name) for column in columns])
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row[column.name]
-            if isinstance(value, str):
-                value = text_cell(sheet, value)
-            elif isinstance(value, date):
-                cell = WriteOnlyCell(sheet, value=value)
-                cell.number_format = "yyyy-mm-dd"
-                value = cell
-            elif isinstance(value, Decimal):
-                value = float(value)
-            cells.append(value)
-        sheet.append(cells)
+    def write_sheet(name: str, rows: Iterable[dict[str, Any]], columns: list[Column]) -> None:
+        sheet = workbook.create_sheet(name)
+        sheet.append([text_cell(sheet, column.name) for column in columns])
+        for row in rows:
+            cells = []
+            for column in columns:
+                value = row[column.name]
+                if isinstance(value, str):
+                    value = text_cell(sheet, value)
+                elif isinstance(value, date):
+                    cell = WriteOnlyCell(sheet, value=value)
+                    cell.number_format = "yyyy-mm-dd"
+                    value = cell
+                elif isinstance(value, Decimal):
+                    value = float(value)
+                cells.append(value)
+            sheet.append(cells)
+
+    write_sheet("cohort", rows, columns)
+    if labs is not None:
+        write_sheet(LABS_SHEET, labs(), lab_columns(deidentify=deidentify))
     book = workbook.create_sheet("codebook")
     book.append([text_cell(book, name) for name in CODEBOOK_HEADER])
     for line in codebook(deidentify=deidentify):
@@ -1920,6 +2329,7 @@ class ExportResult:
     log: ExportLog
     path: Path
     codebook_path: Path
+    labs_path: Path | None = None  # None for an .xlsx: its sheet "labs"
 
 
 def log_export(*, user: User, fmt: str, deidentify: bool, file_name: str, via: str) -> ExportLog:
@@ -1942,20 +2352,38 @@ def log_export(*, user: User, fmt: str, deidentify: bool, file_name: str, via: s
     )
 
 
-def write_export(path: Path, *, user: User, fmt: str, deidentify: bool) -> None:
-    """Write the user's analysis set to `path` in one of EXPORT_FORMATS (not logged here)."""
+def write_export(
+    path: Path, *, user: User, fmt: str, deidentify: bool, labs_path: Path | None = None
+) -> None:
+    """Write the user's analysis set to `path` in one of EXPORT_FORMATS (not logged here), and
+    its laboratory file to `labs_path` in the same format (CSV, .sav, .dta; an .xlsx always has
+    it on its sheet "labs"). The cohort rows are written first: a de-identified laboratory
+    file takes the patients' codes from them."""
     columns = export_columns(deidentify=deidentify)
-    rows = export_rows(user=user, deidentify=deidentify)
+    codes: dict[tuple[str, str], str] | None = {} if deidentify else None
+    rows = export_rows(user=user, deidentify=deidentify, codes=codes)
+
+    def labs() -> Iterator[dict[str, Any]]:
+        return export_lab_rows(user=user, deidentify=deidentify, codes=codes)
+
     if fmt == "csv":
-        with Path(path).open("w", encoding="utf-8", newline="") as stream:
-            for line in csv_lines(rows, columns):
-                stream.write(line)
+        write_csv(path, rows, columns)
+        if labs_path is not None:
+            write_csv(labs_path, labs(), lab_columns(deidentify=deidentify))
     elif fmt == "xlsx":
-        write_xlsx(path, rows, columns, deidentify=deidentify)
+        write_xlsx(path, rows, columns, deidentify=deidentify, labs=labs)
     elif fmt in ("sav", "dta"):
         write_stat_file(path, rows, columns, fmt=fmt)
+        if labs_path is not None:
+            write_stat_file(labs_path, labs(), lab_columns(deidentify=deidentify), fmt=fmt)
     else:
         raise ValueError(f"unknown export format {fmt!r}")
+
+
+def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[Column]) -> None:
+    with Path(path).open("w", encoding="utf-8", newline="") as stream:
+        for line in csv_lines(rows, columns):
+            stream.write(line)
 
 
 def check_export_allowed(user: User, *, deidentify: bool) -> None:
@@ -1970,19 +2398,30 @@ def check_export_allowed(user: User, *, deidentify: bool) -> None:
 def export_cohort(
     path: Path, *, user: User, fmt: str = "csv", deidentify: bool = False, via: str = "command"
 ) -> ExportResult:
-    """Write the analysis set to `path` and its codebook beside it (`<name>_codebook.csv`)."""
+    """Write the analysis set to `path`, its laboratory file beside it (`<stem>-labs.csv`,
+    `.sav` or `.dta`; an .xlsx has a sheet "labs") and its codebook (`<stem>_codebook.csv`)."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
     check_export_allowed(user, deidentify=deidentify)
     path = Path(path)
     log = log_export(user=user, fmt=fmt, deidentify=deidentify, file_name=path.name, via=via)
+    labs_path = None if fmt == "xlsx" else labs_path_of(path, fmt)
     # Each file whole or not at all (a full disk leaves no truncated export under its name).
-    with written_whole(path) as temporary:
-        write_export(temporary, user=user, fmt=fmt, deidentify=deidentify)
+    with written_whole(path) as temporary, _whole_or_none(labs_path) as labs_temporary:
+        write_export(temporary, user=user, fmt=fmt, deidentify=deidentify, labs_path=labs_temporary)
     codebook_path = path.with_name(f"{path.stem}_codebook.csv")
     with (
         written_whole(codebook_path) as temporary,
         temporary.open("w", encoding="utf-8", newline="") as stream,
     ):
         write_codebook(stream, deidentify=deidentify)
-    return ExportResult(log, path, codebook_path)
+    return ExportResult(log, path, codebook_path, labs_path)
+
+
+@contextmanager
+def _whole_or_none(path: Path | None) -> Iterator[Path | None]:
+    if path is None:
+        yield None
+        return
+    with written_whole(path) as temporary:
+        yield temporary

@@ -2,13 +2,17 @@
 
 Data managers export identified or de-identified data of their sites, PIs de-identified only,
 administrators everything. Every download is logged (registry.models.ExportLog). CSV streams
-row by row; the other formats are written to a temporary file and streamed from disk.
+row by row; the other formats are written to a temporary file and streamed from disk. With the
+laboratory values, an .xlsx has them on its sheet "labs"; CSV, .sav and .dta come as a zip of
+the cohort file, its laboratory file and the codebook.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from django import forms
@@ -27,6 +31,7 @@ CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "sav": "application/x-spss-sav",
     "dta": "application/x-stata-dta",
+    "zip": "application/zip",
 }
 FORMAT_LABELS = {
     "csv": _("CSV (re-importable)"),
@@ -44,6 +49,13 @@ class ExportForm(forms.Form):
         label=_("De-identified: random codes for study IDs, days from day 0 for dates"),
         required=False,
         initial=True,
+    )
+    labs = forms.BooleanField(
+        label=_(
+            "With the laboratory values: CSV, .sav and .dta as a zip of the cohort file, its "
+            "laboratory file and the codebook (an .xlsx has them on a sheet of its own)"
+        ),
+        required=False,
     )
 
 
@@ -68,7 +80,10 @@ def export_page(request: HttpRequest) -> HttpResponse:
         form.fields["deidentify"].initial = True
     if request.method == "POST" and form.is_valid():
         deidentify = form.cleaned_data["deidentify"] or not identified
-        return _download(request, form.cleaned_data["format"], deidentify=deidentify)
+        fmt = form.cleaned_data["format"]
+        if form.cleaned_data["labs"] and fmt != "xlsx":
+            return _zip_download(request, fmt, deidentify=deidentify)
+        return _download(request, fmt, deidentify=deidentify)
     return render(
         request,
         "registry/exchange/export.html",
@@ -105,6 +120,35 @@ def _download(request: HttpRequest, fmt: str, *, deidentify: bool) -> HttpRespon
             path.unlink()
         os.rmdir(directory)
     return FileResponse(handle, as_attachment=True, filename=name, content_type=CONTENT_TYPES[fmt])
+
+
+def _zip_download(request: HttpRequest, fmt: str, *, deidentify: bool) -> HttpResponse:
+    """The cohort file, its laboratory file (the same patient codes when de-identified) and the
+    codebook, in one zip written to a temporary directory and streamed from disk."""
+    user = request.user
+    cohort_file.check_export_allowed(user, deidentify=deidentify)
+    stem = f"immunoreg_cohort_{today().isoformat()}{'_deidentified' if deidentify else ''}"
+    name = f"{stem}.zip"
+    cohort_file.log_export(user=user, fmt=fmt, deidentify=deidentify, file_name=name, via="web")
+    directory = Path(tempfile.mkdtemp(prefix="immunoreg-export-"))
+    try:
+        cohort = directory / f"{stem}.{fmt}"
+        labs = cohort_file.labs_path_of(cohort, fmt)
+        cohort_file.write_export(cohort, user=user, fmt=fmt, deidentify=deidentify, labs_path=labs)
+        codebook = directory / f"{stem}_codebook.csv"
+        with codebook.open("w", encoding="utf-8", newline="") as stream:
+            cohort_file.write_codebook(stream, deidentify=deidentify)
+        archive = directory / name
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            for part in (cohort, labs, codebook):
+                bundle.write(part, arcname=part.name)
+        handle = archive.open("rb")
+    finally:
+        # The open handle keeps the data readable; nothing is left on disk.
+        shutil.rmtree(directory)
+    return FileResponse(
+        handle, as_attachment=True, filename=name, content_type=CONTENT_TYPES["zip"]
+    )
 
 
 @login_required

@@ -221,14 +221,17 @@ def _icaht_derived(treatment: Treatment) -> bool:
     return changed
 
 
-def _icaht_refreshed(treatments: Iterable[Treatment], *, user, reason: str = "") -> None:
+def _icaht_refreshed(
+    treatments: Iterable[Treatment], *, user, reason: str = "", series_written: bool = False
+) -> None:
     """Derive ICAHT again on treatments whose series, day 0 or end of follow-up a write changed:
     a second record of the write, locked and read again (the patient's row is locked already),
     and saved with its audit row only when a grade, rule or number changed. Its version is not
     raised: no one types these fields, and every save of the treatment derives them again, so
-    that a nurse's form open meanwhile is not refused as stale. (The cohort import carries no
-    lab values: it is not done inside its batch.)"""
-    if _history_batch.get() is not None:
+    that a nurse's form open meanwhile is not refused as stale. (Inside the cohort import's
+    batch only when a series was written, `series_written`: its laboratory file is imported
+    after every patient's other records, so its other writes have no series to grade yet.)"""
+    if _history_batch.get() is not None and not series_written:
         return
     for treatment in treatments:
         if treatment.pk is None:
@@ -909,6 +912,6 @@ def lab_series_save(
         for lab in written:
             _write(lab, user=user, reason=reason if lab.pk is not None else reason or _("created"))
         if written:
-            _icaht_refreshed([treatment], user=user, reason=given_reason)
+            _icaht_refreshed([treatment], user=user, reason=given_reason, series_written=True)
             _after_write(treatment.patient, written[-1])
     return written

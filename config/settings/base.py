@@ -153,6 +153,8 @@ IMMUNOREG_UPLOAD_EXTENSIONS = (".csv", ".xlsx")
 # the file's size is IMMUNOREG_MAX_UPLOAD_BYTES): a file beyond one is refused as soon as that is
 # known. The time covers reading, checking and writing, under gunicorn's 120 s timeout.
 IMMUNOREG_IMPORT_MAX_ROWS = env.int("IMMUNOREG_IMPORT_MAX_ROWS", default=20_000)
+# Rows of the laboratory file that goes with a cohort file.
+IMMUNOREG_IMPORT_MAX_LAB_ROWS = env.int("IMMUNOREG_IMPORT_MAX_LAB_ROWS", default=200_000)
 IMMUNOREG_IMPORT_MAX_COLUMNS = env.int("IMMUNOREG_IMPORT_MAX_COLUMNS", default=100)
 IMMUNOREG_IMPORT_MAX_CELL_CHARS = env.int("IMMUNOREG_IMPORT_MAX_CELL_CHARS", default=1_000)
 IMMUNOREG_IMPORT_MAX_XLSX_BYTES = env.int(

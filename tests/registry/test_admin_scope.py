@@ -384,7 +384,7 @@ PAGE_PARAMETERS = {
     "worklist": ["lost_page", "queries_page"],
     "patients": ["study_id", "arm", "site", "vital_status", "page"],
     "patient-new": [],
-    "export": ["format", "deidentify"],
+    "export": ["format", "deidentify", "labs"],
     "export-codebook": ["deidentify"],
     "analytics:index": ["site"],
     "analytics:reports": ["rendering"],

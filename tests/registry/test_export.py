@@ -29,6 +29,7 @@ from registry.models import (
     ExportLog,
     FollowUpContact,
     IcansEpisode,
+    LabValue,
     Patient,
     Relapse,
     ResponseAssessment,
@@ -117,7 +118,11 @@ def test_the_codebook_names_each_variable_its_label_type_values_and_units(tmp_pa
 
     codebook = {row["variable"]: row for row in read_csv(tmp_path / "cohort_codebook.csv")}
 
-    assert list(codebook) == [column.name for column in cohort_file.COLUMNS]
+    # The cohort file's columns, then those its laboratory file adds.
+    assert list(codebook) == [column.name for column in cohort_file.COLUMNS] + [
+        "date",
+        *cohort_file.LAB_FIELDS,
+    ]
     assert codebook["arm"]["allowed values"] == "blinatumomab, car_t"
     assert codebook["arm"]["codes (sav/dta)"] == "1=blinatumomab; 2=car_t"
     assert codebook["bm_blast_pct"]["units"] == "%"
@@ -135,7 +140,7 @@ def test_the_xlsx_export_reads_back_with_pandas_and_carries_the_codebook(tmp_pat
     assert str(frame.loc[frame.study_id == "AHP-C001", "treatment_start"].iloc[0].date()) == (
         "2022-03-01"
     )
-    assert list(codebook["variable"]) == list(frame.columns)
+    assert list(codebook["variable"]) == [*frame.columns, "date", *cohort_file.LAB_FIELDS]
 
 
 @pytest.mark.parametrize(
@@ -436,6 +441,17 @@ def _analytics(tmp_path: Path, name: str) -> dict:
     return output
 
 
+def _icaht_by_patient() -> dict[tuple[str, str], tuple]:
+    """Each analysis-set treatment's derived ICAHT (grades, rules and their numbers)."""
+    rows = Treatment.objects.order_by("patient_id", "day0", "pk").values_list(
+        "patient__site__code", "patient__study_id", *services.ICAHT_FIELDS
+    )
+    first: dict[tuple[str, str], tuple] = {}
+    for site, study_id, *icaht in rows:
+        first.setdefault((site, study_id), tuple(icaht))
+    return first
+
+
 def test_the_demo_cohort_exported_and_imported_into_an_empty_registry_gives_the_same_analytics(
     tmp_path, settings
 ):
@@ -445,8 +461,12 @@ def test_the_demo_cohort_exported_and_imported_into_an_empty_registry_gives_the_
     settings.IMMUNOREG_TODAY = demo.CUTOFF.isoformat()
     call_command("seed_demo", stdout=io.StringIO())
     before = _analytics(tmp_path, "before.json")
+    icaht_before = _icaht_by_patient()
+    lab_values = LabValue.objects.count()
     exported = export(tmp_path, name="demo.csv")
+    assert (tmp_path / "demo-labs.csv").exists()
     for model in (
+        LabValue,
         Death,
         CrsEpisode,
         IcansEpisode,
@@ -461,9 +481,14 @@ def test_the_demo_cohort_exported_and_imported_into_an_empty_registry_gives_the_
     ):
         model.objects.all().delete()  # an empty registry (the test's setup, not the app's)
 
+    # The laboratory file beside it (demo-labs.csv) is picked up and imported with it.
     call_command("import_cohort", str(exported), "--create-sites", stdout=io.StringIO())
 
     assert Patient.objects.count() == 101
+    assert LabValue.objects.count() == lab_values > 0
+    # The ICAHT derived from the imported series, treatment by treatment, and the analytics.
+    assert _icaht_by_patient() == icaht_before
     after = _analytics(tmp_path, "after.json")
+    assert after["hematotoxicity"] == before["hematotoxicity"]
     assert after == before
     assert before["populations"]["car_t"]["analysis"] == 80

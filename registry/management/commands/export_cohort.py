@@ -1,7 +1,9 @@
 """`export_cohort FILE [--format csv/xlsx/sav/dta] [--deidentify]` (INTERFACES.md section 2).
 
-Writes the analysis set in the flat format of section 3 (re-importable) and its codebook beside
-it (`FILE_codebook.csv`); .sav and .dta files carry the labels inside too. Logged as an export.
+Writes the analysis set in the flat format of section 3 (re-importable), its laboratory file
+beside it (`FILE stem-labs.csv`, `-labs.sav` or `-labs.dta`; an .xlsx has a sheet "labs") and its
+codebook (`FILE_codebook.csv`); .sav and .dta files carry the labels inside too. Logged as an
+export.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ DEFAULT_USER = "export"
 class Command(BaseCommand):
     help = (
         "Export the analysis set (each patient's first index treatment) as CSV, .xlsx, SPSS .sav "
-        "or Stata .dta, with a codebook; --deidentify replaces study IDs by random codes and "
+        "or Stata .dta, with its laboratory file (<FILE stem>-labs.csv/.sav/.dta, or the sheet "
+        "'labs' of an .xlsx) and a codebook; --deidentify replaces study IDs by random codes and "
         "dates by days from day 0."
     )
 
@@ -61,9 +64,14 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"{path}: {error.strerror or error}") from error
         kind = "de-identified" if deidentify else "identified"
+        labs = (
+            "laboratory values on its sheet 'labs'"
+            if result.labs_path is None
+            else f"laboratory values {result.labs_path}"
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Exported {result.log.rows} patient(s), {kind}, to {result.path} ({fmt}); "
-                f"codebook {result.codebook_path}."
+                f"{labs}; codebook {result.codebook_path}."
             )
         )

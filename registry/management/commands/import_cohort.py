@@ -1,4 +1,10 @@
-"""`import_cohort FILE [--dry-run] [--create-sites]` (INTERFACES.md sections 2 and 3).
+"""`import_cohort FILE [--labs LABSFILE] [--no-labs] [--dry-run] [--create-sites]`
+(INTERFACES.md sections 2 and 3).
+
+The laboratory file (one row per treatment and date, as export_cohort writes it) is imported
+after the patients, in the same all-or-nothing transaction: the one named by --labs, or else
+the file `<FILE stem>-labs.csv` beside FILE when there is one, or else an .xlsx's sheet "labs"
+(--no-labs: none of these two). Its problems print as `labs row R, column C: message`.
 
 Exit status 0: imported (or, with --dry-run, would import); 1: rejected, nothing saved, one line
 per problem as `row R, column C: message`; 2: the file cannot be read; 3: the database failed
@@ -12,7 +18,9 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import IO
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -37,6 +45,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="The cohort file (.csv or .xlsx).")
         parser.add_argument(
+            "--labs",
+            default=None,
+            help="The laboratory file (.csv or .xlsx); default: <FILE stem>-labs.csv beside FILE "
+            "if it exists, or an .xlsx's sheet 'labs'.",
+        )
+        parser.add_argument(
+            "--no-labs",
+            action="store_true",
+            help="Import no laboratory values unless --labs names a file (no file beside FILE, "
+            "no sheet 'labs').",
+        )
+        parser.add_argument(
             "--dry-run", action="store_true", help="Check everything, then save nothing."
         )
         parser.add_argument(
@@ -51,16 +71,24 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, file: str, dry_run: bool, create_sites: bool, user: str | None, **options
+        self,
+        *args,
+        file: str,
+        labs: str | None,
+        no_labs: bool,
+        dry_run: bool,
+        create_sites: bool,
+        user: str | None,
+        **options,
     ):
         path = Path(file)
-        try:
-            # Read as a stream within the same limits as an upload (ImportLimits).
-            content = path.open("rb")
-        except OSError as error:
-            self.stderr.write(f"{path}: cannot be read: {error.strerror or error}")
-            sys.exit(UNREADABLE)
-        with content:
+        labs_path = labs_file(path, labs, no_labs=no_labs)
+        with ExitStack() as files:
+            # Read as streams within the same limits as an upload (ImportLimits).
+            content = self._open(files, path)
+            labs_content = None if labs_path is None else self._open(files, labs_path)
+            if labs_path is not None and labs is None:
+                self.stdout.write(f"Laboratory values from {labs_path.name}, beside {path.name}.")
             importer = command_user(user, default=DEFAULT_USER)
             started = time.perf_counter()
             try:
@@ -70,6 +98,9 @@ class Command(BaseCommand):
                     user=importer,
                     dry_run=dry_run,
                     create_sites=create_sites,
+                    labs=labs_content,
+                    labs_name=labs_path.name if labs_path is not None else "",
+                    labs_sheet=not no_labs,
                 )
             except (OperationalError, InterfaceError):  # the database went away or is full
                 # The transaction rolled back; the error's text (the server's address) stays out.
@@ -88,18 +119,42 @@ class Command(BaseCommand):
         if not result.ok:
             for problem in result.problems:
                 self.stdout.write(str(problem))
+            rows = f"{result.rows} row(s)"
+            if result.lab_rows:
+                rows += f" and {result.lab_rows} laboratory row(s)"
             self.stderr.write(
                 f"{path.name}: rejected, nothing saved: {len(result.problems)} problem(s) in "
-                f"{result.rows} row(s) (run {result.run.pk})."
+                f"{rows} (run {result.run.pk})."
             )
             sys.exit(REJECTED)
         if dry_run:
-            message = (
-                f"{path.name}: dry run, {result.rows} patient(s) would be imported; nothing saved"
-            )
+            message = f"{path.name}: dry run, {result.rows} patient(s)"
+            if result.lab_rows:
+                message += f" and {result.lab_rows} laboratory value row(s)"
+            message += " would be imported; nothing saved"
         else:
             message = f"{path.name}: imported {result.patients_created} patient(s)"
+            if result.lab_rows:
+                message += f" and {result.lab_values_created} laboratory value row(s)"
         self.stdout.write(self.style.SUCCESS(f"{message} (run {result.run.pk}, {elapsed:.1f} s)."))
+
+    def _open(self, files: ExitStack, path: Path) -> IO[bytes]:
+        try:
+            return files.enter_context(path.open("rb"))
+        except OSError as error:
+            self.stderr.write(f"{path}: cannot be read: {error.strerror or error}")
+            sys.exit(UNREADABLE)
+
+
+def labs_file(path: Path, labs: str | None, *, no_labs: bool) -> Path | None:
+    """The laboratory file: --labs, else `<stem>-labs.csv` beside the cohort file if it is
+    there (not with --no-labs). An .xlsx without either is read for its sheet "labs"."""
+    if labs is not None:
+        return Path(labs)
+    sibling = path.with_name(f"{path.stem}-labs.csv")
+    if no_labs or not sibling.is_file():
+        return None
+    return sibling
 
 
 def command_user(username: str | None, *, default: str) -> User:
