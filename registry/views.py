@@ -210,11 +210,9 @@ def resolving_url(query) -> str:
             kind = "crs" if query.key.startswith("crsepisode") else "icans"
             episode = query.key.removeprefix(f"{kind}episode")
             return reverse("record-edit", args=[kind, episode]) + "#id_recorded_grade"
-        case QueryKind.ICAHT_NOT_GRADABLE if treatment:
-            # the ANC series is entered on the treatment's laboratory values
-            return reverse("patient-detail", args=[query.patient_id]) + f"#treatment-{treatment}"
-        case QueryKind.IVIG_WITHOUT_IGG if treatment:
-            return reverse("patient-detail", args=[query.patient_id]) + f"#treatment-{treatment}"
+        case QueryKind.ICAHT_NOT_GRADABLE | QueryKind.IVIG_WITHOUT_IGG if treatment:
+            # the ANC (or IgG) values are entered on the treatment's laboratory grid
+            return reverse("treatment-labs", args=[treatment]) + "#id_pasted"
         case QueryKind.PERSISTENCE_NOT_ASSESSED if treatment:
             return reverse("record-new", args=[treatment, "persistence"]) + "#id_date"
     return reverse("patient-detail", args=[query.patient_id])

@@ -231,10 +231,10 @@ def make_query(kind, nurse, patient):
             )  # fmt: skip
             url = reverse("record-edit", args=["crs", episode.pk]) + "#id_recorded_grade"
         case QueryKind.ICAHT_NOT_GRADABLE:  # no ANC: the treatment's laboratory values
-            url = reverse("patient-detail", args=[patient.pk]) + f"#treatment-{treatment.pk}"
+            url = reverse("treatment-labs", args=[treatment.pk]) + "#id_pasted"
         case QueryKind.IVIG_WITHOUT_IGG:
             services.record_create(IvigCourse, user=nurse, treatment=treatment, start=on_day(40))
-            url = reverse("patient-detail", args=[patient.pk]) + f"#treatment-{treatment.pk}"
+            url = reverse("treatment-labs", args=[treatment.pk]) + "#id_pasted"
         case QueryKind.PERSISTENCE_NOT_ASSESSED:
             today = on_day(200)
             url = reverse("record-new", args=[treatment.pk, "persistence"]) + "#id_date"
