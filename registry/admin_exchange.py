@@ -32,7 +32,7 @@ class ImportForm(forms.Form):
         required=False,
         help_text=_(
             "One row per treatment and date: study_id, site, date and the laboratory values, "
-            "as export_cohort writes it beside the cohort file (name-labs.csv). An .xlsx cohort "
+            "as the export writes it beside the cohort file (name-labs.csv). An .xlsx cohort "
             "file may carry it on a sheet named “labs” instead."
         ),
     )

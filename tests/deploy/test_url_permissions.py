@@ -84,6 +84,8 @@ EXPECTED: dict[str, dict] = {
     "patients": signed_in(200),
     "patient-new": by_role(nurse=200, datamanager=200, pi=403, admin=200),
     "patient-detail": READ_RECORD,
+    # a treatment's lab grid: read by anyone at its site (the grid's inputs for those who edit)
+    "treatment-labs": READ_RECORD,
     "record-new": EDIT_RECORD,
     "record-edit": EDIT_RECORD,
     "set-language": signed_in(405),  # POST only
@@ -302,6 +304,9 @@ def urls_of(route: Route, world: World) -> Iterator[tuple[str, str]]:
     elif name == "patient-detail":
         for relation in relations:
             yield relation, reverse(name, args=[world.records[Patient, relation].pk])
+    elif name == "treatment-labs":
+        for relation in relations:
+            yield relation, reverse(name, args=[world.records[Treatment, relation].pk])
     elif name == "record-edit":
         for kind_name, kind in KINDS.items():
             for relation in relations:

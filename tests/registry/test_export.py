@@ -24,11 +24,14 @@ from registry import (  # noqa: F401 (admin pages)
 )
 from registry.domain.vocabulary import Role
 from registry.models import (
+    CarPersistence,
     CrsEpisode,
     Death,
     ExportLog,
     FollowUpContact,
     IcansEpisode,
+    Infection,
+    IvigCourse,
     LabValue,
     Patient,
     Relapse,
@@ -422,7 +425,15 @@ PROVENANCE = ("generated_at", "data_fingerprint", "code_version", "row_counts")
 # toxicity's grade but not the worst-day findings it was derived from (so every grade comes
 # back "recorded", not "derived"), and one last contact per patient rather than the visit
 # history (so follow-up visits in between come back overdue) nor extramedullary disease.
-NOT_IN_THE_FLAT_FILE = (("crs", "grade_source"), ("icans", "grade_source"), ("completeness",))
+NOT_IN_THE_FLAT_FILE = (
+    ("crs", "grade_source"),
+    ("icans", "grade_source"),
+    ("completeness",),
+    # the late events (infections, IVIG courses, persistence) are not in the cohort file
+    ("competing_risks", "infection_by_day100"),
+    ("hematotoxicity", "ivig"),
+    ("hematotoxicity", "car_persistence"),
+)
 
 
 def _analytics(tmp_path: Path, name: str) -> dict:
@@ -467,6 +478,9 @@ def test_the_demo_cohort_exported_and_imported_into_an_empty_registry_gives_the_
     assert (tmp_path / "demo-labs.csv").exists()
     for model in (
         LabValue,
+        Infection,
+        IvigCourse,
+        CarPersistence,
         Death,
         CrsEpisode,
         IcansEpisode,
