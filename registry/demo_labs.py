@@ -125,15 +125,12 @@ def lab_series(
 
 def icaht_fields(labs: list[Fields], *, day0: date, censor: date | None) -> Fields:
     """The ICAHT fields registry.services stores on the treatment for this series (the same
-    pure functions, for the loaders that write the rows in bulk)."""
-    counts = [
-        icaht.AncCount((row["date"] - day0).days, row["anc_per_ul"])
-        for row in labs
-        if row.get("anc_per_ul") is not None
+    pure function, for the loaders that write the rows in bulk)."""
+    anc_values = [
+        (row["date"], row["anc_per_ul"]) for row in labs if row.get("anc_per_ul") is not None
     ]
-    censor_day = None if censor is None else (censor - day0).days
     return icaht.stored_fields(
-        icaht.early_icaht(counts), icaht.late_icaht(counts, censor_day=censor_day)
+        *icaht.results_from_dates(day0, anc_values, [censor] if censor else [])
     )
 
 

@@ -106,7 +106,7 @@ def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult
     the object holds it). The late window ends the day before the first relapse, transplant or
     next index treatment of the patient (docs/DOMAIN_DECISIONS.md "ICAHT")."""
     if treatment.pk is None or treatment.day0 is None:
-        return icaht_results(None, [], [])
+        return icaht.results_from_dates(None, [], [])
     series = LabValue.objects.filter(treatment=treatment, anc_per_ul__isnull=False)
     # No ORDER BY in the parts (the models' default orderings): SQLite refuses one in a
     # compound statement.
@@ -123,22 +123,9 @@ def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult
             all=True,
         )
     )
-    return icaht_results(
+    return icaht.results_from_dates(
         treatment.day0, series.values_list("date", "anc_per_ul"), [when for (when,) in ends]
     )
-
-
-def icaht_results(
-    day0: date | None, anc_values: Iterable[tuple[date, Any]], ends: Iterable[date]
-) -> tuple[icaht.IcahtResult, icaht.IcahtResult]:
-    """Early and late ICAHT from (date, ANC) values, the late window ending the day before the
-    first of `ends` (a relapse, a transplant, the next index treatment)."""
-    if day0 is None:
-        return icaht.early_icaht([]), icaht.late_icaht([], censor_day=None)
-    counts = [icaht.AncCount((when - day0).days, anc) for when, anc in anc_values]
-    first_end = min(ends, default=None)
-    censor = None if first_end is None else (first_end - day0).days
-    return icaht.early_icaht(counts), icaht.late_icaht(counts, censor_day=censor)
 
 
 ICAHT_CHUNK = 2000
@@ -191,7 +178,7 @@ def icaht_derive_all(*, user, reason: str, chunk: int = ICAHT_CHUNK) -> tuple[in
                     if pk != treatment.pk and day0 > treatment.day0
                 ]
                 values = icaht.stored_fields(
-                    *icaht_results(
+                    *icaht.results_from_dates(
                         treatment.day0, series[treatment.pk], [*ends[treatment.pk], *later]
                     )
                 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -334,3 +335,17 @@ def stored_fields(early: IcahtResult, late: IcahtResult) -> dict[str, Any]:
         "icaht_late_rule": late.rule.value,
         "icaht_late_params": dict(late.params),
     }
+
+
+def results_from_dates(
+    day0: date | None, anc_values: Iterable[tuple[date, Any]], ends: Iterable[date]
+) -> tuple[IcahtResult, IcahtResult]:
+    """Early and late ICAHT from (date, ANC) values of a treatment with this day 0, the late
+    window ending the day before the first of `ends` (a relapse, a transplant, the next index
+    treatment; docs/DOMAIN_DECISIONS.md "ICAHT")."""
+    if day0 is None:
+        return early_icaht([]), late_icaht([], censor_day=None)
+    counts = [AncCount((when - day0).days, anc) for when, anc in anc_values]
+    first_end = min(ends, default=None)
+    censor = None if first_end is None else (first_end - day0).days
+    return early_icaht(counts), late_icaht(counts, censor_day=censor)
