@@ -111,6 +111,8 @@ FIGURES += [
      ("save_worklist", "in_process", "after_save_cpu", "p95_ms"), "ms", None),
     ("worklist cached (asked again), one process: CPU p50",
      ("save_worklist", "in_process", "cached_cpu", "p50_ms"), "ms", None),
+    ("worklists of the day computed (every site, as beat runs it after midnight)",
+     ("load", "worklist_warm", "wall_s"), "s", None),
     ("ICAHT derived again, whole registry", ("icaht", "derive_all_s"), "s", None),
     ("laboratory values", ("icaht", "lab_values"), "", None),
     ("lab grid of 30 rows saved: p95", ("icaht", "grid_save_30_rows", "p95_ms"), "ms", 300),

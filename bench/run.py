@@ -152,8 +152,8 @@ def database(n: int, reseed: bool) -> tuple[str, dict]:
     return db, seed
 
 
-def worker(db: str, *args: str) -> dict:
-    run = timed([PY, "bench/worker.py", *args], env_for(db))
+def worker(db: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    run = timed([PY, "bench/worker.py", *args], env or env_for(db))
     return {**json.loads(run["last"]), "process_wall_s": run["wall_s"], "peak_mb": run["peak_mb"]}
 
 
@@ -396,11 +396,16 @@ def celery_worker(env: dict[str, str], cpus: str | None):
 @contextlib.contextmanager
 def served(db: str):
     """gunicorn with docker/web.sh's command line and production settings, on loopback, with a
-    Celery worker on Redis (BENCH_BROKER, default Redis database 15), and the load test's setup
-    (sessions of the AHP nurse, patients and CRS episodes to ask for)."""
+    Celery worker on Redis (BENCH_BROKER, default Redis database 15), the cache they share
+    (BENCH_CACHE, default Redis database 14, emptied first) holding every site's worklist for
+    the day, computed as Celery beat does after midnight (bench/worker.py warm_worklists), and
+    the load test's setup (sessions of the AHP nurse, patients and CRS episodes to ask for).
+    Yields the setup file and the warm-up's figures."""
     env = env_for(db, production=True) | {
-        "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/15")
+        "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/15"),
+        "CACHE_URL": os.environ.get("BENCH_CACHE", "redis://127.0.0.1:6379/14"),
     }
+    subprocess.run(["redis-cli", "-u", env["CACHE_URL"], "FLUSHDB"], check=True)
     subprocess.run(
         [PY, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
     )
@@ -435,6 +440,8 @@ def served(db: str):
     try:
         setup = WORK / f"setup-{db}.json"
         setup.write_text(json.dumps(worker(db, "load_setup", "nurse", "32")))
+        warmed = worker(db, "warm_worklists", env=env)
+        log(f"  worklists warmed: {warmed}")
         for _ in range(50):
             if (
                 subprocess.run(
@@ -448,7 +455,7 @@ def served(db: str):
             postgres_on(pinned[0] if pinned else None),
             celery_worker(env, pinned[0] if pinned else None),
         ):
-            yield setup
+            yield setup, warmed
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -504,8 +511,8 @@ def load(db: str, levels: list[int], per_client: dict[int, int]) -> dict:
         for scenario in ("floor", "patient_list", "patient_page", "worklist", "crs_save")
         for clients in levels
     ]
-    with served(db) as setup:
-        return load_scenarios(setup, plan)
+    with served(db) as (setup, warmed):
+        return load_scenarios(setup, plan) | {"worklist_warm": warmed}
 
 
 def save_worklist(db: str, plan: list[tuple[int, int]]) -> dict:
@@ -514,7 +521,7 @@ def save_worklist(db: str, plan: list[tuple[int, int]]) -> dict:
     and under load (8 clients, each saving). Then the same in one process (bench/worker.py
     save_worklist), with the worklist's CPU time, which other work on the machine does not
     inflate."""
-    with served(db) as setup:
+    with served(db) as (setup, _warmed):
         results = load_scenarios(
             setup,
             [(scenario, c, n) for c, n in plan for scenario in ("floor", "save_worklist")],

@@ -401,6 +401,17 @@ def icaht(repeats: str) -> dict:
     }
 
 
+def warm_worklists() -> dict:
+    """What Celery beat runs after midnight (registry.tasks.warm_worklists): every site's
+    worklist for the day computed into the cache the web processes share (CACHE_URL)."""
+    from registry.clock import today
+    from registry.selectors import warm_worklists
+
+    started = time.perf_counter()
+    sites = warm_worklists(today=today())
+    return {"sites": sites, "wall_s": round(time.perf_counter() - started, 3)}
+
+
 if __name__ == "__main__":
     task, *args = sys.argv[1:]
     result = {
@@ -413,5 +424,6 @@ if __name__ == "__main__":
         "load_setup": load_setup,
         "save_worklist": save_worklist,
         "icaht": icaht,
+        "warm_worklists": warm_worklists,
     }[task](*args)
     print(json.dumps(result))

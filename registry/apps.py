@@ -12,6 +12,7 @@ class RegistryConfig(AppConfig):
         from django.contrib.auth.models import update_last_login
         from django.db.models.signals import post_migrate
 
+        from registry import checks  # noqa: F401 (registers the deployment's checks)
         from registry.admin_scope import scope_every_admin
         from registry.schedules import ensure_schedules
 

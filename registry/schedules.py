@@ -31,6 +31,13 @@ SCHEDULES: tuple[Schedule, ...] = (
         crontab={"minute": "30", "hour": "1", "day_of_month": "*"},
     ),
     Schedule(
+        task="registry.tasks.warm_worklists",
+        name="Compute the day's worklists (nightly)",
+        description="Every site's follow-ups due, computed into the shared cache before the "
+        "first nurse opens the worklist.",
+        crontab={"minute": "10", "hour": "0", "day_of_month": "*"},
+    ),
+    Schedule(
         task="registry.tasks.dispatch_outbox",
         name="Send the outbox's pending work to the workers (every minute)",
         every_minutes=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from registry import import_runs, quality
+from registry import import_runs, quality, selectors
 from registry.clock import today
 from registry.outbox import dispatch_outbox, run_outbox_message  # noqa: F401 (for the worker)
 
@@ -16,3 +16,10 @@ def refresh_quality_queries() -> int:
     the import runs left running by a process that is gone."""
     import_runs.close_abandoned()
     return quality.refresh_all(today=today())
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def warm_worklists() -> int:
+    """After midnight: every site's worklist for the new day computed into the shared cache,
+    before the first nurse opens it."""
+    return selectors.warm_worklists(today=today())

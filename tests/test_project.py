@@ -25,6 +25,7 @@ def test_production_settings_pass_the_deployment_checklist():
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "DJANGO_SECRET_KEY": "ci-" + "x7Gq2pLm9Rt4Vb8Nc1Zw5Ys3Hk6Jd0Fa" * 2,
         "DJANGO_ALLOWED_HOSTS": "registry.example.org",
+        "CACHE_URL": "redis://127.0.0.1:6379/1",
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set only while the browser tests run
     result = subprocess.run(

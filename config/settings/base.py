@@ -258,6 +258,14 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# The cache: the worklist keeps each site's computed lines in it for the day, and its rendered
+# page until the site's data change (registry.selectors.worklist_for). Unset (the local demo,
+# one process): each process's memory. In production, Redis (CACHE_URL=redis://host:6379/1, a
+# database of its own beside the broker's), so that every gunicorn process and the worker that
+# warms the worklists after midnight share one copy: with each process's own memory, each one
+# computes a large site afresh (seconds at 200,000 patients). `check --deploy` warns without it.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 # Celery: with no broker configured, tasks run in-process (the local demo and tests).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="memory://")
 CELERY_TASK_ALWAYS_EAGER = env.bool(

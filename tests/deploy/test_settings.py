@@ -46,10 +46,22 @@ def test_check_deploy_finds_nothing_to_warn_about():
         ["check", "--deploy", "--fail-level", "WARNING"],
         DJANGO_SECRET_KEY=SECRET_KEY,
         DJANGO_ALLOWED_HOSTS="registry.hospital.example",
+        CACHE_URL="redis://redis:6379/1",
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_warns_when_the_processes_share_no_cache():
+    result = production(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_SECRET_KEY=SECRET_KEY,
+        DJANGO_ALLOWED_HOSTS="registry.hospital.example",
+    )
+
+    assert result.returncode != 0
+    assert "registry.W001" in result.stderr and "CACHE_URL" in result.stderr
 
 
 def test_production_refuses_to_start_without_a_secret_key():
