@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -243,6 +244,9 @@ PatientLines = tuple[str, tuple[tuple, ...], tuple[tuple, ...], tuple | None]
 # each of its patients who have any.
 SiteLines = tuple[str, str, int, dict[int, PatientLines]]
 WORKLIST_SITE_CACHE_SECONDS = 24 * 60 * 60
+# How long a request waits for a site another one is computing afresh, and how often it looks.
+WORKLIST_WAIT_SECONDS = 60
+WORKLIST_WAIT_STEP_SECONDS = 0.2
 
 
 def _line_fields(row: dict, status: VisitStatus | None, last_seen: date | None = None) -> tuple:
@@ -399,33 +403,53 @@ def _current_site_lines(
     that every process shares in production, CACHES in config/settings/base.py): after a write
     only the patients it changed are computed again (`_site_lines_since`, three queries); a site
     not cached, or whose data were changed as a whole, is computed afresh (`_site_lines_afresh`,
-    four queries) and cached."""
+    four queries) and cached.
+
+    A site is computed afresh by one request at a time: the others wait for its lines to be
+    cached (seconds at 200,000 patients; a dozen requests computing the same site at once on
+    a cold cache would each take as long as all of them), and compute it themselves if it has
+    not appeared after WORKLIST_WAIT_SECONDS."""
     key_of = {site.pk: f"worklist-site:{site.pk}:{today.isoformat()}" for site in sites}
-    cached = cache.get_many(list(key_of.values()))
-    usable: dict[int, SiteLines] = {}
     lines: dict[int, dict[int, PatientLines]] = {}
-    for site in sites:
-        entry = cached.get(key_of[site.pk])
-        if not _still_usable(entry, site):
-            continue
-        if entry[2] == site.version:
-            lines[site.pk] = entry[3]
-        else:
-            usable[site.pk] = entry
-    afresh = [site.pk for site in sites if site.pk not in lines and site.pk not in usable]
-    computed = _site_lines_afresh(afresh, today=today) if afresh else {}
-    if usable:
-        computed |= _site_lines_since(usable, today=today)
-    if computed:
-        cache.set_many(
-            {
-                key_of[site.pk]: (site.code, site.token, site.version, computed[site.pk])
-                for site in sites
-                if site.pk in computed
-            },
-            WORKLIST_SITE_CACHE_SECONDS,
-        )
+    pending, deadline = list(sites), time.monotonic() + WORKLIST_WAIT_SECONDS
+    while pending:
+        cached = cache.get_many([key_of[site.pk] for site in pending])
+        usable: dict[int, SiteLines] = {}
+        missing: list[WorklistSite] = []
+        for site in pending:
+            entry = cached.get(key_of[site.pk])
+            if not _still_usable(entry, site):
+                missing.append(site)
+            elif entry[2] == site.version:
+                lines[site.pk] = entry[3]
+            else:
+                usable[site.pk] = entry
+        mine = [
+            site
+            for site in missing
+            if time.monotonic() > deadline
+            or cache.add(f"{key_of[site.pk]}:computing", True, WORKLIST_WAIT_SECONDS)
+        ]
+        try:
+            computed = _site_lines_afresh([site.pk for site in mine], today=today) if mine else {}
+            if usable:
+                computed |= _site_lines_since(usable, today=today)
+            if computed:
+                cache.set_many(
+                    {
+                        key_of[site.pk]: (site.code, site.token, site.version, computed[site.pk])
+                        for site in pending
+                        if site.pk in computed
+                    },
+                    WORKLIST_SITE_CACHE_SECONDS,
+                )
+        finally:
+            if mine:
+                cache.delete_many([f"{key_of[site.pk]}:computing" for site in mine])
         lines |= computed
+        pending = [site for site in missing if site not in mine]
+        if pending:  # computed by another request: its lines are cached when it is done
+            time.sleep(WORKLIST_WAIT_STEP_SECONDS)
     return lines
 
 

@@ -7,16 +7,17 @@ their own."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import date, timedelta
 
 import pytest
-from django.core.cache import caches
+from django.core.cache import cache, caches
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from registry import services, tasks
+from registry import selectors, services, tasks
 from registry.models import FollowUpContact, Patient, Treatment
 from registry.selectors import warm_worklists, worklist_for, worklist_sites
 from tests.registry.test_selectors_worklist import as_tuples, python_worklist
@@ -104,3 +105,38 @@ def test_warming_leaves_a_current_site_as_it_is(shared_cache, nurse, site):
         warm_worklists(today=TODAY)
 
     assert len(queries) == 1  # the sites and their data versions, nothing computed
+
+
+def test_a_site_being_computed_by_another_request_is_waited_for_not_computed_again(nurse, site):
+    """On a cold cache (no warm-up yet, a site whose data were replaced as a whole) a dozen
+    requests asking for a 200,000-patient site at once each took as long as all of them."""
+    a_site_with_visits_due(nurse, site)
+    sites = worklist_sites(user=nurse)
+    key = f"worklist-site:{site.pk}:{TODAY.isoformat()}"
+    (mine,) = sites
+    lines = selectors._site_lines_afresh([mine.pk], today=TODAY)[mine.pk]
+    cache.add(f"{key}:computing", True, 60)  # another request is computing the site
+
+    def the_other_request_is_done():
+        cache.set(key, (mine.code, mine.token, mine.version, lines), 60)
+        cache.delete(f"{key}:computing")
+
+    done = threading.Timer(0.5, the_other_request_is_done)
+    done.start()
+    with CaptureQueriesContext(connection) as queries:
+        worklist = worklist_for(user=nurse, today=TODAY, sites=sites)
+    done.join()
+
+    assert len(queries) == 0, [q["sql"] for q in queries]
+    assert as_tuples(worklist) == as_tuples(python_worklist(user=nurse, today=TODAY))
+
+
+def test_a_request_computes_the_site_itself_when_the_other_never_finishes(nurse, site, monkeypatch):
+    a_site_with_visits_due(nurse, site)
+    monkeypatch.setattr(selectors, "WORKLIST_WAIT_SECONDS", 0.3)
+    cache.add(f"worklist-site:{site.pk}:{TODAY.isoformat()}:computing", True, 60)  # its worker died
+
+    worklist = worklist_for(user=nurse, today=TODAY)
+
+    assert as_tuples(worklist) == as_tuples(python_worklist(user=nurse, today=TODAY))
+    assert worklist.due or worklist.overdue
