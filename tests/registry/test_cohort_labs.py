@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.urls import include, path
 
 from registry import cohort_file, exchange_views, services
+from registry.cohort_file.deidentify import LAB_DEIDENTIFIED_COLUMNS
 from registry.domain.ranges import RANGES
 from registry.domain.vocabulary import Role
 from registry.models import (
@@ -34,6 +35,7 @@ from registry.models import (
     Transplant,
     Treatment,
 )
+from registry.models.labs import LAB_FIELDS
 from tests import factories
 from tests.registry.test_cohort_file import (
     ALIVE_CAR_T,
@@ -319,7 +321,7 @@ def test_the_codebook_lists_the_laboratory_columns_with_units_and_ranges(tmp_pat
 
     codebook = {row["variable"]: row for row in read_csv(tmp_path / "cohort_codebook.csv")}
 
-    assert list(codebook)[-8:] == ["date", *cohort_file.LAB_FIELDS]
+    assert list(codebook)[-8:] == ["date", *LAB_FIELDS]
     assert codebook["anc_per_ul"]["units"] == RANGES[("LabValue", "anc_per_ul")].unit
     assert codebook["anc_per_ul"]["allowed values"] == "0-100000"
     assert codebook["haemoglobin_g_dl"]["allowed values"] == "2-25"
@@ -334,7 +336,7 @@ def test_a_deidentified_laboratory_file_uses_the_cohort_files_codes_and_days(tmp
     labs = read_csv(tmp_path / "cohort-labs.csv")
     raw = (tmp_path / "cohort-labs.csv").read_text()
 
-    assert list(labs[0]) == [name for name, _ in cohort_file.LAB_DEIDENTIFIED_COLUMNS]
+    assert list(labs[0]) == [name for name, _ in LAB_DEIDENTIFIED_COLUMNS]
     assert {row["patient_code"] for row in labs} == set(main)
     car_t = next(code for code, row in main.items() if row["arm"] == "car_t")
     assert [row["day"] for row in labs if row["patient_code"] == car_t] == [
@@ -346,7 +348,7 @@ def test_a_deidentified_laboratory_file_uses_the_cohort_files_codes_and_days(tmp
         (r["patient_code"], int(r["day"])) for r in labs
     )
     documented = Path(__file__).parents[2].joinpath("docs", "DEIDENTIFICATION.md").read_text()
-    for name, reason in cohort_file.LAB_DEIDENTIFIED_COLUMNS:
+    for name, reason in LAB_DEIDENTIFIED_COLUMNS:
         assert reason and f"`{name}`" in documented
 
 

@@ -22,6 +22,7 @@ from registry import (  # noqa: F401 (admin pages)
     exchange_views,
     services,
 )
+from registry.cohort_file import analysis_set
 from registry.domain.vocabulary import Role
 from registry.models import (
     CarPersistence,
@@ -39,6 +40,7 @@ from registry.models import (
     Transplant,
     Treatment,
 )
+from registry.models.labs import LAB_FIELDS
 from tests import factories
 from tests.registry.test_cohort_file import (
     ALIVE_CAR_T,
@@ -124,7 +126,7 @@ def test_the_codebook_names_each_variable_its_label_type_values_and_units(tmp_pa
     # The cohort file's columns, then those its laboratory file adds.
     assert list(codebook) == [column.name for column in cohort_file.COLUMNS] + [
         "date",
-        *cohort_file.LAB_FIELDS,
+        *LAB_FIELDS,
     ]
     assert codebook["arm"]["allowed values"] == "blinatumomab, car_t"
     assert codebook["arm"]["codes (sav/dta)"] == "1=blinatumomab; 2=car_t"
@@ -143,7 +145,7 @@ def test_the_xlsx_export_reads_back_with_pandas_and_carries_the_codebook(tmp_pat
     assert str(frame.loc[frame.study_id == "AHP-C001", "treatment_start"].iloc[0].date()) == (
         "2022-03-01"
     )
-    assert list(codebook["variable"]) == [*frame.columns, "date", *cohort_file.LAB_FIELDS]
+    assert list(codebook["variable"]) == [*frame.columns, "date", *LAB_FIELDS]
 
 
 @pytest.mark.parametrize(
@@ -246,7 +248,7 @@ def test_an_export_holds_only_the_users_sites(tmp_path, cohort, other_site, nurs
 
 def _count_queries(user) -> tuple[int, list[dict]]:
     with CaptureQueriesContext(connection) as context:
-        produced = list(cohort_file.analysis_rows(user=user))
+        produced = list(analysis_set.analysis_rows(user=user))
     return len(context.captured_queries), produced
 
 
@@ -262,11 +264,11 @@ def test_an_export_reads_each_chunk_of_patients_with_a_fixed_number_of_queries(s
     _add(administrator, range(5, 30))
 
     assert _count_queries(administrator)[0] == few
-    assert cohort_file.EXPORT_CHUNK >= 100
+    assert analysis_set.EXPORT_CHUNK >= 100
 
 
 def test_the_queries_grow_by_page_of_patients_not_by_patient(site, administrator, monkeypatch):
-    monkeypatch.setattr(cohort_file, "EXPORT_CHUNK", 10)
+    monkeypatch.setattr(analysis_set, "EXPORT_CHUNK", 10)
     _add(administrator, range(5))
     one_page, _ = _count_queries(administrator)
     _add(administrator, range(5, 25))
@@ -284,7 +286,7 @@ def test_pages_of_patients_give_the_rows_of_one_read(site, other_site, administr
     cohort_file.import_cohort(csv_bytes(COHORT), name="cohort.csv", user=administrator)
     _, whole = _count_queries(administrator)
 
-    monkeypatch.setattr(cohort_file, "EXPORT_CHUNK", 3)
+    monkeypatch.setattr(analysis_set, "EXPORT_CHUNK", 3)
     _, paged = _count_queries(administrator)
 
     assert paged == whole
@@ -328,7 +330,7 @@ def test_the_first_treatment_by_day0_counts_and_every_treatments_last_contact(
 
 # --- the rules of the flat file's derived columns ----------------------------------------------
 def episode(pk: int, *, derived: int | None = None, recorded: int | None = None, system="lee2014"):
-    return cohort_file.Episode(pk, derived, recorded, system)
+    return analysis_set.Episode(pk, derived, recorded, system)
 
 
 def test_the_worst_grade_uses_the_derived_grade_first_and_the_first_episode_on_a_tie():
@@ -340,18 +342,18 @@ def test_the_worst_grade_uses_the_derived_grade_first_and_the_first_episode_on_a
     ]
 
     assert episodes[1].grade == 3 and episodes[0].grade == 2 and episodes[3].grade is None
-    assert cohort_file.worst_grade("yes", episodes) == (3, "astct2019")
-    assert cohort_file.worst_grade("yes", episodes[2:]) == (3, "penn")
-    assert cohort_file.worst_grade("no", episodes) == (0, None)
-    assert cohort_file.worst_grade("unknown", episodes) == (None, None)
-    assert cohort_file.worst_grade("yes", [episode(5)]) == (None, None)
+    assert analysis_set.worst_grade("yes", episodes) == (3, "astct2019")
+    assert analysis_set.worst_grade("yes", episodes[2:]) == (3, "penn")
+    assert analysis_set.worst_grade("no", episodes) == (0, None)
+    assert analysis_set.worst_grade("unknown", episodes) == (None, None)
+    assert analysis_set.worst_grade("yes", [episode(5)]) == (None, None)
 
 
 DAY0 = date(2022, 3, 1)
 
 
 def assessment(pk: int, day: int, response: str, mrd_status: str = ""):
-    return cohort_file.Assessment(pk, DAY0 + timedelta(days=day), response, mrd_status)
+    return analysis_set.Assessment(pk, DAY0 + timedelta(days=day), response, mrd_status)
 
 
 def test_the_best_response_is_an_mrd_negative_cr_first_within_day_90():
@@ -360,18 +362,18 @@ def test_the_best_response_is_an_mrd_negative_cr_first_within_day_90():
     late_cr = assessment(3, 91, "cr", "negative")
     early_pr = assessment(4, 14, "pr")
 
-    assert cohort_file.best_response([cr_positive, cri_negative, late_cr], day0=DAY0) == (
+    assert analysis_set.best_response([cr_positive, cri_negative, late_cr], day0=DAY0) == (
         cri_negative
     )
-    assert cohort_file.best_response([early_pr, cr_positive], day0=DAY0) == cr_positive
-    assert cohort_file.best_response([early_pr, assessment(5, 14, "pr")], day0=DAY0) == early_pr
+    assert analysis_set.best_response([early_pr, cr_positive], day0=DAY0) == cr_positive
+    assert analysis_set.best_response([early_pr, assessment(5, 14, "pr")], day0=DAY0) == early_pr
     # None in the window: the first assessment.
-    assert cohort_file.best_response([late_cr, assessment(6, -3, "nr")], day0=DAY0).pk == 6
-    assert cohort_file.best_response([], day0=DAY0) is None
-    assert cohort_file.mrd_negative(cri_negative) == "yes"
-    assert cohort_file.mrd_negative(cr_positive) == "no"
-    assert cohort_file.mrd_negative(early_pr) is None
-    assert cohort_file.mrd_negative(None) is None
+    assert analysis_set.best_response([late_cr, assessment(6, -3, "nr")], day0=DAY0).pk == 6
+    assert analysis_set.best_response([], day0=DAY0) is None
+    assert analysis_set.mrd_negative(cri_negative) == "yes"
+    assert analysis_set.mrd_negative(cr_positive) == "no"
+    assert analysis_set.mrd_negative(early_pr) is None
+    assert analysis_set.mrd_negative(None) is None
 
 
 # --- the download page -------------------------------------------------------------------------

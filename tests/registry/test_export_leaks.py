@@ -18,6 +18,11 @@ from django.db import models
 from openpyxl import load_workbook
 
 from registry import cohort_file
+from registry.cohort_file.cells import export_value, formula_like, import_text
+from registry.cohort_file.columns import COLUMN_BY_NAME
+from registry.cohort_file.deidentify import DEIDENTIFIED_COLUMNS
+from registry.cohort_file.row_import import FIELD_COLUMNS
+from registry.cohort_file.writing import write_stat_file, write_xlsx
 from registry.models import (
     CrsEpisode,
     FollowUpContact,
@@ -79,9 +84,9 @@ def write(tmp_path: Path, fmt: str, rows: list[dict], columns, *, deidentify: bo
     if fmt == "csv":
         target.write_text("".join(cohort_file.csv_lines(rows, columns)), encoding="utf-8")
     elif fmt == "xlsx":
-        cohort_file.write_xlsx(target, rows, columns, deidentify=deidentify)
+        write_xlsx(target, rows, columns, deidentify=deidentify)
     else:
-        cohort_file.write_stat_file(target, rows, columns, fmt=fmt)
+        write_stat_file(target, rows, columns, fmt=fmt)
     return target
 
 
@@ -140,17 +145,17 @@ def test_no_cell_of_an_xlsx_export_is_a_formula(tmp_path):
     [*DANGEROUS, "plain", "'quoted but safe", "''=two quotes", "-", "=", "1-2", "a=b"],
 )
 def test_the_import_takes_away_exactly_the_quote_the_export_added(text):
-    exported = cohort_file.export_value(text)
+    exported = export_value(text)
 
-    assert cohort_file.import_text(exported) == text
+    assert import_text(exported) == text
     # A spreadsheet takes a cell starting with ' as text.
-    assert exported.startswith("'") or not cohort_file.formula_like(exported)
+    assert exported.startswith("'") or not formula_like(exported)
 
 
 def test_safe_text_and_numbers_are_exported_unchanged():
-    assert cohort_file.export_value("Anti-CD19 CAR-T (4-1BB)") == "Anti-CD19 CAR-T (4-1BB)"
-    assert cohort_file.export_value(-5) == -5
-    assert cohort_file.export_value(None) is None
+    assert export_value("Anti-CD19 CAR-T (4-1BB)") == "Anti-CD19 CAR-T (4-1BB)"
+    assert export_value(-5) == -5
+    assert export_value(None) is None
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
@@ -184,11 +189,11 @@ def test_a_planted_formula_exports_inert_and_imports_back_as_typed(
 def free_text_fields() -> list[tuple[type[models.Model], str, str]]:
     """(model, field, flat-file column) of every free-text field behind a flat-file column."""
     found = []
-    for model, columns in cohort_file.FIELD_COLUMNS.items():
+    for model, columns in FIELD_COLUMNS.items():
         for field in model._meta.get_fields():
             free = isinstance(field, models.CharField | models.TextField) and not field.choices
             column = columns.get(field.name)
-            if column is None and field.name in cohort_file.COLUMN_BY_NAME:
+            if column is None and field.name in COLUMN_BY_NAME:
                 column = field.name
             if free and column is not None:
                 found.append((model, field.name, column))
@@ -199,8 +204,8 @@ def test_the_deidentified_columns_are_the_documented_list_with_a_reason_each():
     names = [column.name for column in cohort_file.export_columns(deidentify=True)]
     documented = Path(__file__).parents[2].joinpath("docs", "DEIDENTIFICATION.md").read_text()
 
-    assert names == [name for name, _reason in cohort_file.DEIDENTIFIED_COLUMNS]
-    assert all(reason for _name, reason in cohort_file.DEIDENTIFIED_COLUMNS)
+    assert names == [name for name, _reason in DEIDENTIFIED_COLUMNS]
+    assert all(reason for _name, reason in DEIDENTIFIED_COLUMNS)
     for name in names:
         assert f"`{name}`" in documented
 

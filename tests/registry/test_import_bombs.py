@@ -19,6 +19,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from registry import cohort_file
+from registry.cohort_file.reading import read_table
+from registry.cohort_file.row_import import RowImport
 from registry.models import ImportRun, Patient
 from tests.registry.test_cohort_file import (
     ALIVE_CAR_T,
@@ -399,13 +401,13 @@ def test_a_slow_import_stops_and_rolls_back_instead_of_holding_its_transaction(
 ):
     clock = Clock()
     deadline = cohort_file.Deadline(100, clock=clock)
-    run = cohort_file._RowImport.run
+    run = RowImport.run
 
     def slow_run(self, site):
         clock.now += 60  # each row takes a minute
         return run(self, site)
 
-    monkeypatch.setattr(cohort_file._RowImport, "run", slow_run)
+    monkeypatch.setattr(RowImport, "run", slow_run)
     rows = [ALIVE_CAR_T | {"study_id": f"P{n}"} for n in range(5)]
 
     result = cohort_file.import_cohort(
@@ -495,7 +497,7 @@ def test_the_streamed_xlsx_reader_reads_back_what_the_export_writes(tmp_path, si
     path = tmp_path / "cohort.xlsx"
     cohort_file.export_cohort(path, user=administrator, fmt="xlsx")
 
-    table = cohort_file.read_table(path.read_bytes())
+    table = read_table(path.read_bytes())
 
     assert table.header == HEADER
     rows = {cells[0]: dict(zip(HEADER, cells, strict=False)) for _, cells in table.rows}

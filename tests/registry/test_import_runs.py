@@ -11,7 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from registry import cohort_file, import_runs
+from registry import import_runs
+from registry.cohort_file import importing
 from registry.models import ImportRun, Patient
 from tests.registry.test_cohort_file import ALIVE_CAR_T, DIED_OF_DISEASE, csv_bytes, run_command
 
@@ -40,7 +41,7 @@ def database_lost(monkeypatch) -> None:
             raise OperationalError(f"connection to {SERVER} lost")
         save(run, *args, **kwargs)
 
-    monkeypatch.setattr(cohort_file, "_import_table", cut)
+    monkeypatch.setattr(importing, "_import_table", cut)
     monkeypatch.setattr(ImportRun, "save", save_unless_failing)
 
 
