@@ -9,10 +9,10 @@ R's coxph, instead of lifelines' Python loop over event times (issue #8).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from lifelines.utils import StepSizer
 from scipy import linalg
 
@@ -55,7 +55,8 @@ class CoxFit:
 
 
 def fit(
-    covariates: pd.DataFrame,
+    x: np.ndarray,
+    names: Sequence[str],
     stop: np.ndarray,
     event: np.ndarray,
     start: np.ndarray | None = None,
@@ -63,8 +64,8 @@ def fit(
 ) -> CoxFit:
     """Fit a Cox model (Efron ties). Without `start` every row is at risk from the origin; with
     it a row is at risk over (start, stop], as in R's Surv(start, stop, event). `weights` are
-    case weights, as coxph(..., weights = w)."""
-    x = covariates.to_numpy(dtype=float)
+    case weights, as coxph(..., weights = w). `x` holds the covariates (rows x terms), `names`
+    their names."""
     mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         standardised = (x - mean) / std
@@ -75,7 +76,7 @@ def fit(
     except (linalg.LinAlgError, ValueError) as error:
         raise NotEstimable(NOT_FITTED, f"the information matrix is singular: {error}") from None
     return CoxFit(
-        names=[str(name) for name in covariates.columns],
+        names=[str(name) for name in names],
         coef=beta / std,
         covariance=covariance,
         log_likelihood=log_likelihood,
@@ -213,7 +214,7 @@ class EfronPartialLikelihood:
 
 def robust_covariance(
     fit: CoxFit,
-    covariates: pd.DataFrame,
+    x: np.ndarray,
     stop: np.ndarray,
     event: np.ndarray,
     start: np.ndarray | None = None,
@@ -221,7 +222,6 @@ def robust_covariance(
 ) -> np.ndarray:
     """The robust (sandwich) covariance of coxph(..., robust = TRUE) with one cluster per row:
     D'D, D the weighted dfbeta residuals (weight x score residual x the model covariance)."""
-    x = covariates.to_numpy(dtype=float)
     partial = EfronPartialLikelihood(x, stop, event, start, weights)
     dfbeta = (partial.w[:, None] * partial.score_residuals(fit.coef)) @ fit.covariance
     return dfbeta.T @ dfbeta

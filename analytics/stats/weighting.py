@@ -224,24 +224,28 @@ def weighted_cox(
     )
     frame = frame.dropna()
     exposure = covariates[0]
-    design = survival.design_matrix(frame, covariates)
+    design = survival.design_columns(frame, covariates)
     durations = frame[duration_col].to_numpy(dtype=float)
     observed = frame[event_col].to_numpy(dtype=float)
     w = frame["_weight"].to_numpy(dtype=float)
     if observed.sum() == 0:
         return _hrci(survival.cox_not_estimable("no events"))
-    if design[exposure].nunique() < 2:
+    if np.unique(design.x[:, 0]).size < 2:
         return _hrci(survival.cox_not_estimable(f"{exposure} does not vary"))
     try:
-        fit = cox_fitting.fit(design, durations, observed, weights=w)
+        fit = cox_fitting.fit(design.x, design.names, durations, observed, weights=w)
     except cox_fitting.NotEstimable as error:
         survival.log_not_estimable(
-            error, f"weighted Cox model of {exposure}", covariates, len(design), int(observed.sum())
+            error,
+            f"weighted Cox model of {exposure}",
+            covariates,
+            len(design.x),
+            int(observed.sum()),
         )
         return _hrci(survival.cox_not_estimable(str(error)))
-    robust = cox_fitting.robust_covariance(fit, design, durations, observed, weights=w)
+    robust = cox_fitting.robust_covariance(fit, design.x, durations, observed, weights=w)
     result = survival.cox_terms(replace(fit, covariance=robust), exposure)
-    result.update(n=len(design), events=int(observed.sum()))
+    result.update(n=len(design.x), events=int(observed.sum()))
     return _hrci(result)
 
 
