@@ -154,7 +154,7 @@ def gray_test(
     """Gray's k-sample test of equal cumulative incidence of `of_cause` (cmprsk::cuminc's
     Tests, Fortran routine crst, one stratum): chi-square on k - 1 degrees of freedom."""
     time, cause, group = survival.complete_with_groups(time, cause, group)
-    levels, group_index = np.unique(group, return_inverse=True)
+    levels, group_index = survival.group_codes(group)
     if levels.size < 2:
         return {"chi2": None, "p": None, "df": None, "reason": "fewer than two groups"}
     if not (cause == of_cause).any():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from lifelines.utils import StepSizer
 from scipy import linalg
+from scipy.linalg import lapack
 
 # lifelines' CoxPHFitter defaults, except the precision: its default 1e-7 on the Newton
 # decrement leaves coefficients a few 1e-6 away from R's coxph.
@@ -233,6 +234,22 @@ def running_sums(x: np.ndarray, risk: np.ndarray) -> np.ndarray:
     return np.cumsum(np.vstack([risk, x * risk]), axis=1)
 
 
+def newton_step(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """(-hessian)^-1 gradient by the Cholesky solve of lifelines' scipy.linalg.solve(assume_a=
+    "pos"): scipy's cho_factor(check_finite=False) then cho_solve, calling the same LAPACK
+    routines directly (for a few terms, scipy's checks and wrappers cost more than the solve;
+    issue #16). Raises LinAlgError or ValueError where they do."""
+    factor, info = lapack.dpotrf(-hessian, lower=False, clean=False)
+    if info > 0:
+        raise linalg.LinAlgError(f"{info}-th leading minor of the array is not positive definite")
+    if info < 0 or not (np.isfinite(factor).all() and np.isfinite(gradient).all()):
+        raise ValueError("the Cholesky factor or the gradient is not finite")
+    delta, info = lapack.dpotrs(factor, gradient, lower=False)
+    if info != 0:
+        raise ValueError(f"illegal value in {-info}th argument of internal potrs")
+    return delta
+
+
 def newton_raphson(
     partial: EfronPartialLikelihood,
 ) -> tuple[np.ndarray, float, float, np.ndarray]:
@@ -254,8 +271,7 @@ def newton_raphson(
         if log_likelihood_null is None:
             log_likelihood_null = log_likelihood
         try:
-            # The Cholesky solve of lifelines' scipy.linalg.solve(assume_a="pos").
-            delta = linalg.cho_solve(linalg.cho_factor(-hessian, check_finite=False), gradient)
+            delta = newton_step(hessian, gradient)
         except (linalg.LinAlgError, ValueError):
             raise NotEstimable(
                 NOT_FITTED, "Convergence halted due to matrix inversion problems"

@@ -205,7 +205,7 @@ def median_followup(times: Times, events: Times) -> float | None:
 def logrank(times: Times, events: Times, groups: Sequence[Any] | pd.Series) -> dict[str, Any]:
     """Log-rank chi-square (k - 1 degrees of freedom) and p across any number of groups."""
     time, event, group = complete_with_groups(times, events, groups)
-    levels, group = np.unique(group, return_inverse=True)
+    levels, group = group_codes(group)
     if levels.size < 2:
         return {"chi2": None, "p": None, "reason": "fewer than two groups"}
     if event.sum() == 0:
@@ -229,6 +229,13 @@ def complete_with_groups(
     if complete.all():
         return time, value, group
     return time[complete], value[complete], group[complete]
+
+
+def group_codes(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct groups and each row's number among them, as np.unique(group,
+    return_inverse=True) gives them; by hashing, as sorting text (the arms) is slow."""
+    codes, levels = pd.factorize(group, sort=True)
+    return np.asarray(levels), codes
 
 
 def logrank_statistic(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> tuple[float, int]:
@@ -339,9 +346,12 @@ def design_columns(
             columns.append(column.to_numpy(dtype=float))
             names.append(name)
             continue
-        levels = column.astype("category").cat.remove_unused_categories()
-        codes = levels.cat.codes.to_numpy()
-        for code, level in enumerate(levels.cat.categories[1:], start=1):
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.cat.remove_unused_categories()
+            codes, levels = column.cat.codes.to_numpy(), column.cat.categories
+        else:
+            codes, levels = pd.factorize(column, sort=True)  # the levels get_dummies finds
+        for code, level in enumerate(levels[1:], start=1):
             columns.append((codes == code).astype(float))
             names.append(f"{name}_{level}")
     # Rows x terms in column-major order, as DataFrame.to_numpy gives it: the sums over rows
