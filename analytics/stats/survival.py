@@ -218,17 +218,18 @@ def logrank(times: Times, events: Times, groups: Sequence[Any] | pd.Series) -> d
     }
 
 
-def complete_with_groups(
-    times: Times, values: Times, groups: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Times and values as floats and the groups as they are, less the rows where any of
-    them is missing."""
+def complete_with_groups(*columns: Any) -> tuple[np.ndarray, ...]:
+    """The columns as float arrays and the last one (the groups) as it is, less the rows where
+    any of them is missing."""
+    *numbers, groups = columns
     group = groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups)
-    time, value = as_floats(times), as_floats(values)
-    complete = ~(np.isnan(time) | np.isnan(value) | pd.isna(group))
-    if complete.all():
-        return time, value, group
-    return time[complete], value[complete], group[complete]
+    arrays = [as_floats(column) for column in numbers]
+    missing = pd.isna(group)
+    for array in arrays:
+        missing |= np.isnan(array)
+    if missing.any():
+        return (*(array[~missing] for array in arrays), group[~missing])
+    return (*arrays, group)
 
 
 def group_codes(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

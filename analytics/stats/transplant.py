@@ -66,7 +66,9 @@ def naive_logrank(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, A
 def counting_process(df: pd.DataFrame, covariates: Sequence[str] = ()) -> pd.DataFrame:
     """Counting-process rows `id, start, stop, event, transplanted` (plus covariates): one row
     before the transplant and one after it. Patients without a time or event are left out."""
-    df = df.dropna(subset=["time", "event"])
+    complete = df["time"].notna().to_numpy() & df["event"].notna().to_numpy()
+    if not complete.all():
+        df = df[complete]
     time = df["time"].to_numpy(dtype=float)
     stop = np.where(time > 0, time, DAY_ZERO_STOP)
     event = df["event"].to_numpy(dtype=int)
