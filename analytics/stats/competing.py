@@ -142,7 +142,7 @@ def cif_summary(
         summary[f"at_{month:g}m"] = finite_or_none(incidence)
         summary[f"at_{month:g}m_ci95"] = log_log_interval(incidence, variance)
     summary["curve"] = [{"t": 0.0, "f": 0.0}] + [
-        {"t": float(t), "f": float(f)}
+        {"t": t, "f": f}  # tolist() gives Python floats
         for t, f in zip(fit.times.tolist(), fit.incidence.tolist(), strict=True)
     ]
     return summary
