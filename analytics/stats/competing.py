@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import linalg
 
 from analytics.stats import survival
 from analytics.stats.cox import NOT_CONVERGED, NOT_FITTED
@@ -164,7 +164,11 @@ def gray_test(
     if np.linalg.matrix_rank(covariance) < df:
         return {"chi2": None, "p": None, "df": df, "reason": "no events of this cause"}
     chi2 = float(score @ linalg.solve(covariance, score, assume_a="sym"))
-    return {"chi2": finite_or_none(chi2), "p": finite_or_none(stats.chi2.sf(chi2, df)), "df": df}
+    return {
+        "chi2": finite_or_none(chi2),
+        "p": finite_or_none(survival.chi_square_p(chi2, df)),
+        "df": df,
+    }
 
 
 def _gray_score(

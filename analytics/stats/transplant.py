@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analytics.stats import cox as cox_fitting
 from analytics.stats.plain import finite_or_none
 from analytics.stats.survival import (
     DAYS_PER_MONTH,
+    chi_square_p,
     complete_columns,
     cox_not_estimable,
     cox_terms,
@@ -223,7 +223,7 @@ def counting_process_logrank(rows: pd.DataFrame, *, strata: str | None = None) -
     chi2 = (observed - expected) ** 2 / variance
     return {
         "chi2": finite_or_none(chi2),
-        "p": finite_or_none(stats.chi2.sf(chi2, df=1)),
+        "p": finite_or_none(chi_square_p(chi2, 1)),
         "observed": finite_or_none(observed),
         "expected": finite_or_none(expected),
     }
