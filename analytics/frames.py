@@ -261,7 +261,9 @@ def first_treatments(treatments: pd.DataFrame) -> pd.DataFrame:
     first = earliest[np.unique(patient[earliest], return_index=True)[1]]
     site = pd.factorize(treatments["site_code"], sort=True)[0]
     order = first[np.lexsort((patient[first], day[first], site[first]))]
-    return treatments.take(order).assign(day=day[order]).reset_index(drop=True)
+    # One new frame of the taken values (take, assign and reset_index each copied the frame).
+    columns = {name: treatments[name].to_numpy()[order] for name in treatments.columns}
+    return pd.DataFrame({**columns, "day": day[order]})
 
 
 def _query_frame(queries: pd.DataFrame, treatments: pd.DataFrame) -> pd.DataFrame:
