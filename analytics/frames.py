@@ -261,7 +261,9 @@ def first_treatments(treatments: pd.DataFrame) -> pd.DataFrame:
     first = earliest[np.unique(patient[earliest], return_index=True)[1]]
     site = pd.factorize(treatments["site_code"], sort=True)[0]
     order = first[np.lexsort((patient[first], day[first], site[first]))]
-    return treatments.take(order).assign(day=day[order]).reset_index(drop=True)
+    # One new frame of the taken values (take, assign and reset_index each copied the frame).
+    columns = {name: treatments[name].to_numpy()[order] for name in treatments.columns}
+    return pd.DataFrame({**columns, "day": day[order]})
 
 
 def _query_frame(queries: pd.DataFrame, treatments: pd.DataFrame) -> pd.DataFrame:
@@ -273,6 +275,7 @@ def _query_frame(queries: pd.DataFrame, treatments: pd.DataFrame) -> pd.DataFram
 # --- the analysis set, a column at a time ------------------------------------------------------
 
 NO_ROW = -1  # a record of no analysis-set treatment or patient
+Columns = dict[str, np.ndarray]  # records as arrays of the same length, by column name
 NO_DAY = 0  # before any date: date.toordinal() >= 1
 NO_RECORD_DAY = date.max.toordinal() + 1  # after any date: the minimum of no record
 NEVER = np.iinfo(np.int64).max  # after any date
@@ -414,30 +417,25 @@ class AnalysisSet:
         have no grade.
         """
         derived = episodes["derived_grade"].notna().to_numpy()
-        graded = pd.DataFrame(
-            {
-                "row": self.treatment_rows(episodes),
-                "grade": np.where(
-                    derived,
-                    pd.to_numeric(episodes["derived_grade"]),
-                    pd.to_numeric(episodes["recorded_grade"]),
-                ).astype(float),
-                "source": np.where(derived, "derived", "recorded").astype(object),
-                "id": episodes["id"].to_numpy(),
-            }
-        )
-        graded = graded[(graded["row"] != NO_ROW) & graded["grade"].notna()]
-        worst = _first_per_row(graded.assign(worst_first=-graded["grade"]), "worst_first")
-        rows = worst["row"].to_numpy()
-        grade = np.zeros(self.size, dtype=np.int64)
-        grade[rows] = worst["grade"].to_numpy()
+        row = self.treatment_rows(episodes)
+        grade = np.where(
+            derived,
+            pd.to_numeric(episodes["derived_grade"]),
+            pd.to_numeric(episodes["recorded_grade"]),
+        ).astype(float)
+        graded = (row != NO_ROW) & ~np.isnan(grade)
+        row, grade, derived = row[graded], grade[graded], derived[graded]
+        worst = _first_per_row(row, -grade, episodes["id"].to_numpy()[graded])
+        rows = row[worst]
+        grade_of_row = np.zeros(self.size, dtype=np.int64)
+        grade_of_row[rows] = grade[worst]
         source = np.full(self.size, None, dtype=object)
-        source[rows] = worst["source"].to_numpy()
+        source[rows] = np.where(derived[worst], "derived", "recorded")
         status = status.to_numpy()
         graded_yes = np.zeros(self.size, dtype=bool)
         graded_yes[rows] = status[rows] == YesNoUnknown.YES
         return (
-            _optional_numbers(grade, present=graded_yes | (status == YesNoUnknown.NO)),
+            _optional_numbers(grade_of_row, present=graded_yes | (status == YesNoUnknown.NO)),
             np.where(graded_yes, source, None),
         )
 
@@ -482,7 +480,8 @@ class AnalysisSet:
         non-relapse mortality (death with no relapse or progression on or before its day: a
         relapse recorded on the day of death makes it a relapse); 0 when censored."""
         assessments = self._on_or_after_day0(responses)
-        non_responses = assessments[assessments["response"] == Response.NR]
+        non_response = assessments["response"] == Response.NR
+        non_responses = {name: values[non_response] for name, values in assessments.items()}
         progression = np.minimum(
             self._each_row(np.minimum, self._on_or_after_day0(relapses), NEVER),
             self._each_row(np.minimum, non_responses, NEVER),
@@ -500,22 +499,26 @@ class AnalysisSet:
 
     def first_transplant(self, transplants: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the day (from day 0) and type of the first transplant on or after day 0."""
-        first = _first_per_row(self._on_or_after_day0(transplants), "day")
-        rows = first["row"].to_numpy()
+        after = self._on_or_after_day0(transplants)
+        row, after_day = after["row"], after["day"]
+        first = _first_per_row(row, after_day, after["id"])
+        rows = row[first]
         day = np.zeros(self.size, dtype=np.int64)
-        day[rows] = first["day"].to_numpy() - self.day0[rows]
+        day[rows] = after_day[first] - self.day0[rows]
         kind = np.full(self.size, None, dtype=object)
-        kind[rows] = first["type"].to_numpy()
+        kind[rows] = after["type"][first]
         present = np.zeros(self.size, dtype=bool)
         present[rows] = True
         return _optional_numbers(day, present=present), kind
 
-    def _on_or_after_day0(self, records: pd.DataFrame) -> pd.DataFrame:
-        """The patient records dated on or after their row's day 0, with `row` and `day`."""
+    def _on_or_after_day0(self, records: pd.DataFrame) -> Columns:
+        """The patient records dated on or after their row's day 0, with `row` and `day`, as
+        arrays (a frame per step cost more than the steps at 1,000 patients: issue #16)."""
         rows = self.patient_rows(records)
         day = _days(records["date"])
         kept = (rows != NO_ROW) & (day >= self.day0[rows])
-        return records.assign(row=rows, day=day)[kept]
+        columns = {name: records[name].to_numpy()[kept] for name in records.columns}
+        return {**columns, "row": rows[kept], "day": day[kept]}
 
     def first_day(self, records: pd.DataFrame) -> np.ndarray:
         """Per row, the days from day 0 to the patient's first record dated on or after it;
@@ -533,20 +536,20 @@ class AnalysisSet:
         """Per row: CAR T cells detected at any of the patient's assessments on or after day 0
         (True), assessed and never detected (False), or never assessed (None)."""
         after = self._on_or_after_day0(assessments)
-        rows = after["row"].to_numpy()
+        rows = after["row"]
         assessed = np.zeros(self.size, dtype=bool)
         assessed[rows] = True
         detected = np.zeros(self.size, dtype=bool)
-        detected[rows[after["detected"].to_numpy(dtype=bool)]] = True
+        detected[rows[after["detected"].astype(bool)]] = True
         return np.array(
             [bool(d) if a else None for a, d in zip(assessed, detected, strict=True)], dtype=object
         )
 
-    def _each_row(self, ufunc: np.ufunc, records: pd.DataFrame, empty: int) -> np.ndarray:
-        """Per row, ufunc (np.minimum, np.maximum) of its patient records' dates; `empty` if
-        it has none."""
+    def _each_row(self, ufunc: np.ufunc, records: pd.DataFrame | Columns, empty: int) -> np.ndarray:
+        """Per row, ufunc (np.minimum, np.maximum) of its patient records' dates (of their
+        `row` and `day` if they have them); `empty` if it has none."""
         if "row" in records:
-            rows, day = records["row"].to_numpy(), records["day"].to_numpy()
+            rows, day = records["row"], records["day"]
         else:
             rows, day = self.patient_rows(records), _days(records["date"])
         kept = rows != NO_ROW
@@ -555,11 +558,14 @@ class AnalysisSet:
         return result
 
 
-def _first_per_row(records: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Each row's record with the lowest `by`; of equal ones, the first entered (lowest id)."""
-    order = np.lexsort((records["id"].to_numpy(), records[by].to_numpy(), records["row"]))
-    ordered = records.iloc[order]
-    return ordered[~ordered["row"].duplicated()]
+def _first_per_row(rows: np.ndarray, by: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The positions of each row's record with the lowest `by`; of equal ones, the first
+    entered (lowest id)."""
+    order = np.lexsort((ids, by, rows))
+    ordered_rows = rows[order]
+    starts = np.ones(order.size, dtype=bool)
+    starts[1:] = ordered_rows[1:] != ordered_rows[:-1]
+    return order[starts]
 
 
 def _stored_grade(grades: pd.Series) -> np.ndarray:

@@ -390,8 +390,8 @@ def cox_model(frame: pd.DataFrame, endpoint: str, covariates: list[str]) -> dict
     """Cox model of the endpoint on the exposure (the first covariate), adjusted for the other
     covariates that vary among the patients with complete data (a constant adjusts nothing)."""
     duration, event = f"{endpoint}_days", f"{endpoint}_event"
-    complete = frame[[duration, event, *covariates]].dropna()
-    if complete.empty or complete[event].sum() == 0:
+    complete = survival.complete_columns(frame, [duration, event, *covariates])
+    if complete[event].sum() == 0:
         return {**survival.cox_not_estimable("no events"), "covariates": covariates}
     used = covariates[:1] + [name for name in covariates[1:] if complete[name].nunique() > 1]
     return {**survival.cox(complete, duration, event, used), "covariates": used}

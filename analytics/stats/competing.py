@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import linalg
 
 from analytics.stats import survival
 from analytics.stats.cox import NOT_CONVERGED, NOT_FITTED
@@ -123,8 +123,7 @@ def cif_summary(
 ) -> dict[str, Any]:
     """The SAP's CIF block for one group (SAP.md section 15), times in months (or any one unit:
     the keys `at_12m` only name the values of `rate_months`)."""
-    frame = _clean(times, causes)
-    durations, cause = frame["time"].to_numpy(), frame["cause"].to_numpy()
+    durations, cause = survival.complete_floats(times, causes)
     summary: dict[str, Any] = {
         "n": int(durations.size),
         "events": int((cause == of_cause).sum()),
@@ -143,7 +142,7 @@ def cif_summary(
         summary[f"at_{month:g}m"] = finite_or_none(incidence)
         summary[f"at_{month:g}m_ci95"] = log_log_interval(incidence, variance)
     summary["curve"] = [{"t": 0.0, "f": 0.0}] + [
-        {"t": float(t), "f": float(f)}
+        {"t": t, "f": f}  # tolist() gives Python floats
         for t, f in zip(fit.times.tolist(), fit.incidence.tolist(), strict=True)
     ]
     return summary
@@ -154,26 +153,22 @@ def gray_test(
 ) -> dict[str, Any]:
     """Gray's k-sample test of equal cumulative incidence of `of_cause` (cmprsk::cuminc's
     Tests, Fortran routine crst, one stratum): chi-square on k - 1 degrees of freedom."""
-    frame = pd.DataFrame(
-        {
-            "time": pd.Series(time, dtype=float).to_numpy(),
-            "cause": pd.Series(cause, dtype=float).to_numpy(),
-            "group": pd.Series(group).to_numpy(),
-        }
-    ).dropna()
-    levels, group_index = np.unique(frame["group"].to_numpy(), return_inverse=True)
+    time, cause, group = survival.complete_with_groups(time, cause, group)
+    levels, group_index = survival.group_codes(group)
     if levels.size < 2:
         return {"chi2": None, "p": None, "df": None, "reason": "fewer than two groups"}
-    if not (frame["cause"] == of_cause).any():
+    if not (cause == of_cause).any():
         return {"chi2": None, "p": None, "df": levels.size - 1, "reason": "no events of this cause"}
-    score, covariance = _gray_score(
-        frame["time"].to_numpy(), frame["cause"].to_numpy(), group_index, of_cause, rho
-    )
+    score, covariance = _gray_score(time, cause, group_index, of_cause, rho)
     df = levels.size - 1
     if np.linalg.matrix_rank(covariance) < df:
         return {"chi2": None, "p": None, "df": df, "reason": "no events of this cause"}
     chi2 = float(score @ linalg.solve(covariance, score, assume_a="sym"))
-    return {"chi2": finite_or_none(chi2), "p": finite_or_none(stats.chi2.sf(chi2, df)), "df": df}
+    return {
+        "chi2": finite_or_none(chi2),
+        "p": finite_or_none(survival.chi_square_p(chi2, df)),
+        "df": df,
+    }
 
 
 def _gray_score(
@@ -473,20 +468,15 @@ def cause_specific_cox(
 ) -> dict[str, Any]:
     """Cause-specific Cox model (Efron ties): the other causes' events are censored, as
     survival::coxph(Surv(time, cause == k) ~ ...)."""
-    frame = df[[duration_col, cause_col, *covariates]].dropna().copy()
-    frame["_event"] = (frame[cause_col] == of_cause).astype(float)
-    result = survival.cox(frame, duration_col, "_event", covariates, concordance=False)
+    columns = survival.complete_columns(df, [duration_col, cause_col, *covariates])
+    result = survival.cox_of_design(
+        survival.design_columns(columns, covariates),
+        columns[duration_col].to_numpy(dtype=float),
+        (columns[cause_col].to_numpy() == of_cause).astype(float),
+        concordance=False,
+    )
     result.setdefault("reason", None)  # SAP 15's HRCI always has it
     return result
-
-
-def _clean(times: Any, causes: Any) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "time": pd.Series(times, dtype=float).to_numpy(),
-            "cause": pd.Series(causes, dtype=float).to_numpy(),
-        }
-    ).dropna()
 
 
 def cause_block(

@@ -9,12 +9,14 @@ R's coxph, instead of lifelines' Python loop over event times (issue #8).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
-import pandas as pd
 from lifelines.utils import StepSizer
 from scipy import linalg
+from scipy.linalg import lapack
 
 # lifelines' CoxPHFitter defaults, except the precision: its default 1e-7 on the Newton
 # decrement leaves coefficients a few 1e-6 away from R's coxph.
@@ -55,7 +57,8 @@ class CoxFit:
 
 
 def fit(
-    covariates: pd.DataFrame,
+    x: np.ndarray,
+    names: Sequence[str],
     stop: np.ndarray,
     event: np.ndarray,
     start: np.ndarray | None = None,
@@ -63,8 +66,8 @@ def fit(
 ) -> CoxFit:
     """Fit a Cox model (Efron ties). Without `start` every row is at risk from the origin; with
     it a row is at risk over (start, stop], as in R's Surv(start, stop, event). `weights` are
-    case weights, as coxph(..., weights = w)."""
-    x = covariates.to_numpy(dtype=float)
+    case weights, as coxph(..., weights = w). `x` holds the covariates (rows x terms), `names`
+    their names."""
     mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         standardised = (x - mean) / std
@@ -75,7 +78,7 @@ def fit(
     except (linalg.LinAlgError, ValueError) as error:
         raise NotEstimable(NOT_FITTED, f"the information matrix is singular: {error}") from None
     return CoxFit(
-        names=[str(name) for name in covariates.columns],
+        names=[str(name) for name in names],
         coef=beta / std,
         covariance=covariance,
         log_likelihood=log_likelihood,
@@ -213,7 +216,7 @@ class EfronPartialLikelihood:
 
 def robust_covariance(
     fit: CoxFit,
-    covariates: pd.DataFrame,
+    x: np.ndarray,
     stop: np.ndarray,
     event: np.ndarray,
     start: np.ndarray | None = None,
@@ -221,7 +224,6 @@ def robust_covariance(
 ) -> np.ndarray:
     """The robust (sandwich) covariance of coxph(..., robust = TRUE) with one cluster per row:
     D'D, D the weighted dfbeta residuals (weight x score residual x the model covariance)."""
-    x = covariates.to_numpy(dtype=float)
     partial = EfronPartialLikelihood(x, stop, event, start, weights)
     dfbeta = (partial.w[:, None] * partial.score_residuals(fit.coef)) @ fit.covariance
     return dfbeta.T @ dfbeta
@@ -233,6 +235,32 @@ def running_sums(x: np.ndarray, risk: np.ndarray) -> np.ndarray:
     return np.cumsum(np.vstack([risk, x * risk]), axis=1)
 
 
+class PlainStepSizer(StepSizer):
+    """lifelines' StepSizer, its test of the last three step norms in plain Python: the same
+    comparisons (b - a < 0 is b < a for doubles), without numpy's diff and all on three
+    numbers, which cost more than a Newton step at 1,000 rows (issue #16)."""
+
+    @staticmethod
+    def _is_monotonically_decreasing(array: list[float]) -> bool:
+        return all(later < earlier for earlier, later in pairwise(array))
+
+
+def newton_step(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """(-hessian)^-1 gradient by the Cholesky solve of lifelines' scipy.linalg.solve(assume_a=
+    "pos"): scipy's cho_factor(check_finite=False) then cho_solve, calling the same LAPACK
+    routines directly (for a few terms, scipy's checks and wrappers cost more than the solve;
+    issue #16). Raises LinAlgError or ValueError where they do."""
+    factor, info = lapack.dpotrf(-hessian, lower=False, clean=False)
+    if info > 0:
+        raise linalg.LinAlgError(f"{info}-th leading minor of the array is not positive definite")
+    if info < 0 or not (np.isfinite(factor).all() and np.isfinite(gradient).all()):
+        raise ValueError("the Cholesky factor or the gradient is not finite")
+    delta, info = lapack.dpotrs(factor, gradient, lower=False)
+    if info != 0:
+        raise ValueError(f"illegal value in {-info}th argument of internal potrs")
+    return delta
+
+
 def newton_raphson(
     partial: EfronPartialLikelihood,
 ) -> tuple[np.ndarray, float, float, np.ndarray]:
@@ -241,7 +269,7 @@ def newton_raphson(
     words are the error's detail, for the log)."""
     beta = np.zeros(partial.p)
     delta = np.zeros(partial.p)
-    step_sizer = StepSizer(INITIAL_STEP)
+    step_sizer = PlainStepSizer(INITIAL_STEP)
     step = step_sizer.next()
     previous = 0.0
     log_likelihood_null = None
@@ -254,8 +282,7 @@ def newton_raphson(
         if log_likelihood_null is None:
             log_likelihood_null = log_likelihood
         try:
-            # The Cholesky solve of lifelines' scipy.linalg.solve(assume_a="pos").
-            delta = linalg.cho_solve(linalg.cho_factor(-hessian, check_finite=False), gradient)
+            delta = newton_step(hessian, gradient)
         except (linalg.LinAlgError, ValueError):
             raise NotEstimable(
                 NOT_FITTED, "Convergence halted due to matrix inversion problems"

@@ -11,13 +11,13 @@ Newton-Raphson for Cox models (analytics.stats.cox).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from analytics.stats import cox as cox_fitting
 from analytics.stats.concordance import concordance_index
@@ -37,8 +37,54 @@ HALF_TOLERANCE = 1e-9
 Times: TypeAlias = Sequence[float] | pd.Series | np.ndarray
 
 
+def chi_square_p(statistic: Any, df: int) -> np.ndarray:
+    """scipy.stats.chi2.sf(statistic, df) for df >= 1, by the function it calls
+    (special.chdtrc) without the distribution's argument checks, which cost 100 us a call
+    (issue #16); 1 below 0, as sf."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.asarray(statistic) < 0, 1.0, special.chdtrc(df, statistic))
+
+
 def days_to_months(days: Times) -> pd.Series:
     return pd.Series(days, dtype=float) / DAYS_PER_MONTH
+
+
+def as_floats(values: Any) -> np.ndarray:
+    """Values as a float array, a missing one (None, NaN, pd.NA) as NaN: what
+    pd.Series(values, dtype=float) holds, without building the Series (issue #16: the fixed
+    cost of pandas per analysis is what makes the small registries slower than R)."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(values, dtype=float)
+
+
+def complete_floats(*columns: Any) -> tuple[np.ndarray, ...]:
+    """The columns as float arrays, less the rows where any of them is missing."""
+    arrays = [as_floats(column) for column in columns]
+    missing = np.isnan(arrays[0])
+    for array in arrays[1:]:
+        missing |= np.isnan(array)
+    if missing.any():
+        return tuple(array[~missing] for array in arrays)
+    return tuple(arrays)
+
+
+def complete_columns(
+    df: pd.DataFrame | Mapping[str, pd.Series],
+    names: Sequence[str],
+    *,
+    required: Sequence[str] | None = None,
+) -> dict[str, pd.Series]:
+    """The columns `names` of the rows where none of `required` (by default: of `names`) is
+    missing, as df[names].dropna(subset=required) keeps them, without copying a frame whose
+    rows are all complete."""
+    columns = {name: df[name] for name in names}
+    missing = np.zeros(len(columns[names[0]]), dtype=bool)
+    for name in names if required is None else required:
+        missing |= columns[name].isna().to_numpy()
+    if missing.any():
+        columns = {name: column[~missing] for name, column in columns.items()}
+    return columns
 
 
 @dataclass(frozen=True)
@@ -94,7 +140,7 @@ def km_summary(
     """The SAP's KM block for one group, with times already in months (or any one unit: the
     keys `rate_12m` and `at_risk["3"]` only name the values of `rate_months` and
     `at_risk_months`)."""
-    durations, observed = _clean(times, events)
+    durations, observed = complete_floats(times, events)
     summary: dict[str, Any] = {
         "n": int(durations.size),
         "events": int(observed.sum()),
@@ -144,7 +190,7 @@ def km_summary(
 
 def km_summary_days(times_days: Times, events: Times, **options: Any) -> dict[str, Any]:
     """`km_summary` for times recorded in days from day 0, reported in months."""
-    return km_summary(days_to_months(times_days), events, **options)
+    return km_summary(as_floats(times_days) / DAYS_PER_MONTH, events, **options)
 
 
 def first_time_at_or_below_half(times: np.ndarray, curve: np.ndarray) -> float | None:
@@ -157,7 +203,7 @@ def first_time_at_or_below_half(times: np.ndarray, curve: np.ndarray) -> float |
 
 def median_followup(times: Times, events: Times) -> float | None:
     """Median follow-up by reverse Kaplan-Meier: censoring is the event, events censor."""
-    durations, observed = _clean(times, events)
+    durations, observed = complete_floats(times, events)
     if durations.size == 0:
         return None
     curve = kaplan_meier(durations, observed == 0)
@@ -166,24 +212,39 @@ def median_followup(times: Times, events: Times) -> float | None:
 
 def logrank(times: Times, events: Times, groups: Sequence[Any] | pd.Series) -> dict[str, Any]:
     """Log-rank chi-square (k - 1 degrees of freedom) and p across any number of groups."""
-    frame = pd.DataFrame(
-        {
-            "time": pd.Series(times, dtype=float).to_numpy(),
-            "event": pd.Series(events, dtype=float).to_numpy(),
-            "group": pd.Series(groups).to_numpy(),
-        }
-    ).dropna()
-    if frame["group"].nunique() < 2:
+    time, event, group = complete_with_groups(times, events, groups)
+    levels, group = group_codes(group)
+    if levels.size < 2:
         return {"chi2": None, "p": None, "reason": "fewer than two groups"}
-    if frame["event"].sum() == 0:
+    if event.sum() == 0:
         return {"chi2": None, "p": None, "reason": "no events"}
-    _, group = np.unique(frame["group"].to_numpy(), return_inverse=True)
-    chi2, df = logrank_statistic(frame["time"].to_numpy(), frame["event"].to_numpy(), group)
+    chi2, df = logrank_statistic(time, event, group)
     return {
         "chi2": finite_or_none(chi2),
-        "p": finite_or_none(stats.chi2.sf(chi2, df)),
+        "p": finite_or_none(chi_square_p(chi2, df)),
         "df": df,
     }
+
+
+def complete_with_groups(*columns: Any) -> tuple[np.ndarray, ...]:
+    """The columns as float arrays and the last one (the groups) as it is, less the rows where
+    any of them is missing."""
+    *numbers, groups = columns
+    group = groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups)
+    arrays = [as_floats(column) for column in numbers]
+    missing = pd.isna(group)
+    for array in arrays:
+        missing |= np.isnan(array)
+    if missing.any():
+        return (*(array[~missing] for array in arrays), group[~missing])
+    return (*arrays, group)
+
+
+def group_codes(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct groups and each row's number among them, as np.unique(group,
+    return_inverse=True) gives them; by hashing, as sorting text (the arms) is slow."""
+    codes, levels = pd.factorize(group, sort=True)
+    return np.asarray(levels), codes
 
 
 def logrank_statistic(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> tuple[float, int]:
@@ -211,7 +272,7 @@ def logrank_statistic(time: np.ndarray, event: np.ndarray, group: np.ndarray) ->
 
 
 def cox(
-    df: pd.DataFrame,
+    df: pd.DataFrame | Mapping[str, pd.Series],
     duration_col: str,
     event_col: str,
     covariates: Sequence[str],
@@ -228,28 +289,37 @@ def cox(
     if not covariates:
         raise ValueError("cox needs at least one covariate")
     exposure = covariates[0]
-    frame = df[[duration_col, event_col, *covariates]].dropna()
-    if not pd.api.types.is_numeric_dtype(frame[exposure]):
+    columns = complete_columns(df, [duration_col, event_col, *covariates])
+    if not pd.api.types.is_numeric_dtype(columns[exposure]):
         raise ValueError(f"the exposure {exposure!r} must be numeric (for example 0/1)")
-    design = design_matrix(frame, covariates)
-    durations = frame[duration_col].to_numpy(dtype=float)
-    observed = frame[event_col].to_numpy(dtype=float)
+    return cox_of_design(
+        design_columns(columns, covariates),
+        columns[duration_col].to_numpy(dtype=float),
+        columns[event_col].to_numpy(dtype=float),
+        concordance=concordance,
+    )
 
+
+def cox_of_design(
+    design: Design, durations: np.ndarray, observed: np.ndarray, *, concordance: bool = True
+) -> dict[str, Any]:
+    """`cox` on complete rows already coded: the first term is the exposure."""
+    exposure = design.names[0]
     events = int(observed.sum())
     if events == 0:
         return cox_not_estimable("no events")
-    if design[exposure].nunique() < 2:
+    if np.unique(design.x[:, 0]).size < 2:
         return cox_not_estimable(f"{exposure} does not vary")
     try:
-        fit = cox_fitting.fit(design, durations, observed)
+        fit = cox_fitting.fit(design.x, design.names, durations, observed)
     except cox_fitting.NotEstimable as error:
-        log_not_estimable(error, f"Cox model of {exposure}", covariates, len(design), events)
+        log_not_estimable(error, f"Cox model of {exposure}", design.names, len(design.x), events)
         return cox_not_estimable(str(error))
     result = cox_terms(fit, exposure)
     if result.get("reason"):
         return result
     result.update(
-        n=len(design),
+        n=len(design.x),
         events=events,
         concordance=None,
         lr_chi2=finite_or_none(2 * (fit.log_likelihood - fit.log_likelihood_null)),
@@ -257,26 +327,52 @@ def cox(
     if concordance:
         # Harrell's C of the fitted risk score (a higher score predicts a shorter time);
         # lifelines' count takes a second at 100,000 rows, so callers that show no C skip it.
-        score = design.to_numpy(dtype=float) @ fit.coef
+        score = design.x @ fit.coef
         result["concordance"] = finite_or_none(concordance_index(durations, -score, observed))
     return result
 
 
-def design_matrix(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Design:
+    """A model's covariates as numbers (rows x terms) and the terms' names."""
+
+    x: np.ndarray
+    names: list[str]
+
+
+def design_columns(
+    frame: pd.DataFrame | Mapping[str, pd.Series], covariates: Sequence[str]
+) -> Design:
     """Numeric covariates as they are, others dummy-coded against their first level (levels
-    absent from the data are left out rather than given an all-zero column)."""
-    columns = []
+    absent from the data are left out rather than given an all-zero column), named as
+    pd.get_dummies names them (`relapse_group_late`)."""
+    columns, names = [], []
     for name in covariates:
         column = frame[name]
         if pd.api.types.is_numeric_dtype(column) and not isinstance(
             column.dtype, pd.CategoricalDtype
         ):
-            columns.append(column.astype(float))
+            columns.append(column.to_numpy(dtype=float))
+            names.append(name)
+            continue
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.cat.remove_unused_categories()
+            codes, levels = column.cat.codes.to_numpy(), column.cat.categories
         else:
-            if isinstance(column.dtype, pd.CategoricalDtype):
-                column = column.cat.remove_unused_categories()
-            columns.append(pd.get_dummies(column, prefix=name, drop_first=True, dtype=float))
-    return pd.concat(columns, axis=1)
+            codes, levels = pd.factorize(column, sort=True)  # the levels get_dummies finds
+        for code, level in enumerate(levels[1:], start=1):
+            columns.append((codes == code).astype(float))
+            names.append(f"{name}_{level}")
+    # Rows x terms in column-major order, as DataFrame.to_numpy gives it: the sums over rows
+    # then run in the same order, to the last bit.
+    x = np.vstack(columns).T if columns else np.empty((len(frame[covariates[0]]), 0))
+    return Design(x, names)
+
+
+def design_matrix(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
+    """`design_columns` as a frame with the rows' index."""
+    design = design_columns(frame, covariates)
+    return pd.DataFrame(design.x, columns=design.names, index=frame.index)
 
 
 def cox_terms(fit: cox_fitting.CoxFit, exposure: str) -> dict[str, Any]:
@@ -284,7 +380,7 @@ def cox_terms(fit: cox_fitting.CoxFit, exposure: str) -> dict[str, Any]:
     with np.errstate(invalid="ignore", over="ignore"):
         se = np.sqrt(np.diag(fit.covariance))
         hr = np.exp(fit.coef)
-        p = stats.chi2.sf((fit.coef / se) ** 2, 1)
+        p = chi_square_p((fit.coef / se) ** 2, 1)
         lower, upper = hr * np.exp(-Z_95 * se), hr * np.exp(Z_95 * se)
     terms: dict[str, dict[str, Any]] = {
         name: {
@@ -321,13 +417,3 @@ def log_not_estimable(
 
 def cox_not_estimable(reason: str) -> dict[str, Any]:
     return {"hr": None, "ci95": [None, None], "p": None, "coef": None, "se": None, "reason": reason}
-
-
-def _clean(times: Times, events: Times) -> tuple[np.ndarray, np.ndarray]:
-    frame = pd.DataFrame(
-        {
-            "time": pd.Series(times, dtype=float).to_numpy(),
-            "event": pd.Series(events, dtype=float).to_numpy(),
-        }
-    ).dropna()
-    return frame["time"].to_numpy(), frame["event"].to_numpy()

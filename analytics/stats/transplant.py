@@ -19,15 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analytics.stats import cox as cox_fitting
 from analytics.stats.plain import finite_or_none
 from analytics.stats.survival import (
     DAYS_PER_MONTH,
+    chi_square_p,
+    complete_columns,
     cox_not_estimable,
     cox_terms,
-    design_matrix,
+    design_columns,
     kaplan_meier,
     log_not_estimable,
 )
@@ -65,7 +66,9 @@ def naive_logrank(df: pd.DataFrame, *, strata: str | None = None) -> dict[str, A
 def counting_process(df: pd.DataFrame, covariates: Sequence[str] = ()) -> pd.DataFrame:
     """Counting-process rows `id, start, stop, event, transplanted` (plus covariates): one row
     before the transplant and one after it. Patients without a time or event are left out."""
-    df = df.dropna(subset=["time", "event"])
+    complete = df["time"].notna().to_numpy() & df["event"].notna().to_numpy()
+    if not complete.all():
+        df = df[complete]
     time = df["time"].to_numpy(dtype=float)
     stop = np.where(time > 0, time, DAY_ZERO_STOP)
     event = df["event"].to_numpy(dtype=int)
@@ -100,38 +103,37 @@ def time_dependent_cox(rows: pd.DataFrame, covariates: Sequence[str] = ()) -> di
     """Cox model with transplant as a time-varying covariate (Efron ties), on counting-process
     rows: HR of being transplanted, 95% CI, Wald p; `covariates` (for example "arm", carried on
     the rows) adjust it."""
-    rows = rows.dropna(subset=list(covariates))
-    n_transplanted = int(rows.loc[rows["transplanted"] == 1, "id"].nunique())
+    columns = complete_columns(
+        rows, ["id", "start", "stop", "event", "transplanted", *covariates], required=covariates
+    )
+    transplanted = columns["transplanted"].to_numpy()
+    event = columns["event"].to_numpy(dtype=float)
+    n_transplanted = int(np.unique(columns["id"].to_numpy()[transplanted == 1]).size)
     if n_transplanted == 0:
         return {**cox_not_estimable("no patient transplanted"), "n_transplanted": 0}
-    if rows["event"].sum() == 0:
+    if event.sum() == 0:
         return {**cox_not_estimable("no events"), "n_transplanted": n_transplanted}
-    if rows["transplanted"].nunique() < 2:
+    if (transplanted == transplanted[0]).all():
         return {
             **cox_not_estimable("every patient transplanted from day 0"),
             "n_transplanted": n_transplanted,
         }
-    design = pd.concat(
-        [
-            rows[["transplanted"]].astype(float),
-            design_matrix(rows, covariates) if covariates else None,
-        ],
-        axis=1,
-    )
+    design = design_columns(columns, ["transplanted", *covariates])
     try:
         fit = cox_fitting.fit(
-            design,
-            rows["stop"].to_numpy(dtype=float),
-            rows["event"].to_numpy(dtype=float),
-            rows["start"].to_numpy(dtype=float),
+            design.x,
+            design.names,
+            columns["stop"].to_numpy(dtype=float),
+            event,
+            columns["start"].to_numpy(dtype=float),
         )
     except cox_fitting.NotEstimable as error:
         log_not_estimable(
             error,
             "Time-dependent Cox model of transplant",
-            list(design.columns),
-            len(rows),
-            int(rows["event"].sum()),
+            design.names,
+            len(design.x),
+            int(event.sum()),
         )
         return {**cox_not_estimable(str(error)), "n_transplanted": n_transplanted}
     return {**cox_terms(fit, "transplanted"), "n_transplanted": n_transplanted}
@@ -221,7 +223,7 @@ def counting_process_logrank(rows: pd.DataFrame, *, strata: str | None = None) -
     chi2 = (observed - expected) ** 2 / variance
     return {
         "chi2": finite_or_none(chi2),
-        "p": finite_or_none(stats.chi2.sf(chi2, df=1)),
+        "p": finite_or_none(chi_square_p(chi2, 1)),
         "observed": finite_or_none(observed),
         "expected": finite_or_none(expected),
     }

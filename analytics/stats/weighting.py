@@ -54,25 +54,32 @@ def propensity(df: pd.DataFrame, treatment_col: str, covariates: Sequence[str]) 
     Not estimable (scores and weights None, a reason): one arm only, a covariate level present
     in one arm only, separation or no convergence.
     """
-    frame = df[[treatment_col, *covariates]].copy()
+    columns = {treatment_col: df[treatment_col]}
     for name in covariates:
-        if not _is_number(frame[name]):
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), MISSING)
-            frame[name] = frame[name].astype(str)
-    frame = frame.dropna()
-    treated = frame[treatment_col].astype(int)
-    model_frame = frame[list(covariates)]
+        column = df[name]
+        columns[name] = column if _is_number(column) else _levels_as_text(column)
+    columns = survival.complete_columns(columns, [treatment_col, *covariates])
+    treated = columns[treatment_col].astype(int)
+    model_frame = pd.DataFrame({name: columns[name] for name in covariates}, index=treated.index)
     result = Propensity(None, None, treated, model_frame)
     if treated.nunique() < 2:
         return replace(result, reason=ONE_ARM)
+    is_treated = treated.to_numpy() == 1
     for name in covariates:
-        if _is_number(model_frame[name]):
+        if _is_number(columns[name]):
             continue
-        arms_per_level = treated.groupby(model_frame[name]).nunique()
-        lonely = arms_per_level[arms_per_level < 2]
-        if len(lonely):
-            return replace(result, reason=f"{name} = {lonely.index[0]} is present in one arm only")
-    design = sm.add_constant(survival.design_matrix(model_frame, covariates), has_constant="add")
+        codes, levels = pd.factorize(columns[name], sort=True)
+        size = np.bincount(codes, minlength=levels.size)
+        treated_size = np.bincount(codes, weights=is_treated, minlength=levels.size)
+        lonely = (treated_size == 0) | (treated_size == size)
+        if lonely.any():
+            return replace(
+                result, reason=f"{name} = {levels[np.argmax(lonely)]} is present in one arm only"
+            )
+    # sm.add_constant's design (the constant first, rows x terms column-major as it passes the
+    # frame on), without its checks of every column.
+    terms = survival.design_columns(columns, covariates)
+    design = np.vstack([np.ones(len(treated)), terms.x.T]).T
     with warnings.catch_warnings():
         warnings.simplefilter("error", PerfectSeparationWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -80,24 +87,27 @@ def propensity(df: pd.DataFrame, treatment_col: str, covariates: Sequence[str]) 
             # Newton's method on the logistic likelihood (the estimate of R's glm, whose IRLS
             # is the same iteration); statsmodels' GLM solves each IRLS step by an SVD, ten
             # times slower on the whole registry.
-            fit = sm.Logit(treated.astype(float), design).fit(
+            fit = sm.Logit(treated.to_numpy(dtype=float), design).fit(
                 method="newton", maxiter=100, tol=1e-10, disp=False
             )
         except (PerfectSeparationWarning, np.linalg.LinAlgError, ValueError):
             return replace(result, reason=SEPARATED)
-    scores = pd.Series(np.asarray(fit.predict(design), dtype=float), index=frame.index)
+    scores = pd.Series(np.asarray(fit.predict(design), dtype=float), index=treated.index)
     converged = bool(fit.mle_retvals.get("converged", False))
     if not converged or ((scores < SEPARATION) | (scores > 1 - SEPARATION)).any():
         return replace(result, reason=SEPARATED)
     share = treated.mean()
     weights = pd.Series(
-        np.where(treated == 1, share / scores, (1 - share) / (1 - scores)), index=frame.index
+        np.where(treated == 1, share / scores, (1 - share) / (1 - scores)), index=treated.index
     )
     return replace(
         result,
         scores=scores,
         weights=weights,
-        coefficients={str(k): float(v) for k, v in fit.params.items()},
+        coefficients={
+            name: float(value)
+            for name, value in zip(["const", *terms.names], fit.params, strict=True)
+        },
     )
 
 
@@ -125,8 +135,9 @@ def balance(
         if _is_number(column):
             indicators = [(None, column.to_numpy(dtype=float))]
         else:
+            values = column.to_numpy()
             indicators = [
-                (str(level), (column == level).to_numpy(dtype=float))
+                (str(level), (values == level).astype(float))
                 for level in sorted(column.unique(), key=str)
             ]
         for level, values in indicators:
@@ -216,38 +227,61 @@ def weighted_cox(
     coxph(Surv(time, event) ~ ..., weights = w, robust = TRUE): the exposure (first covariate)
     HR, 95% CI and Wald p from the robust standard error at the top level (SAP 15's HRCI, with
     `reason` None or why not), every term under `terms`."""
-    frame = df[[duration_col, event_col, *covariates]].copy()
+    names = [duration_col, event_col, *covariates]
+    columns = {name: df[name] for name in names}
     # A Series is matched on the index (rows the propensity model left out have no weight and
     # are left out here too); an array is taken row by row.
-    frame["_weight"] = (
-        weights.astype(float) if isinstance(weights, pd.Series) else np.asarray(weights, float)
+    columns["_weight"] = (
+        weights.astype(float).reindex(columns[duration_col].index)
+        if isinstance(weights, pd.Series)
+        else pd.Series(np.asarray(weights, float), index=columns[duration_col].index)
     )
-    frame = frame.dropna()
-    exposure = covariates[0]
-    design = survival.design_matrix(frame, covariates)
-    durations = frame[duration_col].to_numpy(dtype=float)
-    observed = frame[event_col].to_numpy(dtype=float)
-    w = frame["_weight"].to_numpy(dtype=float)
+    columns = survival.complete_columns(columns, [*names, "_weight"])
+    return weighted_cox_of_design(
+        survival.design_columns(columns, covariates),
+        columns[duration_col].to_numpy(dtype=float),
+        columns[event_col].to_numpy(dtype=float),
+        columns["_weight"].to_numpy(dtype=float),
+    )
+
+
+def weighted_cox_of_design(
+    design: survival.Design, durations: np.ndarray, observed: np.ndarray, w: np.ndarray
+) -> dict[str, Any]:
+    """`weighted_cox` on complete rows already coded: the first term is the exposure."""
+    exposure = design.names[0]
     if observed.sum() == 0:
         return _hrci(survival.cox_not_estimable("no events"))
-    if design[exposure].nunique() < 2:
+    if np.unique(design.x[:, 0]).size < 2:
         return _hrci(survival.cox_not_estimable(f"{exposure} does not vary"))
     try:
-        fit = cox_fitting.fit(design, durations, observed, weights=w)
+        fit = cox_fitting.fit(design.x, design.names, durations, observed, weights=w)
     except cox_fitting.NotEstimable as error:
         survival.log_not_estimable(
-            error, f"weighted Cox model of {exposure}", covariates, len(design), int(observed.sum())
+            error,
+            f"weighted Cox model of {exposure}",
+            design.names,
+            len(design.x),
+            int(observed.sum()),
         )
         return _hrci(survival.cox_not_estimable(str(error)))
-    robust = cox_fitting.robust_covariance(fit, design, durations, observed, weights=w)
+    robust = cox_fitting.robust_covariance(fit, design.x, durations, observed, weights=w)
     result = survival.cox_terms(replace(fit, covariance=robust), exposure)
-    result.update(n=len(design), events=int(observed.sum()))
+    result.update(n=len(design.x), events=int(observed.sum()))
     return _hrci(result)
 
 
 def _hrci(result: dict[str, Any]) -> dict[str, Any]:
     result.setdefault("reason", None)
     return result
+
+
+def _levels_as_text(column: pd.Series) -> pd.Series:
+    """A category's values as text (str), a missing value as the level MISSING."""
+    values = column.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    text = [MISSING if gap else str(value) for value, gap in zip(values, missing, strict=True)]
+    return pd.Series(text, index=column.index, dtype=object)
 
 
 def _is_number(column: pd.Series) -> bool:
@@ -274,15 +308,18 @@ def adjusted_endpoint(
     matched to the rows on the index (as `propensity` gives them); rows without one are left
     out."""
     exposed = arm_names[1]
-    frame = df[[duration_col, event_col, arm_col]].assign(weight=weights.astype(float)).dropna()
-    frame = frame[frame[arm_col].isin(arm_names)]
-    frame[exposed] = (frame[arm_col] == exposed).astype(float)
-    block: dict[str, Any] = {
-        "cox_iptw": weighted_cox(frame, duration_col, event_col, [exposed], frame["weight"])
-    }
+    time, event, weight, arm = survival.complete_with_groups(
+        df[duration_col], df[event_col], weights.astype(float).reindex(df.index), df[arm_col]
+    )
+    in_arms = (arm == arm_names[0]) | (arm == arm_names[1])
+    time, event, weight, arm = time[in_arms], event[in_arms], weight[in_arms], arm[in_arms]
+    design = survival.Design((arm == exposed).astype(float)[:, None], [exposed])
+    block: dict[str, Any] = {"cox_iptw": weighted_cox_of_design(design, time, event, weight)}
     curves = {
-        arm: weighted_kaplan_meier(rows[duration_col], rows[event_col], rows["weight"])
-        for arm, rows in frame.groupby(arm_col)
+        name: weighted_kaplan_meier(time[rows], event[rows], weight[rows])
+        for name in arm_names
+        for rows in [arm == name]
+        if rows.any()
     }
     for month in rate_months:
         block[f"km_{month:g}m"] = {
