@@ -152,6 +152,29 @@ def test_an_iec_hs_episode_keeps_its_criteria(nurse, treatment):
     ]
 
 
+@pytest.mark.parametrize("crs_status, ok", [("yes", True), ("unknown", True), ("no", False)])
+def test_an_iec_hs_onset_as_crs_resolves_needs_a_treatment_not_recorded_without_crs(
+    nurse, treatment, crs_status, ok
+):
+    # Hines et al. 2023: the timing criterion is an onset as CRS resolves (or inflammation
+    # worsening after CRS-directed therapy); "unknown" CRS does not contradict it.
+    services.record_update(treatment, user=nurse, reason="test", crs_status=crs_status)
+    if ok:
+        assert create(IecHsEpisode, nurse, treatment, day(14), onset_after_crs=True).pk
+        return
+    errors = refused(IecHsEpisode, nurse, treatment, day(14), onset_after_crs=True)
+    assert list(errors) == ["onset_after_crs"]
+    assert "no CRS" in errors["onset_after_crs"][0]
+    assert create(IecHsEpisode, nurse, treatment, day(14)).pk  # without the timing: kept
+
+
+def test_a_treatment_with_an_iec_hs_onset_after_crs_cannot_be_set_to_no_crs(nurse, treatment):
+    create(IecHsEpisode, nurse, treatment, day(14), onset_after_crs=True)
+    with pytest.raises(ValidationError) as error:
+        services.record_update(treatment, user=nurse, reason="test", crs_status="no")
+    assert "IEC-HS" in " ".join(error.value.message_dict["crs_status"])
+
+
 @pytest.mark.parametrize("stop, ok", [(None, True), (40, True), (60, True), (39, False)], ids=str)
 def test_an_ivig_course_stops_on_or_after_its_start(nurse, treatment, stop, ok):
     fields = {"stop": None if stop is None else day(stop)}
