@@ -43,7 +43,7 @@ class LabRowForm(forms.Form):
     version = forms.CharField(required=False, widget=forms.HiddenInput, max_length=20)
     date = forms.CharField(required=False, max_length=40, widget=DateInput())
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, may_delete: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for name in LAB_FIELDS:
             self.fields[name] = forms.CharField(
@@ -53,9 +53,14 @@ class LabRowForm(forms.Form):
                     attrs={"inputmode": "decimal", "autocomplete": "off", "size": 6}
                 ),
             )
+        # Deleting a saved row is for those who may delete clinical data (INTERFACES.md
+        # section 5: administrators, with the reason below); a nurse corrects a row instead.
+        if may_delete:
+            self.fields["delete"] = forms.BooleanField(required=False, label=_("Delete"))
         # Each cell is named by its column's heading and its row's (the template's ids).
         for name in ("date", *LAB_FIELDS):
             self.fields[name].label = field_label(LabValue, name)
+        for name in self.fields:
             self.fields[name].widget.attrs["aria-labelledby"] = f"lab-col-{name} {self.prefix}-row"
 
     def values(self) -> dict[str, str]:
@@ -65,8 +70,13 @@ class LabRowForm(forms.Form):
             for name in ("id", "version", *PASTE_COLUMNS)
         }
 
+    def marked_for_deletion(self) -> bool:
+        return "delete" in self.fields and bool(self["delete"].value())
+
     def is_empty_new_row(self) -> bool:
         row = self.values()
+        if not row["id"] and self.marked_for_deletion():
+            return True  # a new row ticked for deletion is left out
         return not row["id"] and not any(row[name] for name in PASTE_COLUMNS)
 
 
@@ -84,7 +94,7 @@ class LabGridForm(forms.Form):
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text=gettext_lazy(
-            "Required when you change a saved row; it is kept in the audit trail."
+            "Required when you change or delete a saved row; it is kept in the audit trail."
         ),
     )
     pasted = forms.CharField(
@@ -111,8 +121,12 @@ def _saved_rows(labs: list[LabValue]) -> list[dict[str, str]]:
     return rows
 
 
-def _grid(rows: list[dict[str, str]], empty: int) -> LabRowFormSet:
-    return LabRowFormSet(prefix=PREFIX, initial=[*rows, *({} for _ in range(empty))])
+def _grid(rows: list[dict[str, str]], empty: int, *, may_delete: bool) -> LabRowFormSet:
+    return LabRowFormSet(
+        prefix=PREFIX,
+        initial=[*rows, *({} for _ in range(empty))],
+        form_kwargs={"may_delete": may_delete},
+    )
 
 
 def _row_label(form: LabRowForm, treatment: Treatment, number: int) -> str:
@@ -125,13 +139,17 @@ def _row_label(form: LabRowForm, treatment: Treatment, number: int) -> str:
 
 def _save(
     request: HttpRequest, treatment: Treatment, grid: LabRowFormSet, form: LabGridForm
-) -> list[dict[str, Any]] | None:
-    """Save the grid through the services; None when refused, with every error put at its
-    row and column (and listed above the grid, each naming its row and field)."""
+) -> tuple[list[LabValue], int] | None:
+    """Save the grid through the services: the rows written and the number deleted; None when
+    refused, with every error put at its row and column (and listed above the grid, each
+    naming its row and field)."""
     sent = [row for row in grid.forms if not row.is_empty_new_row()]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for row in sent:
         values = row.values()
+        if row.marked_for_deletion():  # its values, maybe half-edited, are not checked
+            rows.append({"id": values["id"], "version": values["version"], "delete": True})
+            continue
         if not values["id"]:
             values.pop("id")
             values.pop("version")
@@ -145,7 +163,9 @@ def _save(
             row = sent[index]
             for column, column_messages in columns.items():
                 target = (
-                    column if column in row.fields and column not in ("id", "version") else None
+                    column
+                    if column in row.fields and column not in ("id", "version", "delete")
+                    else None
                 )
                 for message in column_messages:
                     row.add_error(target, message)
@@ -160,7 +180,7 @@ def _save(
                 else:
                     form.add_error(None, f"{field_label(LabValue, field)}: {message}")
         return None
-    return written
+    return written, sum(row.marked_for_deletion() for row in sent)
 
 
 def _error_summary(grid: LabRowFormSet, treatment: Treatment) -> list[dict[str, str]]:
@@ -188,6 +208,7 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
     )
     may_edit = can(request.user, Action.EDIT, treatment.patient.site_id)
+    may_delete = can(request.user, Action.DELETE, treatment.patient.site_id)
     if request.method == "POST" and not may_edit:
         raise PermissionDenied(_("You may read but not change data at this site."))
     labs = list(LabValue.objects.filter(treatment=treatment).order_by("date", "pk"))
@@ -195,7 +216,7 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
     form, grid, notes = LabGridForm(), None, []
     if request.method == "POST":
         form = LabGridForm(request.POST)
-        grid = LabRowFormSet(request.POST, prefix=PREFIX)
+        grid = LabRowFormSet(request.POST, prefix=PREFIX, form_kwargs={"may_delete": may_delete})
         if not grid.management_form.is_valid():
             form.is_valid()
             form.add_error(None, _("The grid was sent incomplete; reload the page and try again."))
@@ -203,7 +224,10 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
         elif not form.is_valid():  # a reason or a pasted text too long: shown at its field
             pass
         elif "paste" in request.POST or "more" in request.POST:
-            current = [row.values() for row in grid.forms]
+            current = [
+                row.values() | ({"delete": "on"} if row.marked_for_deletion() else {})
+                for row in grid.forms
+            ]
             pasted = parse_pasted(form.cleaned_data["pasted"], day0=treatment.day0)
             notes = pasted.problems
             rows = merged_into_grid(current, pasted.rows)
@@ -217,22 +241,32 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
                     )
                     % {"count": len(pasted.rows)},
                 )
-            grid = _grid(rows, MORE_ROWS if "more" in request.POST else EMPTY_ROWS)
+            grid = _grid(
+                rows, MORE_ROWS if "more" in request.POST else EMPTY_ROWS, may_delete=may_delete
+            )
             form = LabGridForm(initial={"reason": form.cleaned_data["reason"]})
         elif not grid.is_valid():  # more rows than a grid holds
             for error in grid.non_form_errors():
                 form.add_error(None, error)
         else:
-            written = _save(request, treatment, grid, form)
-            if written is not None:
-                messages.success(
-                    request,
-                    ngettext("Saved %(count)s row.", "Saved %(count)s rows.", len(written))
-                    % {"count": len(written)},
-                )
+            saved_rows = _save(request, treatment, grid, form)
+            if saved_rows is not None:
+                written, deleted = saved_rows
+                if written or not deleted:
+                    messages.success(
+                        request,
+                        ngettext("Saved %(count)s row.", "Saved %(count)s rows.", len(written))
+                        % {"count": len(written)},
+                    )
+                if deleted:
+                    messages.success(
+                        request,
+                        ngettext("Deleted %(count)s row.", "Deleted %(count)s rows.", deleted)
+                        % {"count": deleted},
+                    )
                 return redirect("treatment-labs", treatment.pk)
     if grid is None:
-        grid = _grid(saved, EMPTY_ROWS)
+        grid = _grid(saved, EMPTY_ROWS, may_delete=may_delete)
     rows = [
         {"form": row, "label": _row_label(row, treatment, number)}
         for number, row in enumerate(grid.forms, start=1)
@@ -246,6 +280,7 @@ def treatment_labs(request: HttpRequest, pk: int) -> HttpResponse:
         "treatment": treatment,
         "patient": treatment.patient,
         "may_edit": may_edit,
+        "may_delete": may_delete,
         "grid": grid,
         "rows": rows,
         "saved": saved,

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import F, Value
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -24,7 +25,7 @@ from simple_history.utils import bulk_update_with_history
 from registry import audit
 from registry.domain.followup import follow_up
 from registry.domain.icaht import IcahtRule
-from registry.domain.vocabulary import Arm, GradingSystem, YesNoUnknown
+from registry.domain.vocabulary import Arm, DeathCause, GradingSystem, YesNoUnknown
 from registry.models import (
     CarPersistence,
     CrsEpisode,
@@ -32,6 +33,8 @@ from registry.models import (
     Death,
     FollowUpContact,
     IcansEpisode,
+    IecHsEpisode,
+    Infection,
     IvigCourse,
     LabValue,
     Patient,
@@ -58,6 +61,12 @@ RESPONSE_DUE_DAYS = 60
 # CAR persistence or B-cell aplasia assessed by month 6 (day 183, 6 x 30.4375 days).
 ICAHT_DUE_DAYS = 35
 PERSISTENCE_DUE_DAYS = 183
+# A grade 5 late event is a death from it (CTCAE for infections; Hines et al. 2023 for IEC-HS),
+# and the cause of death it implies: the death's vocabulary has no IEC-HS of its own.
+FATAL_EVENT_CAUSE = {
+    "infection": DeathCause.INFECTION.value,
+    "iec_hs": DeathCause.OTHER_TREATMENT_RELATED.value,
+}
 EARLY_NOT_GRADABLE = {IcahtRule.EARLY_NO_VALUES.value, IcahtRule.EARLY_DAYS_MISSING.value}
 CHUNK = 2000
 
@@ -101,10 +110,21 @@ class TreatmentFacts:
     persistence_assessed: bool = False
     ivig_start: date | None = None
     igg_measured: bool = False
+    # the grade 5 late events: (kind, pk, onset), kind a key of FATAL_EVENT_CAUSE
+    fatal_events: list[tuple[str, int, date]] = field(default_factory=list)
 
 
-def _facts(patient_ids: list[int]) -> tuple[dict[int, list[TreatmentFacts]], dict[int, date]]:
-    """Every treatment of these patients with the facts the conditions use: eleven queries."""
+@dataclass(frozen=True)
+class DeathFacts:
+    pk: int
+    date: date
+    cause: str
+
+
+def _facts(
+    patient_ids: list[int],
+) -> tuple[dict[int, list[TreatmentFacts]], dict[int, DeathFacts]]:
+    """Every treatment of these patients with the facts the conditions use: twelve queries."""
     treatments: dict[int, TreatmentFacts] = {}
     for row in (
         Treatment.objects.filter(patient_id__in=patient_ids)
@@ -161,6 +181,19 @@ def _facts(patient_ids: list[int]) -> tuple[dict[int, list[TreatmentFacts]], dic
             "treatment_id", "date"
         ):
             treatments[treatment_id].events.append(on)
+    fatal = (
+        Infection.objects.filter(treatment_id__in=ids, ctcae_grade=5)
+        .values_list("treatment_id", "pk", F("onset"), Value("infection"))
+        .order_by()
+        .union(
+            IecHsEpisode.objects.filter(treatment_id__in=ids, recorded_grade=5)
+            .values_list("treatment_id", "pk", F("onset"), Value("iec_hs"))
+            .order_by(),
+            all=True,
+        )
+    )
+    for treatment_id, pk, onset, kind in fatal:
+        treatments[treatment_id].fatal_events.append((kind, pk, onset))
     for model in (CrsEpisode, IcansEpisode):
         for treatment_id, pk, onset, system, derived, recorded in model.objects.filter(
             treatment_id__in=ids
@@ -180,9 +213,12 @@ def _facts(patient_ids: list[int]) -> tuple[dict[int, list[TreatmentFacts]], dic
     by_patient: dict[int, list[TreatmentFacts]] = defaultdict(list)
     for treatment in treatments.values():
         by_patient[treatment.patient_id].append(treatment)
-    deaths = dict(
-        Death.objects.filter(patient_id__in=patient_ids).values_list("patient_id", "date")
-    )
+    deaths = {
+        patient_id: DeathFacts(pk, on, cause)
+        for patient_id, pk, on, cause in Death.objects.filter(
+            patient_id__in=patient_ids
+        ).values_list("patient_id", "pk", "date", "cause")
+    }
     return by_patient, deaths
 
 
@@ -265,20 +301,45 @@ def _late_effect_conditions(
     return found
 
 
+def _fatal_event_conditions(treatment: TreatmentFacts, death: DeathFacts | None) -> list[Condition]:
+    """A grade 5 infection or IEC-HS episode is a death from it: the patient's death record
+    must exist, with the cause the event implies, and not before the event's onset
+    (docs/DOMAIN_DECISIONS.md "Fatal late events")."""
+    found: list[Condition] = []
+    for kind, pk, onset in treatment.fatal_events:
+        expected = FATAL_EVENT_CAUSE[kind]
+        if death is not None and death.cause == expected and death.date >= onset:
+            continue
+        params = {
+            "event": kind,
+            "pk": pk,
+            "treatment": treatment.pk,
+            "onset": onset.isoformat(),
+            "expected": expected,
+            "death": None if death is None else death.date.isoformat(),
+            "death_id": None if death is None else death.pk,
+            "cause": None if death is None else death.cause,
+        }
+        found.append(Condition(QueryKind.FATAL_EVENT_WITHOUT_DEATH, f"{kind}{pk}", params))
+    return found
+
+
 def conditions_of(
-    treatments: list[TreatmentFacts], *, today: date, death: date | None
+    treatments: list[TreatmentFacts], *, today: date, death: DeathFacts | None
 ) -> list[Condition]:
     """Every data-quality condition one patient's records show today."""
     found: list[Condition] = []
+    death_date = None if death is None else death.date
     for treatment in treatments:
-        found += _treatment_conditions(treatment, today=today, death=death)
+        found += _treatment_conditions(treatment, today=today, death=death_date)
+        found += _fatal_event_conditions(treatment, death)
     # Follow-up overdue and lost to follow-up: the one definition the worklist, the analytics
     # and the report read too (registry.domain.followup.follow_up).
     followed = follow_up(
         treatments=[(t.pk, t.day0) for t in treatments],
         contacts=[d for t in treatments for d in t.contacts],
         today=today,
-        alive=death is None,
+        alive=death_date is None,
     )
     for missed in followed.overdue:
         found.append(
@@ -303,7 +364,7 @@ def conditions_of(
                 },
             )
         )
-    if death is None:
+    if death_date is None:
         contacts = [(d, t.pk) for t in treatments for d in t.contacts]
         events = [(d, t.pk) for t in treatments for d in t.events]
         if contacts and events and max(contacts)[0] < max(events)[0]:

@@ -789,7 +789,7 @@ def _fatal_episode_marked(
 
 
 # --- a treatment's lab series, saved as one grid -----------------------------------------------
-GRID_COLUMNS = ("id", "version", "date", *LAB_FIELDS)
+GRID_COLUMNS = ("id", "version", "delete", "date", *LAB_FIELDS)
 
 
 class LabSeriesRefused(ValidationError):
@@ -806,6 +806,48 @@ class LabSeriesRefused(ValidationError):
                 for column, messages in columns.items()
             }
         )
+
+
+def _deleted_row(
+    row: Mapping[str, Any], saved: dict[int, LabValue], user, seen: set[int]
+) -> tuple[LabValue | None, dict[str, list[str]]]:
+    """A saved row marked "delete": the LabValue to delete, and its errors. Deleting is
+    for administrators, with a reason (INTERFACES.md section 5), as every deletion is."""
+    try:
+        pk = int(row.get("id") or 0)
+    except (TypeError, ValueError):
+        pk = 0
+    if not pk:
+        return None, {"delete": [_("Only a saved row can be deleted; leave a new row empty.")]}
+    if pk not in saved or pk in seen:
+        return None, {
+            "id": [
+                _(
+                    "This row is not a laboratory value of this treatment, or is in the grid "
+                    "twice: reload the grid."
+                )
+            ]
+        }
+    seen.add(pk)
+    lab = saved[pk]
+    errors: dict[str, list[str]] = {}
+    if not can(user, Action.DELETE, lab.treatment.patient.site_id):
+        errors["delete"] = [
+            _(
+                "Only administrators may delete laboratory values: correct the row's date or "
+                "values instead, or ask an administrator to delete it."
+            )
+        ]
+    version = row.get("version")
+    if version not in (None, "") and str(version) != str(lab.version):
+        errors["version"] = [
+            _(
+                "This row was changed by someone else (version %(current)s, yours was "
+                "%(given)s); reload the grid and apply your change again."
+            )
+            % {"current": lab.version, "given": version}
+        ]
+    return lab, errors
 
 
 def _grid_row(
@@ -861,12 +903,13 @@ def _grid_row(
 def lab_series_save(
     *, treatment: Treatment, rows: Sequence[Mapping[str, Any]], user, reason: str = ""
 ) -> list[LabValue]:
-    """Save a grid of a treatment's laboratory values as one audited write: new rows (no "id")
-    and changes to saved ones ("id", and the "version" the grid was read at). Every row is
-    checked before the first is saved, and every error comes back at once by row and column
-    (LabSeriesRefused); a change to a saved row needs a reason for the audit trail. ICAHT is
-    derived again on the treatment in the same transaction. Returns the rows written (an
-    unchanged row is not written again)."""
+    """Save a grid of a treatment's laboratory values as one audited write: new rows (no "id"),
+    changes to saved ones ("id", and the "version" the grid was read at) and saved rows deleted
+    ("id", "version", "delete": true; administrators only). Every row is checked before the
+    first is saved, and every error comes back at once by row and column (LabSeriesRefused); a
+    change to a saved row or a deletion needs a reason for the audit trail. ICAHT is derived
+    again on the treatment in the same transaction. Returns the rows written (an unchanged row
+    is not written again; a deleted one is not returned)."""
     given_reason = reason
     with _database_refusals(), _write_block():
         _require(user, Action.EDIT, _site_or_invalid(treatment))
@@ -884,21 +927,31 @@ def lab_series_save(
         for lab in saved.values():
             lab.treatment = treatment  # the treatment read again, with its patient
         written: list[LabValue] = []
+        deleted: list[LabValue] = []
         refused: dict[int, dict[str, list[str]]] = {}
         seen: set[int] = set()
         for index, row in enumerate(rows):
-            lab, errors = _grid_row(row, saved, treatment, seen)
+            if row.get("delete") not in (None, "", False, "false", "0"):
+                lab, errors = _deleted_row(row, saved, user, seen)
+                target = deleted
+            else:
+                lab, errors = _grid_row(row, saved, treatment, seen)
+                target = written
             if errors:
                 refused[index] = errors
             elif lab is not None:
-                written.append(lab)
+                target.append(lab)
         if refused:
             raise LabSeriesRefused(refused)
-        if any(lab.pk is not None for lab in written):
+        if deleted or any(lab.pk is not None for lab in written):
             reason = _require_reason(reason)
+        for lab in deleted:
+            lab._change_reason = reason
+            lab._history_user = user
+            lab.delete()
         for lab in written:
             _write(lab, user=user, reason=reason if lab.pk is not None else reason or _("created"))
-        if written:
+        if written or deleted:
             _icaht_refreshed([treatment], user=user, reason=given_reason, series_written=True)
-            _after_write(treatment.patient, written[-1])
+            _after_write(treatment.patient, written[-1] if written else None)
     return written

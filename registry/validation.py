@@ -119,6 +119,11 @@ CROSS_RECORD_RULES: list[tuple[str, tuple[type, str], tuple[type, str]]] = [
         (Treatment, "icans_status"),
         (IcansEpisode, "treatment"),
     ),
+    (
+        "an IEC-HS onset as CRS resolves means CRS occurred",
+        (Treatment, "crs_status"),
+        (IecHsEpisode, "onset_after_crs"),
+    ),
     ("one death per patient", (Death, "patient"), (Death, "patient")),
     ("study IDs are unique within a site", (Patient, "study_id"), (Patient, "study_id")),
 ]
@@ -339,6 +344,17 @@ def _treatment_rules(treatment: Treatment, errors: Errors, today: date) -> None:
                 )
                 % {"label": label}
             )
+    if (
+        treatment.crs_status == YesNoUnknown.NO
+        and treatment.pk
+        and IecHsEpisode.objects.filter(treatment=treatment, onset_after_crs=True).exists()
+    ):
+        errors["crs_status"].append(
+            _(
+                "An IEC-HS episode of this treatment began as CRS resolved, so CRS occurred: "
+                "choose 'yes', or correct the IEC-HS episode's timing first."
+            )
+        )
 
 
 def _fatal_field(episode: CrsEpisode | IcansEpisode) -> str:
@@ -556,6 +572,19 @@ def _lab_rules(lab: LabValue, errors: Errors, today: date) -> None:
         )
 
 
+def _iec_hs_rules(episode: IecHsEpisode, errors: Errors, today: date) -> None:
+    _dated_child_rules(episode, "onset", _("onset of the IEC-HS episode"), errors, today)
+    # Hines et al. 2023 (ASTCT): the timing criterion is an onset as CRS resolves, or an
+    # inflammatory response worsening after CRS-directed therapy; both need a CRS.
+    if episode.onset_after_crs and episode.treatment.crs_status == YesNoUnknown.NO:
+        errors["onset_after_crs"].append(
+            _(
+                "This treatment is recorded as having no CRS, so IEC-HS cannot have begun as CRS "
+                "resolved: untick this, or record the CRS on the treatment first."
+            )
+        )
+
+
 def _ivig_rules(course: IvigCourse, errors: Errors, today: date) -> None:
     _dated_child_rules(course, "start", _("start of immunoglobulin replacement"), errors, today)
     _check_date(
@@ -725,7 +754,7 @@ def record_errors(record, *, today: date, together: tuple = (), deferred: bool =
         case Infection():
             _dated_child_rules(record, "onset", _("onset of the infection"), errors, today)
         case IecHsEpisode():
-            _dated_child_rules(record, "onset", _("onset of the IEC-HS episode"), errors, today)
+            _iec_hs_rules(record, errors, today)
         case IvigCourse():
             _ivig_rules(record, errors, today)
         case CarPersistence():

@@ -215,6 +215,12 @@ def resolving_url(query) -> str:
             return reverse("treatment-labs", args=[treatment]) + "#id_pasted"
         case QueryKind.PERSISTENCE_NOT_ASSESSED if treatment:
             return reverse("record-new", args=[treatment, "persistence"]) + "#id_date"
+        case QueryKind.FATAL_EVENT_WITHOUT_DEATH:
+            # the death record: recorded (its date first), or corrected (its cause, its date)
+            if not details.get("death_id"):
+                return reverse("record-new", args=[query.patient_id, "death"]) + "#id_date"
+            field = "date" if (details.get("death") or "") < details.get("onset", "") else "cause"
+            return reverse("record-edit", args=["death", details["death_id"]]) + f"#id_{field}"
     return reverse("patient-detail", args=[query.patient_id])
 
 

@@ -298,13 +298,18 @@ def _lab_number(integer: bool) -> serializers.Field:
 
 
 class LabRowSerializer(serializers.Serializer):
-    """A row of the grid: a new one (no id), or a change to a saved one (its id and version)."""
+    """A row of the grid: a new one (no id), a change to a saved one (its id and version), or a
+    saved one deleted (its id, version and delete)."""
 
     id = serializers.IntegerField(
         required=False, min_value=1, help_text=_("A saved row's id; none for a new row.")
     )
     version = serializers.IntegerField(
         required=False, min_value=1, help_text=_("The version of the saved row you read.")
+    )
+    delete = serializers.BooleanField(
+        required=False,
+        help_text=_("True deletes this saved row (administrators only, with the reason)."),
     )
     date = serializers.DateField(required=False)
     anc_per_ul = _lab_number(True)

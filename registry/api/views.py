@@ -1,7 +1,8 @@
 """REST API under /api/v1/ (INTERFACES.md section 4): list, retrieve, create and update.
 
 Reads go through registry.selectors (another site's record is a 404), writes through
-registry.services (the same rules, messages and audit as the forms). Nothing is deleted here:
+registry.services (the same rules, messages and audit as the forms). Nothing is deleted here
+but a day's laboratory values (DELETE /api/v1/labs/<id>/, the lab grid's deletion):
 administrators delete, with a reason, in the admin. An update carries the version it edits; a
 stale one is refused with 409 Conflict and changes nothing. The latest analytics and the monthly
 report archive are read-only, scoped and logged as on the analytics pages.
@@ -312,6 +313,26 @@ class LabValueFilter(django_filters.FilterSet):
         request=api.LabSeriesSerializer,
         responses={201: api.LabValueSerializer(many=True)},
     ),
+    destroy=extend_schema(
+        summary="Delete one day's laboratory values (administrators, with a reason)",
+        description=(
+            "Administrators only (INTERFACES.md section 5), with `?reason=` (kept in the audit "
+            "trail) and optionally `&version=` (the version you read; a stale one answers 409). "
+            "The same write as a grid row marked delete: the treatment's ICAHT grades are "
+            "derived again with it."
+        ),
+        parameters=[
+            OpenApiParameter("reason", str, required=True, description="Why it is deleted."),
+            OpenApiParameter("version", int, description="The version of the row you read."),
+        ],
+        responses={
+            204: None,
+            400: OpenApiResponse(description="No reason."),
+            403: OpenApiResponse(description="Not an administrator."),
+            404: OpenApiResponse(description="No such value at your sites."),
+            409: OpenApiResponse(description="Stale version: the row changed."),
+        },
+    ),
 )
 class LabValueViewSet(
     mixins.ListModelMixin,
@@ -359,6 +380,27 @@ class LabValueViewSet(
         return Response(
             api.LabValueSerializer(written, many=True).data, status=status.HTTP_201_CREATED
         )
+
+    def destroy(self, request, *args, **kwargs) -> Response:
+        lab = self.get_object()  # another site's value: 404
+        treatment = Treatment.objects.select_related("patient").get(pk=lab.treatment_id)
+        if not can(request.user, Action.DELETE, treatment.patient.site_id):
+            raise exceptions.PermissionDenied(_("Only administrators may delete clinical data."))
+        row = {"id": lab.pk, "version": request.query_params.get("version", ""), "delete": True}
+        with service_errors():
+            try:
+                services.lab_series_save(
+                    treatment=treatment,
+                    rows=[row],
+                    user=request.user,
+                    reason=request.query_params.get("reason", ""),
+                )
+            except services.LabSeriesRefused as refused:
+                columns = refused.rows.get(0, {})
+                if "version" in columns:
+                    raise Conflict(columns["version"][0]) from refused
+                raise exceptions.ValidationError(columns) from refused
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class AnalyticsLatestView(generics.GenericAPIView):

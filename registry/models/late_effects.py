@@ -41,7 +41,10 @@ class Infection(ClinicalRecord):
     organism_class = models.CharField(
         _("organism class"), max_length=10, choices=choices.ORGANISM_CLASS
     )
-    ctcae_grade = models.PositiveSmallIntegerField(_("CTCAE grade"))
+    ctcae_grade = models.PositiveSmallIntegerField(
+        _("CTCAE grade"),
+        help_text=_("1 to 5; grade 5 is death from the infection, which the death record shows."),
+    )
     treatment_required = _yes_no_unknown(_("treatment required"))
     notes = models.TextField(_("notes"), blank=True)
 
@@ -108,7 +111,13 @@ class IecHsEpisode(ClinicalRecord):
     pulmonary = models.BooleanField(
         _("pulmonary involvement (hypoxia, infiltrates or oedema)"), default=False
     )
-    recorded_grade = models.PositiveSmallIntegerField(_("ASTCT IEC-HS grade (as recorded)"))
+    recorded_grade = models.PositiveSmallIntegerField(
+        _("ASTCT IEC-HS grade (as recorded)"),
+        help_text=_(
+            "1 to 5, as graded by the treating team (ASTCT 2023); grade 5 is death from IEC-HS, "
+            "which the patient's death record must show."
+        ),
+    )
     treatment_given = models.TextField(
         _("treatment given"),
         blank=True,

@@ -11,6 +11,7 @@ from simple_history.models import HistoricalRecords
 
 from registry.icaht_reasons import icaht_reason
 
+from . import choices
 from .patients import Patient
 
 
@@ -27,6 +28,10 @@ class QueryKind(models.TextChoices):
     PERSISTENCE_NOT_ASSESSED = (
         "persistence_not_assessed",
         _("CAR persistence or B-cell aplasia not assessed by month 6"),
+    )
+    FATAL_EVENT_WITHOUT_DEATH = (
+        "fatal_event_without_death",
+        _("Grade 5 late event without a matching death"),
     )
 
 
@@ -88,6 +93,14 @@ BASELINE_FIELDS = {
     "relapse_status": _("relapse status"),
     "bm_blast_pct": _("marrow blasts"),
 }
+
+
+# The late events a FATAL_EVENT_WITHOUT_DEATH query can name, as it names them.
+FATAL_EVENTS = {"infection": _("infection"), "iec_hs": _("IEC-HS episode")}
+
+
+def _cause_label(cause: str) -> str:
+    return str(dict(choices.DEATH_CAUSE).get(cause, cause))
 
 
 def visit_label(name: str) -> str:
@@ -152,6 +165,32 @@ def query_text(kind: str, params: dict) -> str | None:
                     "No CAR persistence assessment and no B-cell aplasia (yes or no) recorded "
                     "by day 183 (%(due)s)."
                 ) % {"due": params["due"]}
+            case QueryKind.FATAL_EVENT_WITHOUT_DEATH:
+                names = {
+                    "event": FATAL_EVENTS[params["event"]],
+                    "onset": params["onset"],
+                    "death": params["death"],
+                    "expected": _cause_label(params["expected"]),
+                }
+                if params["death"] is None:
+                    text = gettext(
+                        "A grade 5 %(event)s (onset %(onset)s) means death from it, but no death "
+                        "is recorded: record the death, or correct the grade."
+                    )
+                elif params["death"] < params["onset"]:
+                    text = gettext(
+                        "A grade 5 %(event)s (onset %(onset)s) means death from it, but the death "
+                        "is recorded on %(death)s, before that onset: correct the dates, or the "
+                        "grade."
+                    )
+                else:
+                    names["cause"] = _cause_label(params["cause"])
+                    text = gettext(
+                        "A grade 5 %(event)s (onset %(onset)s) means death from it, but the death "
+                        "of %(death)s is recorded with the cause “%(cause)s”: choose "
+                        "“%(expected)s”, or correct the grade."
+                    )
+                return text % names
     except (KeyError, TypeError):
         return None
     return None

@@ -350,6 +350,21 @@ def _cases() -> list[Case]:
             breach.field = "treatment"
             return breach
 
+    rule = "an IEC-HS onset as CRS resolves means CRS occurred"
+
+    @case(rule, Treatment)
+    def _(w: World) -> Breach:
+        w.record(IecHsEpisode, day(14), onset_after_crs=True)
+        return Breach(w.treatment, {"crs_status": "no"}, "crs_status")
+
+    @case(rule, IecHsEpisode)
+    def _(w: World) -> Breach:
+        w.edit(w.treatment, crs_status="no")
+        values = RECORD_VALUES[IecHsEpisode](day(14)) | {"onset_after_crs": True}
+        breach = _new(IecHsEpisode, w.treatment, values)
+        breach.field = "onset_after_crs"
+        return breach
+
     rule = "one death per patient"
 
     @case(rule, Death, f"{rule} / a second death")

@@ -47,6 +47,8 @@ def grid_data(rows: list[dict], **extra) -> dict:
         for name in ("id", "version", *COLUMNS):
             value = row.get(name, "")
             data[f"lab-{index}-{name}"] = "" if value is None else str(value)
+        if row.get("delete"):  # a ticked box; an unticked one is not sent
+            data[f"lab-{index}-delete"] = "on"
     return data | extra
 
 
@@ -355,6 +357,88 @@ def test_a_stale_row_is_refused(client, nurse, treatment):
     assert response.status_code == 200
     assert LabValue.objects.get().anc_per_ul == 400
     assert "changed by someone else" in response.content.decode()
+
+
+def test_an_administrator_deletes_a_row_with_a_reason_and_the_grade_is_derived_again(
+    client, nurse, administrator, treatment
+):
+    services.lab_series_save(
+        treatment=treatment,
+        rows=[{"date": day(n), "anc_per_ul": 300 if 1 <= n <= 7 else 3000} for n in range(31)],
+        user=nurse,
+    )
+    treatment.refresh_from_db()
+    assert treatment.icaht_early_grade == 2
+    client.force_login(administrator)
+    page = client.get(url(treatment))
+    assert 'id="lab-col-delete"' in page.content.decode()
+    rows = posted_grid(page)
+    day_7 = next(row for row in rows if row["date"] == day(7).isoformat())
+    day_7["delete"] = True
+    day_7["anc_per_ul"] = "not a number"  # a row deleted is not checked
+
+    before = state()
+    refused = client.post(url(treatment), grid_data(rows, save="1"))
+    assert refused.status_code == 200 and state() == before
+    assert refused.context["form"].errors["reason"]
+
+    deleted = client.post(url(treatment), grid_data(rows, reason="wrong patient", save="1"))
+    assert deleted.status_code == 302
+    assert not LabValue.objects.filter(date=day(7)).exists()
+    assert LabValue.objects.count() == 30
+    gone = LabValue.history.filter(history_type="-").get()
+    assert (gone.history_user, gone.history_change_reason) == (administrator, "wrong patient")
+    treatment.refresh_from_db()
+    assert treatment.icaht_early_grade is None  # day 7 missing inside the neutropenia
+    assert "Deleted 1 row." in client.get(url(treatment)).content.decode()
+
+
+def test_a_nurse_has_no_delete_box_and_a_forged_deletion_is_refused_on_its_row(
+    client, nurse, treatment
+):
+    services.lab_series_save(
+        treatment=treatment, rows=[{"date": day(2), "anc_per_ul": 450}], user=nurse
+    )
+    client.force_login(nurse)
+    page = client.get(url(treatment))
+    assert "lab-col-delete" not in page.content.decode()
+    assert "lab-0-delete" not in page.content.decode()
+    rows = posted_grid(page)
+    rows[0]["delete"] = True
+    before = state()
+    response = client.post(url(treatment), grid_data(rows, reason="typo", save="1"))
+    # the box is not a field of a nurse's grid: the row is an unchanged saved row
+    assert response.status_code == 302 and state() == before
+
+    # sent to the services as a deletion, it is refused on its row, in the nurse's language
+    with pytest.raises(services.LabSeriesRefused) as refused:
+        services.lab_series_save(
+            treatment=treatment,
+            rows=[{"id": rows[0]["id"], "delete": True}],
+            user=nurse,
+            reason="typo",
+        )
+    assert "Only administrators" in refused.value.rows[0]["delete"][0]
+    with translation.override("zh-hans"):
+        with pytest.raises(services.LabSeriesRefused) as refused:
+            services.lab_series_save(
+                treatment=treatment,
+                rows=[{"id": rows[0]["id"], "delete": True}],
+                user=nurse,
+                reason="typo",
+            )
+        assert "管理员" in refused.value.rows[0]["delete"][0]
+
+
+def test_the_delete_column_speaks_chinese(client, administrator, treatment):
+    services.lab_series_save(
+        treatment=treatment, rows=[{"date": day(2), "anc_per_ul": 450}], user=administrator
+    )
+    administrator.language = "zh-hans"
+    administrator.save()
+    client.force_login(administrator)
+    page = client.get(url(treatment), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert '<th scope="col" id="lab-col-delete">删除</th>' in page
 
 
 def test_more_rows_keeps_what_was_typed(client, nurse, treatment):

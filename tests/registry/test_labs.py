@@ -264,6 +264,89 @@ def test_the_same_row_twice_in_a_grid_is_refused(treatment, nurse):
     assert list(refused.value.rows) == [1]
 
 
+# --- a row deleted through the grid --------------------------------------------------------
+def test_an_administrator_deletes_a_row_in_the_grid_with_a_reason_and_the_grade_follows(
+    treatment, nurse, administrator
+):
+    labs = saved_rows(treatment, nurse, neutropenic_days(7))
+    rows = [{"id": labs[7].pk, "version": labs[7].version, "delete": True}]
+
+    written = save(treatment, administrator, rows, reason="entered on the wrong patient")
+
+    assert written == []
+    assert not LabValue.objects.filter(pk=labs[7].pk).exists()
+    gone = LabValue.history.filter(id=labs[7].pk).latest("history_id")
+    assert (gone.history_type, gone.history_user, gone.history_change_reason) == (
+        "-",
+        administrator,
+        "entered on the wrong patient",
+    )
+    treatment.refresh_from_db()
+    # day 7 has no count left, between 300 on day 6 and 3000 on day 8: not gradable
+    assert treatment.icaht_early_grade is None
+    assert treatment.icaht_early_params == {"days": "7", "lowest": 1, "highest": 2}
+
+
+def test_deleting_a_row_needs_a_reason_and_nothing_is_deleted_without_one(
+    treatment, nurse, administrator
+):
+    (lab,) = saved_rows(treatment, nurse, {1: 300})
+    before = state()
+    with pytest.raises(ValidationError) as refused:
+        save(treatment, administrator, [{"id": lab.pk, "delete": True}])
+    assert "reason" in refused.value.message_dict
+    assert state() == before
+
+
+@pytest.mark.parametrize("role", [Role.NURSE, Role.DATA_MANAGER])
+def test_only_an_administrator_may_delete_a_row_and_the_whole_grid_is_refused(
+    treatment, nurse, users, role
+):
+    (lab,) = saved_rows(treatment, nurse, {1: 300})
+    before = state()
+    rows = [{"date": day(2), "anc_per_ul": 400}, {"id": lab.pk, "delete": True}]
+    with pytest.raises(services.LabSeriesRefused) as refused:
+        save(treatment, users[role], rows, reason="typo")
+    assert list(refused.value.rows) == [1]
+    assert "Only administrators" in refused.value.rows[1]["delete"][0]
+    assert state() == before  # the new row of the same grid is not saved either
+
+
+def test_deleting_a_row_changed_meanwhile_or_of_another_treatment_is_refused(
+    treatment, nurse, administrator
+):
+    (lab,) = saved_rows(treatment, nurse, {1: 300})
+    save(treatment, nurse, [{"id": lab.pk, "anc_per_ul": 200}], reason="typo")
+    other = factories.treatment(user=nurse, patient=treatment.patient, day0=day(200))
+    (elsewhere,) = saved_rows(other, nurse, {201: 300})
+    rows = [
+        {"id": lab.pk, "version": 1, "delete": True},
+        {"id": elsewhere.pk, "delete": True},
+        {"delete": True, "date": day(3), "anc_per_ul": 50},
+    ]
+    with pytest.raises(services.LabSeriesRefused) as refused:
+        save(treatment, administrator, rows, reason="cleaning")
+    assert "version 2" in refused.value.rows[0]["version"][0]
+    assert "id" in refused.value.rows[1]
+    assert "delete" in refused.value.rows[2]  # a new row has nothing to delete
+    assert LabValue.objects.count() == 2
+
+
+def test_a_grid_may_delete_one_row_and_change_another_in_one_write(treatment, nurse, administrator):
+    first, second = saved_rows(treatment, nurse, {1: 300, 2: 400})
+    rows = [
+        {"id": first.pk, "delete": True},
+        {"id": second.pk, "version": second.version, "anc_per_ul": 90},
+        {"date": day(3), "anc_per_ul": 80},
+    ]
+    written = save(treatment, administrator, rows, reason="re-read the printout")
+    assert written[0].pk == second.pk and written[1].pk is not None
+    assert list(treatment.lab_values.order_by("date").values_list("date", "anc_per_ul")) == [
+        (day(2), 90),
+        (day(3), 80),
+    ]
+
+
 # --- who may write -----------------------------------------------------------------------
 
 

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from registry import quality, services
 from registry.models import (
     CarPersistence,
     DataQualityQuery,
+    Death,
     FollowUpContact,
     IecHsEpisode,
     Infection,
@@ -150,6 +152,29 @@ def test_an_iec_hs_episode_keeps_its_criteria(nurse, treatment):
         "coagulopathy",
         "cytopenias",
     ]
+
+
+@pytest.mark.parametrize("crs_status, ok", [("yes", True), ("unknown", True), ("no", False)])
+def test_an_iec_hs_onset_as_crs_resolves_needs_a_treatment_not_recorded_without_crs(
+    nurse, treatment, crs_status, ok
+):
+    # Hines et al. 2023: the timing criterion is an onset as CRS resolves (or inflammation
+    # worsening after CRS-directed therapy); "unknown" CRS does not contradict it.
+    services.record_update(treatment, user=nurse, reason="test", crs_status=crs_status)
+    if ok:
+        assert create(IecHsEpisode, nurse, treatment, day(14), onset_after_crs=True).pk
+        return
+    errors = refused(IecHsEpisode, nurse, treatment, day(14), onset_after_crs=True)
+    assert list(errors) == ["onset_after_crs"]
+    assert "no CRS" in errors["onset_after_crs"][0]
+    assert create(IecHsEpisode, nurse, treatment, day(14)).pk  # without the timing: kept
+
+
+def test_a_treatment_with_an_iec_hs_onset_after_crs_cannot_be_set_to_no_crs(nurse, treatment):
+    create(IecHsEpisode, nurse, treatment, day(14), onset_after_crs=True)
+    with pytest.raises(ValidationError) as error:
+        services.record_update(treatment, user=nurse, reason="test", crs_status="no")
+    assert "IEC-HS" in " ".join(error.value.message_dict["crs_status"])
 
 
 @pytest.mark.parametrize("stop, ok", [(None, True), (40, True), (60, True), (39, False)], ids=str)
@@ -481,3 +506,79 @@ def test_the_new_queries_appear_on_the_worklist_with_the_form_that_fixes_them(
         query = DataQualityQuery.objects.get(kind=kind, is_open=True)
         assert query.text in page.replace("&#x27;", "'"), kind
     assert reverse("record-new", args=[treatment.pk, "persistence"]) + "#id_date" in page
+
+
+# --- a grade 5 late event and the death record -----------------------------------------------
+FATAL = QueryKind.FATAL_EVENT_WITHOUT_DEATH
+FATAL_EVENTS = [
+    (Infection, "ctcae_grade", "infection", "infection"),
+    (IecHsEpisode, "recorded_grade", "iec_hs", "other_treatment_related"),
+]
+
+
+def fix_of(query) -> str:
+    from registry.views import resolving_url
+
+    return resolving_url(query)
+
+
+@pytest.mark.parametrize("model, grade_field, key, cause", FATAL_EVENTS, ids=["infection", "iechs"])
+def test_a_grade_5_late_event_opens_a_query_closed_by_the_death_from_it(
+    nurse, treatment, model, grade_field, key, cause
+):
+    patient = treatment.patient
+    event = create(model, nurse, treatment, day(20), **{grade_field: 5})
+    assert FATAL in open_kinds(patient, today=day(60))
+    query = DataQualityQuery.objects.get(kind=FATAL, is_open=True)
+    assert query.key == f"{key}{event.pk}"
+    assert "no death is recorded" in query.text
+    assert fix_of(query) == reverse("record-new", args=[patient.pk, "death"]) + "#id_date"
+
+    # a death of another cause: still open, and the fix is the death's cause
+    death = services.death_record(patient=patient, user=nurse, date=day(25), cause="disease")
+    assert FATAL in open_kinds(patient, today=day(60))
+    query.refresh_from_db()
+    assert query.is_open and query.params["cause"] == "disease"
+    assert "“Disease”" in query.text
+    assert fix_of(query) == reverse("record-edit", args=["death", death.pk]) + "#id_cause"
+    with translation.override("zh-hans"):
+        assert "grade" not in query.text and "disease" not in query.text.lower()
+
+    services.record_update(death, user=nurse, reason="death certificate", cause=cause)
+    assert FATAL not in open_kinds(patient, today=day(60))
+    query.refresh_from_db()
+    assert not query.is_open and query.closed_by is None
+
+
+@pytest.mark.parametrize("model, grade_field, key, cause", FATAL_EVENTS, ids=["infection", "iechs"])
+def test_only_grade_5_asks_for_a_death_and_a_lower_grade_closes_the_query(
+    nurse, treatment, model, grade_field, key, cause
+):
+    event = create(model, nurse, treatment, day(20), **{grade_field: 4})
+    assert FATAL not in open_kinds(treatment.patient, today=day(60))
+    services.record_update(event, user=nurse, reason="died of it", **{grade_field: 5})
+    assert FATAL in open_kinds(treatment.patient, today=day(60))
+    event.refresh_from_db()
+    services.record_update(event, user=nurse, reason="reviewed", **{grade_field: 4})
+    assert FATAL not in open_kinds(treatment.patient, today=day(60))
+
+
+def test_a_death_dated_before_the_fatal_events_onset_keeps_the_query_open(nurse, treatment):
+    patient = treatment.patient
+    create(Infection, nurse, treatment, day(20), ctcae_grade=5)
+    death = services.death_record(patient=patient, user=nurse, date=day(30), cause="infection")
+    assert FATAL not in open_kinds(patient, today=day(60))
+    # a death dated before the onset is refused on every path; rows written before that rule
+    # (or by hand in the database) are still found
+    Death.objects.filter(pk=death.pk).update(date=day(10))
+    assert FATAL in open_kinds(patient, today=day(60))
+    query = DataQualityQuery.objects.get(kind=FATAL, is_open=True)
+    assert "before that onset" in query.text
+    assert fix_of(query) == reverse("record-edit", args=["death", death.pk]) + "#id_date"
+
+
+def test_one_query_per_fatal_event(nurse, treatment):
+    create(Infection, nurse, treatment, day(20), ctcae_grade=5)
+    create(IecHsEpisode, nurse, treatment, day(21), recorded_grade=5)
+    open_kinds(treatment.patient, today=day(60))
+    assert DataQualityQuery.objects.filter(kind=FATAL, is_open=True).count() == 2

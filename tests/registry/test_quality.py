@@ -13,6 +13,7 @@ from registry.models import (
     CrsEpisode,
     DataQualityQuery,
     FollowUpContact,
+    Infection,
     IvigCourse,
     QueryKind,
     Transplant,
@@ -178,6 +179,7 @@ def test_no_query_kind_shows_an_internal_code_or_english_in_chinese(
     )  # fmt: skip
     # no ANC (early ICAHT not gradable), IVIG without IgG, and no persistence by month 6
     services.record_create(IvigCourse, user=nurse, treatment=treatment, start=on_day(40))
+    fatal_infection(nurse, treatment)  # and no death recorded
     quality.refresh_patient(patient, today=on_day(130))
     quality.refresh_patient(patient, today=on_day(400))  # and lost, by then
     queries = list(DataQualityQuery.objects.filter(patient=patient))
@@ -188,6 +190,13 @@ def test_no_query_kind_shows_an_internal_code_or_english_in_chinese(
         assert text and not any(code in text for code in ("day1", "month", "year", "_"))
         if language == "zh-hans":
             assert not any(word in text for word in ("overdue", "missing", "Lost", "grade"))
+
+
+def fatal_infection(nurse, treatment) -> Infection:
+    return services.record_create(
+        Infection, user=nurse, treatment=treatment, onset=on_day(50), site="bloodstream",
+        organism_class="fungal", ctcae_grade=5,
+    )  # fmt: skip
 
 
 def contact_url(treatment) -> str:
@@ -238,6 +247,9 @@ def make_query(kind, nurse, patient):
         case QueryKind.PERSISTENCE_NOT_ASSESSED:
             today = on_day(200)
             url = reverse("record-new", args=[treatment.pk, "persistence"]) + "#id_date"
+        case QueryKind.FATAL_EVENT_WITHOUT_DEATH:  # no death: the patient's death form
+            fatal_infection(nurse, treatment)
+            url = reverse("record-new", args=[patient.pk, "death"]) + "#id_date"
     quality.refresh_patient(patient, today=today)
     return DataQualityQuery.objects.get(patient=patient, kind=kind, is_open=True), url
 
