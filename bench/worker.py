@@ -100,13 +100,15 @@ def export(path: str) -> dict:
 
 
 def export_tables() -> dict:
-    """The tables the cohort export reads (those named by the SQL of its first page of rows)."""
+    """The tables the cohort export reads (those named by the SQL of the first page of its
+    rows and of its laboratory file's rows: `export_cohort` writes both)."""
     import itertools
     import re
 
     from django.db import connection
 
     from registry.cohort_file import export_rows
+    from registry.cohort_file.export import export_lab_rows
     from registry.management.commands.export_cohort import DEFAULT_USER, command_user
 
     tables: set[str] = set()
@@ -118,6 +120,7 @@ def export_tables() -> dict:
     with connection.execute_wrapper(capture):
         user = command_user(None, default=DEFAULT_USER)
         list(itertools.islice(export_rows(user=user, deidentify=False), 1))
+        list(itertools.islice(export_lab_rows(user=user, deidentify=False), 1))
     return {"tables": sorted(t for t in tables if not t.startswith(("auth_", "django_")))}
 
 
