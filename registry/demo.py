@@ -931,8 +931,11 @@ def seed_calibrated(*, seed: int = DEFAULT_SEED) -> Seeded:
             )
         user = seed_user()
         users = ensure_demo_users(sites)
-        for plan in plans:
-            load_through_services(plan, site=site, user=user)
+        # Each write is checked as it is made; the data-quality queries are refreshed once, for
+        # every patient, at the end (as after a cohort import), not after each record.
+        with services.queries_refreshed_together():
+            for plan in plans:
+                load_through_services(plan, site=site, user=user)
     return Seeded(_arm_counts(plans), [site.code], users)
 
 

@@ -7,6 +7,7 @@ Nothing here is skipped: a missing program fails the test with what to install.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -415,11 +416,26 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="session")
-def static_var_dir(tmp_path_factory) -> Path:
-    """IMMUNOREG_VAR_DIR with the static files collected, as the image has them."""
+def static_var_dir(tmp_path_factory, worker_id) -> Path:
+    """IMMUNOREG_VAR_DIR with the static files collected, as the image has them. Collected once
+    per run: the test processes (pytest-xdist) take hard links to the same files, each in its
+    own var directory."""
     var_dir = tmp_path_factory.mktemp("var")
-    env = app_env(database_url="sqlite:///unused", broker_url="memory://", var_dir=var_dir)
-    manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
+    run_dir = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # the processes' folders are in the run's folder
+        run_dir = run_dir.parent
+    collected = run_dir / "collected-static"
+    with open(run_dir / "collected-static.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not collected.is_dir():
+            collecting = Path(tempfile.mkdtemp(prefix="collecting-", dir=run_dir))
+            env = app_env(
+                database_url="sqlite:///unused", broker_url="memory://", var_dir=collecting
+            )
+            manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
+            (collecting / "staticfiles").rename(collected)
+            shutil.rmtree(collecting)
+    shutil.copytree(collected, var_dir / "staticfiles", copy_function=os.link)
     return var_dir
 
 

@@ -61,13 +61,16 @@ def test_every_admin_link_on_a_record_or_history_page_answers(client, users, rec
     assert any("exportlog" in url for url in pages)
     assert any("dataqualityquery" in url for url in pages)
     refused = []
+    answered: dict[str, int] = {}  # a link's answer does not depend on the page that shows it
     for url in pages:
         response = client.get(url)
         assert response.status_code == 200, url
         for link in set(ADMIN_LINK.findall(response.content.decode())):
             if link.endswith("/logout/"):
                 continue
-            if client.get(link).status_code in (403, 404):
+            if link not in answered:
+                answered[link] = client.get(link).status_code
+            if answered[link] in (403, 404):
                 refused.append((url, link))
     assert refused == []
 
