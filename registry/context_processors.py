@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.permissions import Action, can
+from registry.permissions import Action, can, user_sites
 
 
 def permissions(request) -> dict[str, bool]:
@@ -12,4 +12,5 @@ def permissions(request) -> dict[str, bool]:
     return {
         "can_see_analytics": can(user, Action.ANALYTICS),
         "can_use_admin": can(user, Action.ADMIN_SITE),
+        "user_sites": user_sites(user),
     }

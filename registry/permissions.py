@@ -43,8 +43,18 @@ def user_site_ids(user) -> set[int] | None:
         return None
     cached = getattr(user, "_site_ids", None)
     if cached is None:
-        cached = set(user.sites.values_list("pk", flat=True))
+        cached = {site.pk for site in user_sites(user)}
         user._site_ids = cached
+    return cached
+
+
+def user_sites(user) -> list:
+    """The sites a user is attached to, by code (read once per request: the permissions and the
+    page header share them). An administrator may be attached to none and still see all."""
+    cached = getattr(user, "_sites", None)
+    if cached is None:
+        cached = list(user.sites.only("pk", "code").order_by("code"))
+        user._sites = cached
     return cached
 
 

@@ -6,12 +6,13 @@ import hashlib
 import itertools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from operator import itemgetter
 
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
     Count,
     DateField,
@@ -607,39 +608,33 @@ def death_of(patient: Patient) -> Death | None:
         return None
 
 
+# The records on a treatment's timeline, in the order they are listed on one day:
+# (kind, model, the field that dates it).
+TIMELINE_RECORDS: tuple[tuple[str, type[Model], str], ...] = (
+    ("crs", CrsEpisode, "onset"),
+    ("icans", IcansEpisode, "onset"),
+    ("response", ResponseAssessment, "date"),
+    ("transplant", Transplant, "date"),
+    ("relapse", Relapse, "date"),
+    ("contact", FollowUpContact, "date"),
+    # The late events; CAR persistence beside the B-cell aplasia of the contacts.
+    ("infection", Infection, "onset"),
+    ("iec_hs", IecHsEpisode, "onset"),
+    ("ivig", IvigCourse, "start"),
+    ("persistence", CarPersistence, "date"),
+    ("second_cancer", SecondCancer, "date"),
+)
+
+
 def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEntry]]]:
     """Each treatment with its records in date order, counted in days from its day 0."""
-    treatments = list(
-        patient.treatments.prefetch_related(
-            "crs_episodes",
-            "icans_episodes",
-            "responses",
-            "transplants",
-            "contacts",
-            "relapses",
-            "infections",
-            "iec_hs_episodes",
-            "ivig_courses",
-            "persistence_assessments",
-            "second_cancers",
-        )
-    )
+    treatments, records = _timeline_rows(patient.pk)
     death = death_of(patient)
     timeline = []
     for treatment in treatments:
         entries = [(treatment.day0, "treatment", treatment)]
-        entries += [(e.onset, "crs", e) for e in treatment.crs_episodes.all()]
-        entries += [(e.onset, "icans", e) for e in treatment.icans_episodes.all()]
-        entries += [(r.date, "response", r) for r in treatment.responses.all()]
-        entries += [(t.date, "transplant", t) for t in treatment.transplants.all()]
-        entries += [(r.date, "relapse", r) for r in treatment.relapses.all()]
-        entries += [(c.date, "contact", c) for c in treatment.contacts.all()]
-        # The late events; CAR persistence beside the B-cell aplasia of the contacts.
-        entries += [(i.onset, "infection", i) for i in treatment.infections.all()]
-        entries += [(e.onset, "iec_hs", e) for e in treatment.iec_hs_episodes.all()]
-        entries += [(c.start, "ivig", c) for c in treatment.ivig_courses.all()]
-        entries += [(a.date, "persistence", a) for a in treatment.persistence_assessments.all()]
-        entries += [(c.date, "second_cancer", c) for c in treatment.second_cancers.all()]
+        for kind, _model, dated_by in TIMELINE_RECORDS:
+            entries += [(getattr(r, dated_by), kind, r) for r in records[kind, treatment.pk]]
         if death is not None and treatment is treatments[-1]:
             entries.append((death.date, "death", death))
         order = {"treatment": 0, "death": 9}
@@ -654,6 +649,85 @@ def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEnt
             )
         )
     return timeline
+
+
+def _timeline_rows(
+    patient_id: int,
+) -> tuple[list[Treatment], defaultdict[tuple[str, int], list[Model]]]:
+    """The patient's treatments, and their records by (kind, treatment), in two round trips:
+    the treatments, then a plain SELECT per table of records, sent together on PostgreSQL (one
+    after the other elsewhere). Twelve querysets compiled and sent one by one by the ORM were
+    most of the patient page's time (docs/PERFORMANCE.md); the treatments' ids are written
+    into the statements' parameters, which PostgreSQL plans faster than a subquery. Each row
+    becomes its model instance as the ORM builds it, through the fields' database converters."""
+    with connection.cursor() as cursor:
+        (rows,) = _each_result(
+            cursor, [_select(Treatment, "patient_id = %s", "day0")], [patient_id]
+        )
+        treatments = _instances(Treatment, rows)
+        records: defaultdict[tuple[str, int], list[Model]] = defaultdict(list)
+        if not treatments:
+            return treatments, records
+        ids = [treatment.pk for treatment in treatments]
+        where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
+        statements = [
+            _select(model, where, dated_by) for _kind, model, dated_by in TIMELINE_RECORDS
+        ]
+        results = _each_result(cursor, statements, ids)
+        for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
+            for record in _instances(model, rows):
+                records[kind, record.treatment_id].append(record)
+    return treatments, records
+
+
+def _select(model: type[Model], where: str, dated_by: str) -> str:
+    """SELECT of the model's concrete columns, in date order."""
+    quote = connection.ops.quote_name
+    meta = model._meta
+    columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
+    order = f"{quote(meta.get_field(dated_by).column)}, {quote(meta.pk.column)}"
+    return f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where} ORDER BY {order}"
+
+
+def _each_result(cursor, statements: list[str], params: list) -> Iterator[list[tuple]]:
+    """The rows of each statement, each with the same parameters: in one round trip where the
+    database takes several statements at once (PostgreSQL, parameters bound by the client as
+    Django's psycopg cursor does), one statement at a time elsewhere (SQLite, `make demo`)."""
+    if connection.vendor != "postgresql":
+        for statement in statements:
+            cursor.execute(statement, params)
+            yield cursor.fetchall()
+        return
+    cursor.execute("; ".join(statements), params * len(statements))
+    yield cursor.fetchall()
+    while cursor.nextset():
+        yield cursor.fetchall()
+
+
+def _instances(model: type[Model], rows: list[tuple]) -> list[Model]:
+    """Model instances from rows of its concrete fields' columns, as the ORM makes them."""
+    fields = model._meta.concrete_fields
+    columns = [field.get_col(model._meta.db_table) for field in fields]
+    converters = [
+        (
+            index,
+            column,
+            connection.ops.get_db_converters(column) + column.get_db_converters(connection),
+        )
+        for index, column in enumerate(columns)
+    ]
+    converters = [
+        (index, column, functions) for index, column, functions in converters if functions
+    ]
+    names = [field.attname for field in fields]
+    instances = []
+    for row in rows:
+        values = list(row)
+        for index, column, functions in converters:
+            for convert in functions:
+                values[index] = convert(values[index], column, connection)
+        instances.append(model.from_db(connection.alias, names, values))
+    return instances
 
 
 # --- The monthly report ----------------------------------------------------------------------

@@ -264,6 +264,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = {
         "patient": patient,
+        "can_edit": can(request.user, Action.EDIT, patient.site_id),
         "timeline": patient_timeline(patient),
         "death": death_of(patient),
         "kinds": [

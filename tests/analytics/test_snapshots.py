@@ -19,7 +19,7 @@ from analytics.stats import transplant
 from registry import demo
 from registry import services as registry_services
 from registry.domain.vocabulary import Role
-from registry.models import FollowUpContact, Site, Treatment
+from registry.models import FollowUpContact, Site, Treatment, User
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -402,7 +402,7 @@ def test_a_user_sees_the_scopes_whose_sites_are_all_theirs(users, site, other_si
     assert services.scopes_visible_to(administrator) == [None, site, other_site]
     assert services.scopes_visible_to(users[Role.NURSE]) == []
     pi.sites.add(other_site)
-    pi._site_ids = None
+    pi = User.objects.get(pk=pi.pk)  # a new request: the user's sites are read again
     assert services.scopes_visible_to(pi) == [None, site, other_site]
 
 

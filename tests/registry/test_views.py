@@ -50,9 +50,9 @@ def test_the_patient_list_filters_and_uses_a_constant_number_of_queries(
     client.force_login(nurse)
     url = reverse("patients")
     client.get(url)  # warm the session
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         small = client.get(url, {"arm": "car_t", "study_id": "L00"})
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         large = client.get(url)
     assert "L001" in small.content.decode() and "L002" not in small.content.decode()
     assert "Page 1 of 2 (30 patients)" in large.content.decode()

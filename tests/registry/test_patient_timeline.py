@@ -1,0 +1,83 @@
+"""The patient page's timeline reads every record of a patient in two round trips
+(registry.selectors._timeline_rows): what it builds must be what the ORM reads, field by field,
+on PostgreSQL (statements sent together) and elsewhere (one after the other, as on SQLite)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from registry import demo, services
+from registry.models import Death, Patient
+from registry.selectors import TIMELINE_RECORDS, patient_timeline
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def patients(site) -> list[Patient]:
+    """Twelve patients of the synthetic cohort (every kind of record among them), written
+    through the services, and a death."""
+    user = demo.seed_user()
+    plans = demo.calibrated_cohort()
+    chosen = plans[:8]  # and the first with each late event
+    for kinds in ("persistence", "infections", "ivig_courses", "death"):
+        with_them = next(plan for plan in plans if getattr(plan, kinds))
+        if with_them not in chosen:
+            chosen.append(with_them)
+    with services.queries_refreshed_together():
+        return [demo.load_through_services(plan, site=site, user=user) for plan in chosen]
+
+
+def _fields(record) -> dict:
+    return {field.attname: getattr(record, field.attname) for field in record._meta.concrete_fields}
+
+
+def _as_the_orm_reads_it(patient: Patient) -> list[tuple]:
+    rows = []
+    for treatment in patient.treatments.order_by("day0", "pk"):
+        records = []
+        for kind, model, dated_by in TIMELINE_RECORDS:
+            for record in model.objects.filter(treatment=treatment).order_by(dated_by, "pk"):
+                records.append((getattr(record, dated_by), kind, record.pk, _fields(record)))
+        death = Death.objects.filter(patient=patient).first()
+        rows.append((_fields(treatment), records, death))
+    return rows
+
+
+def _as_the_page_reads_it(patient: Patient) -> list[tuple]:
+    patient = Patient.objects.select_related("death").get(pk=patient.pk)
+    rows = []
+    for treatment, entries in patient_timeline(patient):
+        assert entries[0].kind == "treatment" and entries[0].record is treatment
+        assert all(entry.day == (entry.date - treatment.day0).days for entry in entries)
+        assert [entry.date for entry in entries] == sorted(entry.date for entry in entries)
+        records = sorted(
+            (entry.date, entry.kind, entry.record.pk, _fields(entry.record))
+            for entry in entries
+            if entry.kind not in ("treatment", "death")
+        )
+        deaths = [entry.record for entry in entries if entry.kind == "death"]
+        rows.append((_fields(treatment), records, deaths[0] if deaths else None))
+    return rows
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
+def test_the_timeline_holds_every_record_as_the_orm_reads_it(patients, monkeypatch, vendor):
+    if vendor != connection.vendor:  # the other branch: one statement after the other
+        monkeypatch.setattr(connection, "vendor", vendor)
+    kinds = set()
+    for patient in patients:
+        expected = _as_the_orm_reads_it(patient)
+        for _treatment, records, _death in expected:
+            records.sort()
+            kinds |= {kind for _date, kind, _pk, _fields in records}
+        assert _as_the_page_reads_it(patient) == expected
+    assert {"crs", "response", "contact", "infection", "ivig", "persistence"} <= kinds
+
+
+def test_a_patient_without_treatment_has_an_empty_timeline(nurse, site):
+    from tests import factories
+
+    patient = factories.patient(user=nurse, site=site)
+    assert patient_timeline(patient) == []
