@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from operator import itemgetter
+from typing import Any
 
 from django.core.cache import cache
 from django.db import connection
@@ -626,9 +628,16 @@ TIMELINE_RECORDS: tuple[tuple[str, type[Model], str], ...] = (
 )
 
 
-def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEntry]]]:
-    """Each treatment with its records in date order, counted in days from its day 0."""
-    treatments, records = _timeline_rows(patient.pk)
+@dataclass(frozen=True)
+class PatientPage:
+    timeline: list[tuple[Treatment, list[TimelineEntry]]]
+    open_queries: list[DataQualityQuery]
+
+
+def patient_page(patient: Patient) -> PatientPage:
+    """What the patient's page shows: each treatment with its records in date order, counted in
+    days from its day 0, and the patient's open data-quality queries, newest first."""
+    treatments, records, open_queries = _patient_rows(patient.pk)
     death = death_of(patient)
     timeline = []
     for treatment in treatments:
@@ -648,45 +657,83 @@ def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEnt
                 ],
             )
         )
-    return timeline
+    return PatientPage(timeline, open_queries)
 
 
-def _timeline_rows(
+def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEntry]]]:
+    """Each treatment with its records in date order, counted in days from its day 0."""
+    return patient_page(patient).timeline
+
+
+def _patient_rows(
     patient_id: int,
-) -> tuple[list[Treatment], defaultdict[tuple[str, int], list[Model]]]:
-    """The patient's treatments, and their records by (kind, treatment), in two round trips:
-    the treatments, then a plain SELECT per table of records, sent together on PostgreSQL (one
-    after the other elsewhere). Twelve querysets compiled and sent one by one by the ORM were
-    most of the patient page's time (docs/PERFORMANCE.md); the treatments' ids are written
-    into the statements' parameters, which PostgreSQL plans faster than a subquery. Each row
-    becomes its model instance as the ORM builds it, through the fields' database converters."""
+) -> tuple[list[Treatment], defaultdict[tuple[str, int], list[Model]], list[DataQualityQuery]]:
+    """The patient's treatments, their records by (kind, treatment), and the patient's open
+    queries, in two round trips: the treatments and the queries, then a plain SELECT per table
+    of records, sent together on PostgreSQL (one after the other elsewhere). Fourteen querysets
+    compiled and sent one by one by the ORM were most of the patient page's time
+    (docs/PERFORMANCE.md); the treatments' ids are written into the statements' parameters,
+    which PostgreSQL plans faster than a subquery. Each row becomes its model instance as the
+    ORM builds it, through the fields' database converters."""
+    first = [
+        _select(Treatment, "patient_id = %s", "day0, id"),
+        _select(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"),
+    ]
+    records: defaultdict[tuple[str, int], list[Model]] = defaultdict(list)
     with connection.cursor() as cursor:
-        (rows,) = _each_result(
-            cursor, [_select(Treatment, "patient_id = %s", "day0")], [patient_id]
-        )
-        treatments = _instances(Treatment, rows)
-        records: defaultdict[tuple[str, int], list[Model]] = defaultdict(list)
+        treatment_rows, query_rows = _each_result(cursor, first, [patient_id])
+        treatments = _instances(Treatment, treatment_rows)
+        open_queries = _instances(DataQualityQuery, query_rows)
         if not treatments:
-            return treatments, records
+            return treatments, records, open_queries
         ids = [treatment.pk for treatment in treatments]
         where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
         statements = [
-            _select(model, where, dated_by) for _kind, model, dated_by in TIMELINE_RECORDS
+            _select(model, where, f"{model._meta.get_field(dated_by).column}, id")
+            for _kind, model, dated_by in TIMELINE_RECORDS
         ]
         results = _each_result(cursor, statements, ids)
         for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
             for record in _instances(model, rows):
                 records[kind, record.treatment_id].append(record)
-    return treatments, records
+    return treatments, records, open_queries
 
 
-def _select(model: type[Model], where: str, dated_by: str) -> str:
-    """SELECT of the model's concrete columns, in date order."""
+@dataclass(frozen=True)
+class _Table:
+    """How rows of a model's table are read: its columns, its fields' attribute names, and the
+    database converters of each column that has any (as the ORM's compiler applies them)."""
+
+    table: str
+    columns: str
+    names: list[str]
+    converters: list[tuple[int, Any, list]]
+
+
+@functools.cache
+def _table(model: type[Model], alias: str, vendor: str) -> _Table:
+    """Computed once per model and database (the converters depend only on the field and the
+    database's kind, not on the connection of the thread that asked first)."""
     quote = connection.ops.quote_name
-    meta = model._meta
-    columns = ", ".join(quote(field.column) for field in meta.concrete_fields)
-    order = f"{quote(meta.get_field(dated_by).column)}, {quote(meta.pk.column)}"
-    return f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where} ORDER BY {order}"
+    fields = model._meta.concrete_fields
+    converters = []
+    for index, model_field in enumerate(fields):
+        column = model_field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if functions:
+            converters.append((index, column, functions))
+    return _Table(
+        table=quote(model._meta.db_table),
+        columns=", ".join(quote(f.column) for f in fields),
+        names=[f.attname for f in fields],
+        converters=converters,
+    )
+
+
+def _select(model: type[Model], where: str, order_by: str) -> str:
+    """SELECT of the model's concrete columns."""
+    table = _table(model, connection.alias, connection.vendor)
+    return f"SELECT {table.columns} FROM {table.table} WHERE {where} ORDER BY {order_by}"
 
 
 def _each_result(cursor, statements: list[str], params: list) -> Iterator[list[tuple]]:
@@ -706,27 +753,14 @@ def _each_result(cursor, statements: list[str], params: list) -> Iterator[list[t
 
 def _instances(model: type[Model], rows: list[tuple]) -> list[Model]:
     """Model instances from rows of its concrete fields' columns, as the ORM makes them."""
-    fields = model._meta.concrete_fields
-    columns = [field.get_col(model._meta.db_table) for field in fields]
-    converters = [
-        (
-            index,
-            column,
-            connection.ops.get_db_converters(column) + column.get_db_converters(connection),
-        )
-        for index, column in enumerate(columns)
-    ]
-    converters = [
-        (index, column, functions) for index, column, functions in converters if functions
-    ]
-    names = [field.attname for field in fields]
+    table = _table(model, connection.alias, connection.vendor)
     instances = []
     for row in rows:
         values = list(row)
-        for index, column, functions in converters:
+        for index, column, functions in table.converters:
             for convert in functions:
                 values[index] = convert(values[index], column, connection)
-        instances.append(model.from_db(connection.alias, names, values))
+        instances.append(model.from_db(connection.alias, table.names, values))
     return instances
 
 

@@ -59,7 +59,7 @@ from registry.selectors import (
     labs_due_for,
     open_queries,
     patient_list,
-    patient_timeline,
+    patient_page,
     records_visible_to,
     site_id_of,
     worklist_cache_key,
@@ -104,9 +104,6 @@ KINDS: dict[str, RecordKind] = {
         SecondCancer, record_forms.SecondCancerForm, Treatment, "second cancer"
     ),
 }
-
-
-LATE_EVENT_KINDS = ["infection", "iec_hs", "ivig", "persistence", "second_cancer"]
 
 
 @login_required
@@ -262,21 +259,13 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = get_object_or_404(
         records_visible_to(Patient, user=request.user).select_related("site", "death"), pk=pk
     )
+    page = patient_page(patient)
     context = {
         "patient": patient,
         "can_edit": can(request.user, Action.EDIT, patient.site_id),
-        "timeline": patient_timeline(patient),
+        "timeline": page.timeline,
         "death": death_of(patient),
-        "kinds": [
-            "crs",
-            "icans",
-            "response",
-            "transplant",
-            "contact",
-            "relapse",
-            *LATE_EVENT_KINDS,
-        ],
-        "queries": patient.queries.filter(is_open=True),
+        "queries": page.open_queries,
     }
     return render(request, "registry/patient_detail.html", context)
 

@@ -1,5 +1,5 @@
-"""The patient page's timeline reads every record of a patient in two round trips
-(registry.selectors._timeline_rows): what it builds must be what the ORM reads, field by field,
+"""The patient page reads every record of a patient and its open queries in two round trips
+(registry.selectors._patient_rows): what it builds must be what the ORM reads, field by field,
 on PostgreSQL (statements sent together) and elsewhere (one after the other, as on SQLite)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import pytest
 from django.db import connection
 
 from registry import demo, services
-from registry.models import Death, Patient
-from registry.selectors import TIMELINE_RECORDS, patient_timeline
+from registry.clock import today
+from registry.models import DataQualityQuery, Death, Patient
+from registry.selectors import TIMELINE_RECORDS, patient_page, patient_timeline
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +82,25 @@ def test_a_patient_without_treatment_has_an_empty_timeline(nurse, site):
 
     patient = factories.patient(user=nurse, site=site)
     assert patient_timeline(patient) == []
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
+def test_the_page_shows_the_open_queries_newest_first_as_the_orm_reads_them(
+    patients, monkeypatch, settings, vendor
+):
+    settings.IMMUNOREG_TODAY = demo.CUTOFF.isoformat()
+    from registry import quality
+
+    quality.refresh_patients([p.pk for p in patients], today=today())
+    DataQualityQuery.objects.filter(pk=DataQualityQuery.objects.order_by("pk").first().pk).update(
+        is_open=False
+    )
+    if vendor != connection.vendor:
+        monkeypatch.setattr(connection, "vendor", vendor)
+    shown = 0
+    for patient in patients:
+        expected = list(patient.queries.filter(is_open=True).order_by("-opened_at", "pk"))
+        page = patient_page(patient).open_queries
+        assert [_fields(q) for q in page] == [_fields(q) for q in expected]
+        shown += len(page)
+    assert shown > 0 and DataQualityQuery.objects.filter(is_open=False).exists()
