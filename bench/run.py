@@ -387,10 +387,33 @@ def celery_worker(env: dict[str, str], cpus: str | None):
         stderr=open(WORK / "celery.log", "w"),  # noqa: SIM115 (open as long as it runs)
     )
     try:
+        until_idle(worker_.pid)
         yield
     finally:
         worker_.send_signal(signal.SIGTERM)
         worker_.wait(timeout=120)
+
+
+def until_idle(pid: int, *, seconds: float = 60) -> None:
+    """Wait until a process has started and stopped using the CPU (the Celery worker imports
+    Django and the app for some seconds of the server core's time: measured, that would slow
+    the first load scenarios, the pages' floor among them)."""
+    clock = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / clock  # utime + stime
+
+    deadline = time.monotonic() + seconds
+    time.sleep(1)
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = cpu()
+        if now - before < 0.05:
+            return
+        before = now
+    log(f"  process {pid} still busy after {seconds} s")
 
 
 @contextlib.contextmanager

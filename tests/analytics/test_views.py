@@ -177,7 +177,7 @@ def test_the_scope_page_takes_a_fixed_number_of_queries(
     pi = users[Role.PI]
     client.force_login(pi)
     client.get(scope_url(site.code))
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         client.get(scope_url(site.code))
 
 
@@ -275,7 +275,7 @@ def test_the_recompute_page_lists_recent_computations(
 ):
     client.force_login(data_manager)
     client.get(reverse("analytics:recompute"))
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         html = client.get(reverse("analytics:recompute")).content.decode()
     assert reverse("analytics:computation", args=[snapshots[site.code].pk]) in html
 
@@ -285,7 +285,7 @@ def test_the_index_lists_each_scope_with_its_latest_snapshot_in_a_fixed_number_o
 ):
     client.force_login(administrator)
     client.get(reverse("analytics:index"))
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         html = client.get(reverse("analytics:index")).content.decode()
     for snapshot in snapshots.values():
         assert snapshot.fingerprint in html
