@@ -285,7 +285,7 @@ def test_the_index_lists_each_scope_with_its_latest_snapshot_in_a_fixed_number_o
 ):
     client.force_login(administrator)
     client.get(reverse("analytics:index"))
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         html = client.get(reverse("analytics:index")).content.decode()
     for snapshot in snapshots.values():
         assert snapshot.fingerprint in html
