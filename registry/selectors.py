@@ -660,17 +660,12 @@ def patient_page(patient: Patient) -> PatientPage:
     return PatientPage(timeline, open_queries)
 
 
-def patient_timeline(patient: Patient) -> list[tuple[Treatment, list[TimelineEntry]]]:
-    """Each treatment with its records in date order, counted in days from its day 0."""
-    return patient_page(patient).timeline
-
-
 def _patient_rows(
     patient_id: int,
 ) -> tuple[list[Treatment], defaultdict[tuple[str, int], list[Model]], list[DataQualityQuery]]:
     """The patient's treatments, their records by (kind, treatment), and the patient's open
     queries, in two round trips: the treatments and the queries, then a plain SELECT per table
-    of records, sent together on PostgreSQL (one after the other elsewhere). Fourteen querysets
+    of records, sent together on PostgreSQL (one after the other elsewhere). Thirteen querysets
     compiled and sent one by one by the ORM were most of the patient page's time
     (docs/PERFORMANCE.md); the treatments' ids are written into the statements' parameters,
     which PostgreSQL plans faster than a subquery. Each row becomes its model instance as the

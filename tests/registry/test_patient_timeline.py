@@ -10,7 +10,7 @@ from django.db import connection
 from registry import demo, services
 from registry.clock import today
 from registry.models import DataQualityQuery, Death, Patient
-from registry.selectors import TIMELINE_RECORDS, patient_page, patient_timeline
+from registry.selectors import TIMELINE_RECORDS, patient_page
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def _as_the_orm_reads_it(patient: Patient) -> list[tuple]:
 def _as_the_page_reads_it(patient: Patient) -> list[tuple]:
     patient = Patient.objects.select_related("death").get(pk=patient.pk)
     rows = []
-    for treatment, entries in patient_timeline(patient):
+    for treatment, entries in patient_page(patient).timeline:
         assert entries[0].kind == "treatment" and entries[0].record is treatment
         assert all(entry.day == (entry.date - treatment.day0).days for entry in entries)
         assert [entry.date for entry in entries] == sorted(entry.date for entry in entries)
@@ -81,7 +81,7 @@ def test_a_patient_without_treatment_has_an_empty_timeline(nurse, site):
     from tests import factories
 
     patient = factories.patient(user=nurse, site=site)
-    assert patient_timeline(patient) == []
+    assert patient_page(patient).timeline == []
 
 
 @pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
