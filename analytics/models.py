@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from registry.models import Site
+from registry.models.base import ChoiceLabels
 
 
 class ImmutableSnapshot(Exception):
@@ -69,7 +70,7 @@ class SnapshotQuerySet(models.QuerySet):
         return super().delete()
 
 
-class Snapshot(models.Model):
+class Snapshot(ChoiceLabels):
     site = models.ForeignKey(
         Site,
         null=True,
@@ -182,7 +183,7 @@ class Snapshot(models.Model):
         )
 
 
-class Report(models.Model):
+class Report(ChoiceLabels):
     """A monthly PDF summary in the archive, with the snapshot every number in it came from."""
 
     site = models.ForeignKey(
@@ -265,7 +266,7 @@ class SnapshotFigureQuerySet(models.QuerySet):
         raise ImmutableFigure("a snapshot's figure cannot be deleted")
 
 
-class SnapshotFigure(models.Model):
+class SnapshotFigure(ChoiceLabels):
     """One figure of a complete snapshot in one language, as SVG: drawn once, kept with its
     snapshot and, like it, never changed (analytics.snapshot_figures)."""
 
@@ -359,7 +360,7 @@ class RenderingFailure(models.TextChoices):
     )
 
 
-class ReportRendering(models.Model):
+class ReportRendering(ChoiceLabels):
     """A report asked for on the reports page, rendered by a worker (analytics.tasks): its
     progress while it runs, the archived report when done, or why it failed."""
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.encoding import force_str
+from django.utils.hashable import make_hashable
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -30,7 +34,28 @@ def validate_identifier(value: str) -> None:
         )
 
 
-class ClinicalRecord(models.Model):
+@functools.cache
+def _choice_labels(field: models.Field) -> dict:
+    """A field's value -> label, its labels still lazy (translated when shown)."""
+    return dict(make_hashable(field.flatchoices))
+
+
+class ChoiceLabels(models.Model):
+    """`get_FOO_display()` from a table built once per field. Django builds the table again at
+    each call, hashing every label of the field, which translates each one: on the patient
+    page, about 190 translations for some 30 labels shown (docs/PERFORMANCE.md). The same
+    label, in the language of the moment; a field's choices are fixed when the models load."""
+
+    class Meta:
+        abstract = True
+
+    def _get_FIELD_display(self, field: models.Field) -> str:
+        value = getattr(self, field.attname)
+        label = _choice_labels(field).get(make_hashable(value), value)
+        return force_str(label, strings_only=True)
+
+
+class ClinicalRecord(ChoiceLabels):
     version = models.PositiveIntegerField(_("version"), default=1, editable=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)

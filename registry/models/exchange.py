@@ -6,8 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .base import ChoiceLabels
 
-class ImportRun(models.Model):
+
+class ImportRun(ChoiceLabels):
     """One run of the cohort import, kept whatever its outcome (nothing is saved on a rejection).
 
     Each imported record's history names the run ("import of cohort.csv (run 12) by ...").

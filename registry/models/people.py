@@ -14,7 +14,7 @@ from registry.domain.identifiers import identifier_key
 from registry.domain.vocabulary import Role
 
 from . import choices
-from .base import validate_identifier
+from .base import ChoiceLabels, validate_identifier
 
 
 def new_data_token() -> str:
@@ -61,7 +61,7 @@ class Site(models.Model):
                 )
 
 
-class User(AbstractUser):
+class User(AbstractUser, ChoiceLabels):
     """A registry user: one role, scoped to the sites they work at (administrators: all)."""
 
     role = models.CharField(_("role"), max_length=20, choices=choices.ROLE, default=Role.NURSE)

@@ -12,6 +12,7 @@ from simple_history.models import HistoricalRecords
 from registry.icaht_reasons import icaht_reason
 
 from . import choices
+from .base import ChoiceLabels
 from .patients import Patient
 
 
@@ -35,7 +36,7 @@ class QueryKind(models.TextChoices):
     )
 
 
-class DataQualityQuery(models.Model):
+class DataQualityQuery(ChoiceLabels):
     patient = models.ForeignKey(
         Patient, on_delete=models.CASCADE, related_name="queries", verbose_name=_("patient")
     )
