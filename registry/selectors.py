@@ -602,14 +602,6 @@ class TimelineEntry:
     record: Model
 
 
-def death_of(patient: Patient) -> Death | None:
-    """The patient's death, or None: no query when it was loaded with select_related("death")."""
-    try:
-        return patient.death
-    except Death.DoesNotExist:
-        return None
-
-
 # The records on a treatment's timeline, in the order they are listed on one day:
 # (kind, model, the field that dates it).
 TIMELINE_RECORDS: tuple[tuple[str, type[Model], str], ...] = (
@@ -630,15 +622,23 @@ TIMELINE_RECORDS: tuple[tuple[str, type[Model], str], ...] = (
 
 @dataclass(frozen=True)
 class PatientPage:
+    patient: Patient  # its site and death read with it, as select_related would
+    death: Death | None
     timeline: list[tuple[Treatment, list[TimelineEntry]]]
     open_queries: list[DataQualityQuery]
 
 
-def patient_page(patient: Patient) -> PatientPage:
-    """What the patient's page shows: each treatment with its records in date order, counted in
-    days from its day 0, and the patient's open data-quality queries, newest first."""
-    treatments, records, open_queries = _patient_rows(patient.pk)
-    death = death_of(patient)
+def patient_page(patient_id: int, *, user) -> PatientPage | None:
+    """What the patient's page shows: the patient, each treatment with its records in date
+    order, counted in days from its day 0, and the patient's open data-quality queries, newest
+    first. None when there is no such patient at the user's sites."""
+    sites = user_site_ids(user)
+    if sites is not None and not sites:
+        return None
+    rows = _patient_rows(patient_id, sites)
+    if rows is None:
+        return None
+    patient, death, treatments, records, open_queries = rows
     timeline = []
     for treatment in treatments:
         entries = [(treatment.day0, "treatment", treatment)]
@@ -657,41 +657,58 @@ def patient_page(patient: Patient) -> PatientPage:
                 ],
             )
         )
-    return PatientPage(timeline, open_queries)
+    return PatientPage(patient, death, timeline, open_queries)
 
 
-def _patient_rows(
-    patient_id: int,
-) -> tuple[list[Treatment], defaultdict[tuple[str, int], list[Model]], list[DataQualityQuery]]:
-    """The patient's treatments, their records by (kind, treatment), and the patient's open
-    queries, in two round trips: the treatments and the queries, then a plain SELECT per table
-    of records, sent together on PostgreSQL (one after the other elsewhere). Thirteen querysets
-    compiled and sent one by one by the ORM were most of the patient page's time
+def _patient_rows(patient_id: int, sites: set[int] | None) -> tuple | None:
+    """The patient (None when it is not at one of `sites`; None: every site) with its site and
+    death, its treatments, their records by (kind, treatment), and its open queries, in two
+    round trips: the patient, its site, death, treatments and queries, then a plain SELECT per
+    table of records, sent together on PostgreSQL (one after the other elsewhere). Thirteen
+    querysets compiled and sent one by one by the ORM were most of the patient page's time
     (docs/PERFORMANCE.md); the treatments' ids are written into the statements' parameters,
     which PostgreSQL plans faster than a subquery. Each row becomes its model instance as the
     ORM builds it, through the fields' database converters."""
+    scope, scope_params = "", []
+    if sites is not None:
+        scope = f" AND site_id IN ({', '.join(['%s'] * len(sites))})"
+        scope_params = sorted(sites)
+    one, patients = [patient_id], Patient._meta.db_table
     first = [
-        _select(Treatment, "patient_id = %s", "day0, id"),
-        _select(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"),
+        (_select(Patient, "id = %s" + scope, "id"), one + scope_params),
+        (_select(Site, f"id = (SELECT site_id FROM {patients} WHERE id = %s)", "id"), one),
+        (_select(Death, "patient_id = %s", "id"), one),
+        (_select(Treatment, "patient_id = %s", "day0, id"), one),
+        (_select(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"), one),
     ]
     records: defaultdict[tuple[str, int], list[Model]] = defaultdict(list)
     with connection.cursor() as cursor:
-        treatment_rows, query_rows = _each_result(cursor, first, [patient_id])
+        patient_rows, site_rows, death_rows, treatment_rows, query_rows = _each_result(
+            cursor, first
+        )
+        if not patient_rows:
+            return None
+        [patient] = _instances(Patient, patient_rows)
+        death = next(iter(_instances(Death, death_rows)), None)
+        [site] = _instances(Site, site_rows)
+        Patient._meta.get_field("site").set_cached_value(patient, site)
+        Patient._meta.get_field("death").set_cached_value(patient, death)
+        if death is not None:
+            Death._meta.get_field("patient").set_cached_value(death, patient)
         treatments = _instances(Treatment, treatment_rows)
         open_queries = _instances(DataQualityQuery, query_rows)
-        if not treatments:
-            return treatments, records, open_queries
-        ids = [treatment.pk for treatment in treatments]
-        where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
-        statements = [
-            _select(model, where, f"{model._meta.get_field(dated_by).column}, id")
-            for _kind, model, dated_by in TIMELINE_RECORDS
-        ]
-        results = _each_result(cursor, statements, ids)
-        for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
-            for record in _instances(model, rows):
-                records[kind, record.treatment_id].append(record)
-    return treatments, records, open_queries
+        if treatments:
+            ids = [treatment.pk for treatment in treatments]
+            where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
+            statements = [
+                (_select(model, where, f"{model._meta.get_field(dated_by).column}, id"), ids)
+                for _kind, model, dated_by in TIMELINE_RECORDS
+            ]
+            results = _each_result(cursor, statements)
+            for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
+                for record in _instances(model, rows):
+                    records[kind, record.treatment_id].append(record)
+    return patient, death, treatments, records, open_queries
 
 
 @dataclass(frozen=True)
@@ -731,16 +748,19 @@ def _select(model: type[Model], where: str, order_by: str) -> str:
     return f"SELECT {table.columns} FROM {table.table} WHERE {where} ORDER BY {order_by}"
 
 
-def _each_result(cursor, statements: list[str], params: list) -> Iterator[list[tuple]]:
-    """The rows of each statement, each with the same parameters: in one round trip where the
-    database takes several statements at once (PostgreSQL, parameters bound by the client as
-    Django's psycopg cursor does), one statement at a time elsewhere (SQLite, `make demo`)."""
+def _each_result(cursor, statements: list[tuple[str, list]]) -> Iterator[list[tuple]]:
+    """The rows of each (statement, parameters): in one round trip where the database takes
+    several statements at once (PostgreSQL, parameters bound by the client as Django's psycopg
+    cursor does), one statement at a time elsewhere (SQLite, `make demo`)."""
     if connection.vendor != "postgresql":
-        for statement in statements:
+        for statement, params in statements:
             cursor.execute(statement, params)
             yield cursor.fetchall()
         return
-    cursor.execute("; ".join(statements), params * len(statements))
+    cursor.execute(
+        "; ".join(statement for statement, _params in statements),
+        [param for _statement, params in statements for param in params],
+    )
     yield cursor.fetchall()
     while cursor.nextset():
         yield cursor.fetchall()

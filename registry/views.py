@@ -55,7 +55,6 @@ from registry.models import (
 from registry.models import choices as labels
 from registry.permissions import Action, can, user_site_ids
 from registry.selectors import (
-    death_of,
     labs_due_for,
     open_queries,
     patient_list,
@@ -256,15 +255,14 @@ def patients(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(
-        records_visible_to(Patient, user=request.user).select_related("site", "death"), pk=pk
-    )
-    page = patient_page(patient)
+    page = patient_page(pk, user=request.user)
+    if page is None:
+        raise Http404  # no such patient, or not at one of the user's sites: the same answer
     context = {
-        "patient": patient,
-        "can_edit": can(request.user, Action.EDIT, patient.site_id),
+        "patient": page.patient,
+        "can_edit": can(request.user, Action.EDIT, page.patient.site_id),
         "timeline": page.timeline,
-        "death": death_of(patient),
+        "death": page.death,
         "queries": page.open_queries,
     }
     return render(request, "registry/patient_detail.html", context)

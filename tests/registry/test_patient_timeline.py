@@ -1,6 +1,7 @@
-"""The patient page reads every record of a patient and its open queries in two round trips
-(registry.selectors._patient_rows): what it builds must be what the ORM reads, field by field,
-on PostgreSQL (statements sent together) and elsewhere (one after the other, as on SQLite)."""
+"""The patient page reads the patient, every record of it and its open queries in two round
+trips (registry.selectors._patient_rows): what it builds must be what the ORM reads, field by
+field, on PostgreSQL (statements sent together) and elsewhere (one after the other, as on
+SQLite), and only for a patient at one of the user's sites."""
 
 from __future__ import annotations
 
@@ -47,9 +48,8 @@ def _as_the_orm_reads_it(patient: Patient) -> list[tuple]:
 
 
 def _as_the_page_reads_it(patient: Patient) -> list[tuple]:
-    patient = Patient.objects.select_related("death").get(pk=patient.pk)
     rows = []
-    for treatment, entries in patient_page(patient).timeline:
+    for treatment, entries in patient_page(patient.pk, user=demo.seed_user()).timeline:
         assert entries[0].kind == "treatment" and entries[0].record is treatment
         assert all(entry.day == (entry.date - treatment.day0).days for entry in entries)
         assert [entry.date for entry in entries] == sorted(entry.date for entry in entries)
@@ -77,11 +77,53 @@ def test_the_timeline_holds_every_record_as_the_orm_reads_it(patients, monkeypat
     assert {"crs", "response", "contact", "infection", "ivig", "persistence"} <= kinds
 
 
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
+def test_the_patient_is_read_with_its_site_and_death_as_the_orm_reads_them(
+    patients, monkeypatch, vendor, django_assert_num_queries
+):
+    if vendor != connection.vendor:
+        monkeypatch.setattr(connection, "vendor", vendor)
+    user = demo.seed_user()
+    dead = 0
+    for patient in patients:
+        expected = Patient.objects.select_related("site").get(pk=patient.pk)
+        death = Death.objects.filter(patient=patient).first()
+        page = patient_page(patient.pk, user=user)
+        with django_assert_num_queries(0):  # the site and the death came with the patient
+            assert _fields(page.patient) == _fields(expected)
+            assert _fields(page.patient.site) == _fields(expected.site)
+            if death is None:
+                assert page.death is None
+                assert not hasattr(page.patient, "death")
+            else:
+                assert _fields(page.death) == _fields(death)
+                assert page.patient.death is page.death and page.death.patient is page.patient
+                dead += 1
+    assert dead >= 1
+
+
 def test_a_patient_without_treatment_has_an_empty_timeline(nurse, site):
     from tests import factories
 
     patient = factories.patient(user=nurse, site=site)
-    assert patient_page(patient).timeline == []
+    page = patient_page(patient.pk, user=nurse)
+    assert page.timeline == [] and page.patient == patient and page.death is None
+
+
+def test_a_patient_elsewhere_or_missing_is_no_page(nurse, site, other_site, administrator):
+    """The site scope is in the statement: another site's patient is not read for a nurse of
+    this site, an administrator reads it, and a user without a site reads none."""
+    from tests import factories
+
+    elsewhere = factories.patient(user=administrator, site=other_site, study_id="X-1")
+    here = factories.patient(user=nurse, site=site, study_id="H-1")
+    assert patient_page(elsewhere.pk, user=nurse) is None
+    assert patient_page(here.pk, user=nurse).patient == here
+    assert patient_page(elsewhere.pk, user=administrator).patient == elsewhere
+    assert patient_page(10**9, user=administrator) is None
+    nurse.sites.clear()
+    nurse = type(nurse).objects.get(pk=nurse.pk)
+    assert patient_page(here.pk, user=nurse) is None
 
 
 @pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
@@ -100,7 +142,7 @@ def test_the_page_shows_the_open_queries_newest_first_as_the_orm_reads_them(
     shown = 0
     for patient in patients:
         expected = list(patient.queries.filter(is_open=True).order_by("-opened_at", "pk"))
-        page = patient_page(patient).open_queries
+        page = patient_page(patient.pk, user=demo.seed_user()).open_queries
         assert [_fields(q) for q in page] == [_fields(q) for q in expected]
         shown += len(page)
     assert shown > 0 and DataQualityQuery.objects.filter(is_open=False).exists()
