@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from web_command import web_command  # docker/web.sh's command line
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -436,24 +438,7 @@ def served(db: str):
     server = subprocess.Popen(
         [
             *(["taskset", "-c", pinned[0]] if pinned else []),
-            str(ROOT / ".venv/bin/gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{PORT}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            os.environ.get("GUNICORN_WORKERS", "3"),
-            "--threads",
-            os.environ.get("GUNICORN_THREADS", "4"),
-            "--timeout",
-            "120",
-            "--max-requests",
-            "1000",
-            "--max-requests-jitter",
-            "100",
-            "--worker-tmp-dir",
-            "/tmp",
+            *web_command(f"127.0.0.1:{PORT}", env, program=str(ROOT / ".venv/bin/gunicorn")),
         ],
         env=env,
         cwd=ROOT,

@@ -27,6 +27,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.web_command import web_command
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("IMMUNOREG_PG_BIN", "/usr/lib/postgresql/15/bin"))
 WAIT_SECONDS = 60
@@ -278,19 +280,13 @@ class Process:
 
 
 def start_web(env: dict, log: Path, *, workers: int = 2, threads: int = 8) -> tuple[Process, int]:
+    """gunicorn with docker/web.sh's command line (bench/web_command.py), these many workers and
+    threads, on a free port of loopback."""
     if shutil.which("gunicorn", path=str(Path(sys.executable).parent)) is None:
         pytest.fail("gunicorn is needed by the deployment tests (requirements/production.txt)")
     port = free_port()
-    web = Process(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "config.wsgi",
-            *("--bind", f"127.0.0.1:{port}", "--worker-class", "gthread"),
-            *("--workers", str(workers), "--threads", str(threads), "--timeout", "60"),
-        ],
-        env=env,
-        log=log,
-    )
+    sized = env | {"GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": str(threads)}
+    web = Process(web_command(f"127.0.0.1:{port}", sized), env=env, log=log)
 
     def listening() -> bool:
         if not web.alive():
