@@ -48,6 +48,23 @@ def user_site_ids(user) -> set[int] | None:
     return cached
 
 
+def sites_to_read(user) -> int | None:
+    """The user whose sites a page may read together with its own rows (registry.selectors.
+    patient_page), then hand to remember_sites: their id when the sites decide what they see
+    and were not read yet in this request; None otherwise (an administrator sees every site, a
+    user signed out or deactivated none, and sites read already are not read again)."""
+    if not user.is_authenticated or not user.is_active or user.is_administrator:
+        return None
+    return None if getattr(user, "_sites", None) is not None else user.pk
+
+
+def remember_sites(user, sites: list) -> None:
+    """The user's sites (by code, as user_sites reads them) read with other rows: the
+    permissions and the page header use them without reading them again."""
+    user._sites = sites
+    user._site_ids = {site.pk for site in sites}
+
+
 def user_sites(user) -> list:
     """The sites a user is attached to, by code (read once per request: the permissions and the
     page header share them). An administrator may be attached to none and still see all."""

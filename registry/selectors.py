@@ -56,9 +56,10 @@ from registry.models import (
     Site,
     Transplant,
     Treatment,
+    User,
     WorklistChange,
 )
-from registry.permissions import user_site_ids
+from registry.permissions import remember_sites, sites_to_read, user_site_ids
 
 # How each kind of record reaches the site it belongs to.
 SITE_PATH: dict[type[Model], str] = {
@@ -631,19 +632,24 @@ class PatientPage:
 def patient_page(patient_id: int, *, user) -> PatientPage | None:
     """What the patient's page shows: the patient, each treatment with its records in date
     order, counted in days from its day 0, and the patient's open data-quality queries, newest
-    first. None when there is no such patient at the user's sites."""
-    sites = user_site_ids(user)
+    first. None when there is no such patient at the user's sites. The user's sites, when they
+    were not read yet, are read in the same round trip as the patient and remembered for the
+    page header (registry.permissions.remember_sites)."""
+    reader = sites_to_read(user)
+    sites = None if reader is not None else user_site_ids(user)
     if sites is not None and not sites:
         return None
-    rows = _patient_rows(patient_id, sites)
-    if rows is None:
+    rows = _patient_rows(patient_id, sites=sites, sites_of=reader)
+    if reader is not None:
+        remember_sites(user, rows.user_sites)
+    if rows.patient is None:
         return None
-    patient, death, treatments, records, open_queries = rows
+    treatments, death = rows.treatments, rows.death
     timeline = []
     for treatment in treatments:
         entries = [(treatment.day0, "treatment", treatment)]
         for kind, _model, dated_by in TIMELINE_RECORDS:
-            entries += [(getattr(r, dated_by), kind, r) for r in records[kind, treatment.pk]]
+            entries += [(getattr(r, dated_by), kind, r) for r in rows.records[kind, treatment.pk]]
         if death is not None and treatment is treatments[-1]:
             entries.append((death.date, "death", death))
         order = {"treatment": 0, "death": 9}
@@ -657,23 +663,42 @@ def patient_page(patient_id: int, *, user) -> PatientPage | None:
                 ],
             )
         )
-    return PatientPage(patient, death, timeline, open_queries)
+    return PatientPage(rows.patient, death, timeline, rows.open_queries)
 
 
-def _patient_rows(patient_id: int, sites: set[int] | None) -> tuple | None:
-    """The patient (None when it is not at one of `sites`; None: every site) with its site and
-    death, its treatments, their records by (kind, treatment), and its open queries, in two
-    round trips: the patient, its site, death, treatments and queries, then a plain SELECT per
-    table of records, sent together on PostgreSQL (one after the other elsewhere). Thirteen
-    querysets compiled and sent one by one by the ORM were most of the patient page's time
-    (docs/PERFORMANCE.md); the treatments' ids are written into the statements' parameters,
-    which PostgreSQL plans faster than a subquery. Each row becomes its model instance as the
-    ORM builds it, through the fields' database converters."""
-    scope, scope_params = "", []
-    if sites is not None:
-        scope = f" AND site_id IN ({', '.join(['%s'] * len(sites))})"
-        scope_params = sorted(sites)
+@dataclass
+class _PatientRows:
+    patient: Patient | None = None  # its site and death cached on it, as select_related does
+    death: Death | None = None
+    treatments: list[Treatment] = field(default_factory=list)
+    records: defaultdict[tuple[str, int], list[Model]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # by (kind, treatment id)
+    open_queries: list[DataQualityQuery] = field(default_factory=list)
+    user_sites: list[Site] = field(default_factory=list)  # only those, by code
+
+
+def _patient_rows(patient_id: int, *, sites: set[int] | None, sites_of: int | None) -> _PatientRows:
+    """The patient, when it is at one of `sites` (None: every site), or with `sites_of` (a
+    user's id) at one of that user's sites, whose sites are then read too; its site and death,
+    its treatments, their records and its open queries. Two round trips: the user's sites, the
+    patient, its site, death, treatments and queries, then a plain SELECT per table of records,
+    sent together on PostgreSQL (one after the other elsewhere). Thirteen querysets compiled
+    and sent one by one by the ORM were most of the patient page's time (docs/PERFORMANCE.md);
+    the treatments' ids are written into the statements' parameters, which PostgreSQL plans
+    faster than a subquery. Each row becomes its model instance as the ORM builds it, through
+    the fields' database converters."""
     one, patients = [patient_id], Patient._meta.db_table
+    membership = User.sites.through._meta
+    of_the_user = (
+        f"SELECT {membership.get_field('site').column} FROM {membership.db_table} "
+        f"WHERE {membership.get_field('user').column} = %s"
+    )
+    scope, scope_params = "", []
+    if sites_of is not None:
+        scope, scope_params = f" AND site_id IN ({of_the_user})", [sites_of]
+    elif sites is not None:
+        scope, scope_params = f" AND site_id IN ({', '.join(['%s'] * len(sites))})", sorted(sites)
     first = [
         (_select(Patient, "id = %s" + scope, "id"), one + scope_params),
         (_select(Site, f"id = (SELECT site_id FROM {patients} WHERE id = %s)", "id"), one),
@@ -681,34 +706,45 @@ def _patient_rows(patient_id: int, sites: set[int] | None) -> tuple | None:
         (_select(Treatment, "patient_id = %s", "day0, id"), one),
         (_select(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"), one),
     ]
-    records: defaultdict[tuple[str, int], list[Model]] = defaultdict(list)
-    with connection.cursor() as cursor:
-        patient_rows, site_rows, death_rows, treatment_rows, query_rows = _each_result(
-            cursor, first
+    if sites_of is not None:
+        site_table = Site._meta.db_table
+        first.append(
+            (
+                f"SELECT id, code FROM {site_table} WHERE id IN ({of_the_user}) ORDER BY code",
+                [sites_of],
+            )
         )
+    found = _PatientRows()
+    with connection.cursor() as cursor:
+        patient_rows, site_rows, death_rows, treatment_rows, query_rows, *user_site_rows = (
+            _each_result(cursor, first)
+        )
+        for rows in user_site_rows:
+            found.user_sites = [Site.from_db(connection.alias, ["id", "code"], r) for r in rows]
         if not patient_rows:
-            return None
-        [patient] = _instances(Patient, patient_rows)
-        death = next(iter(_instances(Death, death_rows)), None)
+            return found
+        [found.patient] = _instances(Patient, patient_rows)
         [site] = _instances(Site, site_rows)
-        Patient._meta.get_field("site").set_cached_value(patient, site)
-        Patient._meta.get_field("death").set_cached_value(patient, death)
-        if death is not None:
-            Death._meta.get_field("patient").set_cached_value(death, patient)
-        treatments = _instances(Treatment, treatment_rows)
-        open_queries = _instances(DataQualityQuery, query_rows)
-        if treatments:
-            ids = [treatment.pk for treatment in treatments]
-            where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
-            statements = [
-                (_select(model, where, f"{model._meta.get_field(dated_by).column}, id"), ids)
-                for _kind, model, dated_by in TIMELINE_RECORDS
-            ]
-            results = _each_result(cursor, statements)
-            for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
-                for record in _instances(model, rows):
-                    records[kind, record.treatment_id].append(record)
-    return patient, death, treatments, records, open_queries
+        found.death = next(iter(_instances(Death, death_rows)), None)
+        Patient._meta.get_field("site").set_cached_value(found.patient, site)
+        Patient._meta.get_field("death").set_cached_value(found.patient, found.death)
+        if found.death is not None:
+            Death._meta.get_field("patient").set_cached_value(found.death, found.patient)
+        found.treatments = _instances(Treatment, treatment_rows)
+        found.open_queries = _instances(DataQualityQuery, query_rows)
+        if not found.treatments:
+            return found
+        ids = [treatment.pk for treatment in found.treatments]
+        where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
+        statements = [
+            (_select(model, where, f"{model._meta.get_field(dated_by).column}, id"), ids)
+            for _kind, model, dated_by in TIMELINE_RECORDS
+        ]
+        results = _each_result(cursor, statements)
+        for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
+            for record in _instances(model, rows):
+                found.records[kind, record.treatment_id].append(record)
+    return found
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,29 @@ def test_a_patient_without_treatment_has_an_empty_timeline(nurse, site):
     assert page.timeline == [] and page.patient == patient and page.death is None
 
 
+def test_the_users_sites_are_read_with_the_patient_and_remembered_for_the_header(
+    nurse, site, other_site, administrator, django_assert_num_queries
+):
+    from registry.permissions import user_site_ids, user_sites
+    from tests import factories
+
+    nurse.sites.add(other_site)
+    here = factories.patient(user=nurse, site=site, study_id="H-1")
+    nurse = type(nurse).objects.get(pk=nurse.pk)  # nothing of this request read yet
+    expected = [(s.pk, s.code) for s in nurse.sites.order_by("code")]
+    with django_assert_num_queries(1):  # the patient with the user's sites (no treatment)
+        assert patient_page(here.pk, user=nurse).patient == here
+    with django_assert_num_queries(0):
+        assert [(s.pk, s.code) for s in user_sites(nurse)] == expected
+        assert user_site_ids(nurse) == {pk for pk, _code in expected}
+    with django_assert_num_queries(1):  # known now: the patient alone (no treatment)
+        assert patient_page(here.pk, user=nurse).patient == here
+    administrator = type(administrator).objects.get(pk=administrator.pk)
+    with django_assert_num_queries(1):  # every site: no sites to read
+        assert patient_page(here.pk, user=administrator).patient == here
+    assert getattr(administrator, "_sites", None) is None
+
+
 def test_a_patient_elsewhere_or_missing_is_no_page(nurse, site, other_site, administrator):
     """The site scope is in the statement: another site's patient is not read for a nurse of
     this site, an administrator reads it, and a user without a site reads none."""
@@ -117,7 +140,8 @@ def test_a_patient_elsewhere_or_missing_is_no_page(nurse, site, other_site, admi
 
     elsewhere = factories.patient(user=administrator, site=other_site, study_id="X-1")
     here = factories.patient(user=nurse, site=site, study_id="H-1")
-    assert patient_page(elsewhere.pk, user=nurse) is None
+    assert patient_page(elsewhere.pk, user=nurse) is None  # the sites read with it
+    assert patient_page(elsewhere.pk, user=nurse) is None  # the sites known
     assert patient_page(here.pk, user=nurse).patient == here
     assert patient_page(elsewhere.pk, user=administrator).patient == elsewhere
     assert patient_page(10**9, user=administrator) is None
