@@ -423,7 +423,8 @@ def served(db: str):
     """gunicorn with docker/web.sh's command line and production settings, on loopback, with a
     Celery worker on Redis (BENCH_BROKER, default Redis database 15), the cache they share
     (BENCH_CACHE, default Redis database 14, emptied first) holding every site's worklist for
-    the day, computed as Celery beat does after midnight (bench/worker.py warm_worklists), and
+    the day, computed as Celery beat does after midnight (bench/worker.py warm_worklists) once
+    every patient's data-quality queries are refreshed as the night does (refresh_queries), and
     the load test's setup (sessions of the AHP nurse, patients and CRS episodes to ask for).
     Yields the setup file and the warm-up's figures."""
     env = env_for(db, production=True) | {
@@ -448,7 +449,9 @@ def served(db: str):
     try:
         setup = WORK / f"setup-{db}.json"
         setup.write_text(json.dumps(worker(db, "load_setup", "nurse", "32")))
-        warmed = worker(db, "warm_worklists", env=env)
+        refreshed = worker(db, "refresh_queries", env=env)
+        log(f"  data-quality queries refreshed as the night does: {refreshed}")
+        warmed = worker(db, "warm_worklists", env=env) | {"queries_refreshed": refreshed}
         log(f"  worklists warmed: {warmed}")
         for _ in range(50):
             if (
