@@ -451,6 +451,9 @@ def served(db: str):
         setup.write_text(json.dumps(worker(db, "load_setup", "nurse", "32")))
         refreshed = worker(db, "refresh_queries", env=env)
         log(f"  data-quality queries refreshed as the night does: {refreshed}")
+        # As autovacuum keeps a production database (a machine may run PostgreSQL without it):
+        # the dead rows of earlier runs' saves gone, the planner's statistics up to date.
+        sql(db, "VACUUM (ANALYZE)")
         warmed = worker(db, "warm_worklists", env=env) | {"queries_refreshed": refreshed}
         log(f"  worklists warmed: {warmed}")
         for _ in range(50):
