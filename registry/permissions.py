@@ -49,13 +49,13 @@ def user_site_ids(user) -> set[int] | None:
 
 
 def sites_to_read(user) -> int | None:
-    """The user whose sites a page may read together with its own rows (registry.selectors.
-    patient_page), then hand to remember_sites: their id when the sites decide what they see
-    and were not read yet in this request; None otherwise (an administrator sees every site, a
-    user signed out or deactivated none, and sites read already are not read again)."""
+    """The user whose sites bound what a page shows, for the page to read them together with
+    its own rows (registry.selectors.patient_page) and hand them to remember_sites: their id;
+    None for an administrator, who sees every site, and for a user signed out or deactivated,
+    who sees none (user_site_ids tells the two apart without a query)."""
     if not user.is_authenticated or not user.is_active or user.is_administrator:
         return None
-    return None if getattr(user, "_sites", None) is not None else user.pk
+    return user.pk
 
 
 def remember_sites(user, sites: list) -> None:

@@ -632,14 +632,13 @@ class PatientPage:
 def patient_page(patient_id: int, *, user) -> PatientPage | None:
     """What the patient's page shows: the patient, each treatment with its records in date
     order, counted in days from its day 0, and the patient's open data-quality queries, newest
-    first. None when there is no such patient at the user's sites. The user's sites, when they
-    were not read yet, are read in the same round trip as the patient and remembered for the
-    page header (registry.permissions.remember_sites)."""
+    first. None when there is no such patient at the user's sites. The user's sites are read in
+    the same round trip as the patient and remembered for the page header
+    (registry.permissions.remember_sites)."""
     reader = sites_to_read(user)
-    sites = None if reader is not None else user_site_ids(user)
-    if sites is not None and not sites:
+    if reader is None and user_site_ids(user) is not None:  # signed out or deactivated
         return None
-    rows = _patient_rows(patient_id, sites=sites, sites_of=reader)
+    rows = _patient_rows(patient_id, sites_of=reader)
     if reader is not None:
         remember_sites(user, rows.user_sites)
     if rows.patient is None:
@@ -678,9 +677,9 @@ class _PatientRows:
     user_sites: list[Site] = field(default_factory=list)  # only those, by code
 
 
-def _patient_rows(patient_id: int, *, sites: set[int] | None, sites_of: int | None) -> _PatientRows:
-    """The patient, when it is at one of `sites` (None: every site), or with `sites_of` (a
-    user's id) at one of that user's sites, whose sites are then read too; its site and death,
+def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
+    """The patient, at any site, or with `sites_of` (a user's id) only at one of that user's
+    sites, whose sites are then read too; its site and death,
     its treatments, their records and its open queries. Two round trips: the user's sites, the
     patient, its site, death, treatments and queries, then a plain SELECT per table of records,
     sent together on PostgreSQL (one after the other elsewhere). Thirteen querysets compiled
@@ -697,8 +696,6 @@ def _patient_rows(patient_id: int, *, sites: set[int] | None, sites_of: int | No
     scope, scope_params = "", []
     if sites_of is not None:
         scope, scope_params = f" AND site_id IN ({of_the_user})", [sites_of]
-    elif sites is not None:
-        scope, scope_params = f" AND site_id IN ({', '.join(['%s'] * len(sites))})", sorted(sites)
     first = [
         (_select(Patient, "id = %s" + scope, "id"), one + scope_params),
         (_select(Site, f"id = (SELECT site_id FROM {patients} WHERE id = %s)", "id"), one),

@@ -125,7 +125,7 @@ def test_the_users_sites_are_read_with_the_patient_and_remembered_for_the_header
     with django_assert_num_queries(0):
         assert [(s.pk, s.code) for s in user_sites(nurse)] == expected
         assert user_site_ids(nurse) == {pk for pk, _code in expected}
-    with django_assert_num_queries(1):  # known now: the patient alone (no treatment)
+    with django_assert_num_queries(1):  # again: still one round trip
         assert patient_page(here.pk, user=nurse).patient == here
     administrator = type(administrator).objects.get(pk=administrator.pk)
     with django_assert_num_queries(1):  # every site: no sites to read
@@ -141,7 +141,7 @@ def test_a_patient_elsewhere_or_missing_is_no_page(nurse, site, other_site, admi
     elsewhere = factories.patient(user=administrator, site=other_site, study_id="X-1")
     here = factories.patient(user=nurse, site=site, study_id="H-1")
     assert patient_page(elsewhere.pk, user=nurse) is None  # the sites read with it
-    assert patient_page(elsewhere.pk, user=nurse) is None  # the sites known
+    assert patient_page(elsewhere.pk, user=nurse) is None  # and again, with the sites remembered
     assert patient_page(here.pk, user=nurse).patient == here
     assert patient_page(elsewhere.pk, user=administrator).patient == elsewhere
     assert patient_page(10**9, user=administrator) is None
