@@ -65,6 +65,7 @@ from registry.selectors import (
     worklist_for,
     worklist_sites,
 )
+from registry.timeline_html import timeline_html
 from registry.worklist_rows import due_rows_html, overdue_rows_html, worklist_rows
 
 
@@ -258,10 +259,14 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     page = patient_page(pk, user=request.user)
     if page is None:
         raise Http404  # no such patient, or not at one of the user's sites: the same answer
+    can_edit = can(request.user, Action.EDIT, page.patient.site_id)
     context = {
         "patient": page.patient,
-        "can_edit": can(request.user, Action.EDIT, page.patient.site_id),
-        "timeline": page.timeline,
+        "can_edit": can_edit,
+        "timeline": [
+            (treatment, timeline_html(entries, can_edit=can_edit))
+            for treatment, entries in page.timeline
+        ],
         "death": page.death,
         "queries": page.open_queries,
     }

@@ -10,13 +10,7 @@ from django.utils import translation
 
 from registry.models.quality import visit_label
 from registry.selectors import WorklistLine
-from registry.worklist_rows import due_rows_html, link_maker, overdue_rows_html, worklist_rows
-
-
-@pytest.mark.parametrize("pk", [1, 7, 42, 10**9])
-def test_a_link_is_the_reversed_route(pk):
-    assert link_maker("patient-detail")(pk) == reverse("patient-detail", args=[pk])
-    assert link_maker("record-new", "contact")(pk) == reverse("record-new", args=[pk, "contact"])
+from registry.worklist_rows import due_rows_html, overdue_rows_html, worklist_rows
 
 
 def _line(visit: str) -> WorklistLine:
