@@ -83,6 +83,12 @@ FIGURES = [  # name, path in bench-N.json, unit, target (absolute; the ratios ab
     ("nightly, one site (AHP): frames", ("site", "frames_s", "median"), "s", None),
     ("nightly, one site (AHP): peak memory", ("site", "peak_mb", "median"), "MB", None),
 ]
+FIGURES += [
+    ("patient_page p95 @8, median of the rounds",
+     ("load", "patient_page_rounds", "p95_ms", "median"), "ms", 150),
+    ("patient_page p95 @8, slowest round",
+     ("load", "patient_page_rounds", "p95_ms", "max"), "ms", None),
+]  # fmt: skip
 for page in ("floor", "patient_list", "patient_page", "worklist", "crs_save"):
     for clients in (8, 32):
         for key, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
