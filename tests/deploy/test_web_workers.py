@@ -71,6 +71,8 @@ def test_the_workers_are_forks_of_the_app_loaded_once(
 
 
 LOADED = """
+import gc
+
 from django.db import connections
 from django.template import engines
 from django.urls import get_resolver
@@ -80,17 +82,19 @@ import config.wsgi  # as gunicorn's arbiter loads it under --preload
 [cached] = engines["django"].engine.template_loaders  # production: the cached loader
 print(sorted(key for key in cached.get_template_cache if key.startswith("registry/")))
 print(len(get_resolver().reverse_dict) > 0, [c.connection for c in connections.all()])
+print(gc.get_freeze_count() > 100_000)
 """
 
 
 def test_loading_the_app_compiles_its_pages_and_opens_no_database_connection(tmp_path):
-    """What the forked workers inherit: the URLconf, the compiled templates; and nothing a
-    fork may not share, such as a connection to PostgreSQL."""
+    """What the forked workers inherit: the URLconf, the compiled templates, the loaded objects
+    frozen out of the garbage collector (a full collection scans only what came after); and nothing a fork may not share, such as a connection to PostgreSQL."""
     env = app_env(
         database_url="postgres://nobody@127.0.0.1:1/none",  # unreachable: never asked for
         broker_url="redis://127.0.0.1:1/0",
         var_dir=tmp_path,
     )
-    compiled, state = run_django(LOADED, env).strip().splitlines()[-2:]
+    compiled, state, frozen = run_django(LOADED, env).strip().splitlines()[-3:]
     assert "registry/patient_detail.html" in compiled and "registry/worklist.html" in compiled
     assert state == "True [None]"  # the URLconf loaded; the database never connected
+    assert frozen == "True"  # Django, the app and the analytics' libraries: frozen
