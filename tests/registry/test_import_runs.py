@@ -3,6 +3,7 @@ failed (not "running" for ever) once the import pages are opened, while a live r
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import psycopg
@@ -160,10 +161,23 @@ class another_connection_holding:
             autocommit=True,
         )
         self.other.execute("SELECT pg_advisory_lock(%s, %s)", [import_runs.LOCK_CLASS, self.run.pk])
+        [(self.backend,)] = self.other.execute("SELECT pg_backend_pid()").fetchall()
 
     def __exit__(self, *exc) -> None:
-        if self.other is not None:
-            self.other.close()
+        if self.other is None:
+            return
+        self.other.close()
+        # Its backend frees the lock as it exits, a moment after the connection is closed: wait
+        # until PostgreSQL no longer lists it (the suite's other process may slow it down).
+        deadline = time.monotonic() + 10
+        with connection.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # kept per transaction
+                cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [self.backend])
+                if cursor.fetchone() is None:
+                    return
+                time.sleep(0.02)
+        raise AssertionError(f"the other session's backend {self.backend} did not end")
 
 
 def test_the_nightly_task_closes_abandoned_runs_too(data_manager):
