@@ -4,8 +4,9 @@ At 100,000 patients a site's worklist holds hundreds of visits due and overdue, 
 rendered again after every write at the site. Worked out per row in the template (an include,
 two `{% url %}` and two `{% blocktranslate %}` a row, a filter per date) the rendering took
 about 1 ms a row, most of the page's time. Here each link is made by registry.links (a route is
-reversed once, not once a row), each visit label is translated once a page, and the rows of the long tables (visits due and overdue) are put
-together here, every value escaped, in a few µs a row instead of a template loop's hundred.
+reversed once, not once a row), each visit label is translated once a page, and the rows of the
+long tables (visits due and overdue) are put together here, every value escaped, in a few µs a
+row instead of a template loop's hundred.
 """
 
 from __future__ import annotations
