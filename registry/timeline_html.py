@@ -26,13 +26,10 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def _badge(grade: int | None, label: str) -> SafeString:
-    return format_html('<span class="badge grade-{}">{}</span>', _text(grade), label)
-
-
 def _graded(grade: int | None, message: str) -> SafeString:
     """A grade's badge; "?" for a grade not known (never for grade 0)."""
-    return _badge(grade, message % {"grade": "?" if grade is None else grade})
+    label = message % {"grade": "?" if grade is None else grade}
+    return format_html('<span class="badge grade-{}">{}</span>', _text(grade), label)
 
 
 def _treatment(r: Model) -> SafeString:
