@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from operator import itemgetter
-from typing import Any
 
 from django.core.cache import cache
 from django.db import connection
@@ -60,6 +58,7 @@ from registry.models import (
     WorklistChange,
 )
 from registry.permissions import remember_sites, sites_to_read, user_site_ids
+from registry.rows import each_result, instances, select_sql
 
 # How each kind of record reaches the site it belongs to.
 SITE_PATH: dict[type[Model], str] = {
@@ -697,11 +696,11 @@ def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
     if sites_of is not None:
         scope, scope_params = f" AND site_id IN ({of_the_user})", [sites_of]
     first = [
-        (_select(Patient, "id = %s" + scope, "id"), one + scope_params),
-        (_select(Site, f"id = (SELECT site_id FROM {patients} WHERE id = %s)", "id"), one),
-        (_select(Death, "patient_id = %s", "id"), one),
-        (_select(Treatment, "patient_id = %s", "day0, id"), one),
-        (_select(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"), one),
+        (select_sql(Patient, "id = %s" + scope, "id"), one + scope_params),
+        (select_sql(Site, f"id = (SELECT site_id FROM {patients} WHERE id = %s)", "id"), one),
+        (select_sql(Death, "patient_id = %s", "id"), one),
+        (select_sql(Treatment, "patient_id = %s", "day0, id"), one),
+        (select_sql(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"), one),
     ]
     if sites_of is not None:
         site_table = Site._meta.db_table
@@ -714,102 +713,34 @@ def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
     found = _PatientRows()
     with connection.cursor() as cursor:
         patient_rows, site_rows, death_rows, treatment_rows, query_rows, *user_site_rows = (
-            _each_result(cursor, first)
+            each_result(cursor, first)
         )
         for rows in user_site_rows:
             found.user_sites = [Site.from_db(connection.alias, ["id", "code"], r) for r in rows]
         if not patient_rows:
             return found
-        [found.patient] = _instances(Patient, patient_rows)
-        [site] = _instances(Site, site_rows)
-        found.death = next(iter(_instances(Death, death_rows)), None)
+        [found.patient] = instances(Patient, patient_rows)
+        [site] = instances(Site, site_rows)
+        found.death = next(iter(instances(Death, death_rows)), None)
         Patient._meta.get_field("site").set_cached_value(found.patient, site)
         Patient._meta.get_field("death").set_cached_value(found.patient, found.death)
         if found.death is not None:
             Death._meta.get_field("patient").set_cached_value(found.death, found.patient)
-        found.treatments = _instances(Treatment, treatment_rows)
-        found.open_queries = _instances(DataQualityQuery, query_rows)
+        found.treatments = instances(Treatment, treatment_rows)
+        found.open_queries = instances(DataQualityQuery, query_rows)
         if not found.treatments:
             return found
         ids = [treatment.pk for treatment in found.treatments]
         where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
         statements = [
-            (_select(model, where, f"{model._meta.get_field(dated_by).column}, id"), ids)
+            (select_sql(model, where, f"{model._meta.get_field(dated_by).column}, id"), ids)
             for _kind, model, dated_by in TIMELINE_RECORDS
         ]
-        results = _each_result(cursor, statements)
+        results = each_result(cursor, statements)
         for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
-            for record in _instances(model, rows):
+            for record in instances(model, rows):
                 found.records[kind, record.treatment_id].append(record)
     return found
-
-
-@dataclass(frozen=True)
-class _Table:
-    """How rows of a model's table are read: its columns, its fields' attribute names, and the
-    database converters of each column that has any (as the ORM's compiler applies them)."""
-
-    table: str
-    columns: str
-    names: list[str]
-    converters: list[tuple[int, Any, list]]
-
-
-@functools.cache
-def _table(model: type[Model], alias: str, vendor: str) -> _Table:
-    """Computed once per model and database (the converters depend only on the field and the
-    database's kind, not on the connection of the thread that asked first)."""
-    quote = connection.ops.quote_name
-    fields = model._meta.concrete_fields
-    converters = []
-    for index, model_field in enumerate(fields):
-        column = model_field.get_col(model._meta.db_table)
-        functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        if functions:
-            converters.append((index, column, functions))
-    return _Table(
-        table=quote(model._meta.db_table),
-        columns=", ".join(quote(f.column) for f in fields),
-        names=[f.attname for f in fields],
-        converters=converters,
-    )
-
-
-def _select(model: type[Model], where: str, order_by: str) -> str:
-    """SELECT of the model's concrete columns."""
-    table = _table(model, connection.alias, connection.vendor)
-    return f"SELECT {table.columns} FROM {table.table} WHERE {where} ORDER BY {order_by}"
-
-
-def _each_result(cursor, statements: list[tuple[str, list]]) -> Iterator[list[tuple]]:
-    """The rows of each (statement, parameters): in one round trip where the database takes
-    several statements at once (PostgreSQL, parameters bound by the client as Django's psycopg
-    cursor does), one statement at a time elsewhere (SQLite, `make demo`)."""
-    if connection.vendor != "postgresql":
-        for statement, params in statements:
-            cursor.execute(statement, params)
-            yield cursor.fetchall()
-        return
-    cursor.execute(
-        "; ".join(statement for statement, _params in statements),
-        [param for _statement, params in statements for param in params],
-    )
-    yield cursor.fetchall()
-    while cursor.nextset():
-        yield cursor.fetchall()
-
-
-def _instances(model: type[Model], rows: list[tuple]) -> list[Model]:
-    """Model instances from rows of its concrete fields' columns, as the ORM makes them."""
-    table = _table(model, connection.alias, connection.vendor)
-    instances = []
-    for row in rows:
-        values = list(row)
-        for index, column, functions in table.converters:
-            for convert in functions:
-                values[index] = convert(values[index], column, connection)
-        instances.append(model.from_db(connection.alias, table.names, values))
-    return instances
 
 
 # --- The monthly report ----------------------------------------------------------------------
