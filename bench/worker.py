@@ -259,17 +259,17 @@ def load_setup(username: str, clients: str) -> dict:
     """Sessions for the load test (signed in as `username`, no login form: production cookies
     are Secure-only and the bench speaks plain HTTP on loopback), and the pages to request."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
 
     from registry.models import CrsEpisode, Patient, User
     from registry.selectors import patients_visible_to
+    from registry.sessions import SessionStore
 
     user = User.objects.get(username=username)
     keys = []
     for _ in range(int(clients)):
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
-        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[BACKEND_SESSION_KEY] = "registry.auth_backends.ModelBackend"
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
         store.create()
         keys.append(store.session_key)

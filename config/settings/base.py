@@ -108,8 +108,12 @@ LOGOUT_REDIRECT_URL = "login"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses a locked-out username from that address
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, the signed-in user read without compiling a queryset at every
+    # request (a session signed in through Django's own is signed out once, at the upgrade).
+    "registry.auth_backends.ModelBackend",
 ]
+# Django's database sessions, read without compiling a queryset at every request.
+SESSION_ENGINE = "registry.sessions"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
