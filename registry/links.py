@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.staticfiles.storage import staticfiles_storage
 from django.urls import get_script_prefix, get_urlconf, reverse
 
 # A number no primary key of ours reaches, reversed in the place of each integer argument.
@@ -46,3 +47,16 @@ def link_maker(route: str, *rest: str) -> Callable[[int], str]:
     """`link(pk)` for the route with an integer primary key first and the fixed arguments `rest`
     after it: `reverse(route, args=[pk, *rest])`."""
     return lambda pk: link(route, pk, *rest)
+
+
+def asset(path: str) -> str:
+    """`{% static path %}`, worked out once per file: the static files' storage looks the
+    file's hashed name up in its manifest and quotes it at every call (some 50 µs on the bench's
+    host, five times a page). Kept per storage class and STATIC_URL, all that the answer
+    depends on while a process runs (the manifest is read once, as the storage starts)."""
+    return _asset(path, settings.STORAGES["staticfiles"]["BACKEND"], settings.STATIC_URL)
+
+
+@functools.lru_cache(maxsize=256)
+def _asset(path: str, storage: str, static_url: str) -> str:
+    return staticfiles_storage.url(path)

@@ -15,6 +15,13 @@ def visit_label(name: str) -> str:
 
 
 @register.simple_tag
+def asset(path: str) -> str:
+    """`{% asset 'css/immunoreg.css' %}`: what `{% static %}` gives, worked out once per file
+    (registry.links.asset), for the files every page links."""
+    return links.asset(path)
+
+
+@register.simple_tag
 def link(route: str, *args) -> str:
     """`{% link 'record-edit' kind record.pk %}`: what `{% url %}` gives, the route reversed once
     for every primary key (registry.links), for links repeated down a page."""

@@ -86,3 +86,25 @@ def test_the_tag_writes_what_the_url_tag_writes(tag, args):
     ours = engine.from_string("{% load registry_tags %}{% link " + tag + " %}").render(context)
     django = engine.from_string("{% url " + tag + " %}").render(context)
     assert ours == django == reverse(tag.split()[0].strip("'"), args=args)
+
+
+@pytest.mark.parametrize("name", ["css/immunoreg.css", "vendor/htmx-2.0.11.min.js", "favicon.svg"])
+def test_an_asset_is_the_static_files_url(name):
+    from django.contrib.staticfiles.storage import staticfiles_storage
+
+    from registry.links import asset
+
+    assert asset(name) == staticfiles_storage.url(name)
+    rendered = engines["django"].from_string(f"{{% load registry_tags %}}{{% asset '{name}' %}}")
+    assert rendered.render({}) == engines["django"].from_string(
+        f"{{% load static %}}{{% static '{name}' %}}"
+    ).render({})
+
+
+def test_an_asset_follows_the_static_url():
+    from registry.links import asset
+
+    before = asset("css/immunoreg.css")
+    with override_settings(STATIC_URL="/assets/"):
+        assert asset("css/immunoreg.css") == "/assets/css/immunoreg.css"
+    assert asset("css/immunoreg.css") == before
