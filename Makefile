@@ -91,10 +91,22 @@ docker-check:
 # Quick run: make bench SIZES="1000 10000"; BENCH_ARGS="--reseed" seeds again.
 SIZES ?= 1000 10000 100000
 BENCH_REPEATS ?= 3
+# The bench runs the app on a Python built as the production image's is (python:3.11-slim:
+# profile-guided and link-time optimised): Debian's python3.11 where there is one; pyenv's
+# default build, without those optimisations, ran the pages about a quarter slower
+# (docs/PERFORMANCE.md, "Which Python"). BENCH_PYTHON=python3 measures on the usual one.
+BENCH_PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(PYTHON))
+BENCH_VENV := var/bench-venv
+$(BENCH_VENV)/.installed: requirements/base.txt requirements/production.txt
+	rm -rf $(BENCH_VENV)
+	$(BENCH_PYTHON) -m venv --without-pip $(BENCH_VENV)
+	$(BIN)/pip --python $(BENCH_VENV)/bin/python install --quiet -r requirements/production.txt
+	touch $@
+
 .PHONY: bench
-bench: bootstrap messages
+bench: bootstrap messages $(BENCH_VENV)/.installed
 	@command -v Rscript >/dev/null && Rscript -e 'library(survival); library(cmprsk)' >/dev/null 2>&1 && test -x /usr/bin/time \
 	  && command -v pdfinfo >/dev/null && command -v pg_dump >/dev/null || \
 	  (apt-get update && apt-get install -y --no-install-recommends r-base-core r-cran-survival r-cran-cmprsk time \
 	    poppler-utils postgresql-client)
-	$(BIN)/python bench/run.py --sizes "$(SIZES)" --repeats $(BENCH_REPEATS) $(BENCH_ARGS)
+	BENCH_VENV=$(BENCH_VENV) $(BIN)/python bench/run.py --sizes "$(SIZES)" --repeats $(BENCH_REPEATS) $(BENCH_ARGS)

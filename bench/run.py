@@ -33,7 +33,11 @@ from web_command import web_command  # docker/web.sh's command line
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PY = str(ROOT / ".venv" / "bin" / "python")
+# The bench's own environment (BENCH_VENV, `make bench` makes it): the app on a Python built as
+# the production image's is, profile-guided and link-time optimised (docs/PERFORMANCE.md,
+# "Which Python"); by default the project's .venv.
+VENV = ROOT / os.environ.get("BENCH_VENV", ".venv")
+PY = str(VENV / "bin" / "python")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAq"]
 PORT = int(os.environ.get("BENCH_PORT", "8011"))
@@ -380,7 +384,7 @@ def celery_worker(env: dict[str, str], cpus: str | None):
     worker_ = subprocess.Popen(
         [
             *(["taskset", "-c", cpus] if cpus else []),
-            *(str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "--loglevel", "WARNING"),
+            *(str(VENV / "bin" / "celery"), "-A", "config", "worker", "--loglevel", "WARNING"),
             *("--concurrency", "1", "--without-gossip", "--without-mingle"),
         ],
         env=env,
@@ -439,7 +443,7 @@ def served(db: str):
     server = subprocess.Popen(
         [
             *(["taskset", "-c", pinned[0]] if pinned else []),
-            *web_command(f"127.0.0.1:{PORT}", env, program=str(ROOT / ".venv/bin/gunicorn")),
+            *web_command(f"127.0.0.1:{PORT}", env, program=str(VENV / "bin" / "gunicorn")),
         ],
         env=env,
         cwd=ROOT,
@@ -567,6 +571,16 @@ def save_worklist(db: str, plan: list[tuple[int, int]]) -> dict:
     return results | {"in_process": worker(db, "save_worklist", "nurse", "30")}
 
 
+def python_build() -> str:
+    """The bench interpreter's version and where it comes from (its base interpreter)."""
+    return subprocess.run(
+        [PY, "-c", "import platform, sys; print(platform.python_version(), sys._base_executable)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def machine() -> dict:
     cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
@@ -584,7 +598,7 @@ def machine() -> dict:
         "cpu": cpu.group(1) if cpu else platform.processor(),
         "memory_gb": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
         "postgresql": pg,
-        "python": platform.python_version(),
+        "python": python_build(),
         "r": r,
         "kernel": platform.release(),
     }
