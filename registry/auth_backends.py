@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from django.contrib.auth import backends, get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection
 
-from registry.rows import instances, select_sql
+from registry.rows import instances, read_cursor, select_sql
 
 
 class ModelBackend(backends.ModelBackend):
@@ -23,7 +22,7 @@ class ModelBackend(backends.ModelBackend):
             pk = model._meta.pk.to_python(user_id)
         except ValidationError:
             return None
-        with connection.cursor() as cursor:
+        with read_cursor() as cursor:
             cursor.execute(select_sql(model, f"{model._meta.pk.column} = %s", "1"), [pk])
             found = instances(model, cursor.fetchall())
         if not found or not self.user_can_authenticate(found[0]):

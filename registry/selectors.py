@@ -58,7 +58,7 @@ from registry.models import (
     WorklistChange,
 )
 from registry.permissions import remember_sites, sites_to_read, user_site_ids
-from registry.rows import each_result, instances, select_sql
+from registry.rows import each_result, instances, read_cursor, select_sql
 
 # How each kind of record reaches the site it belongs to.
 SITE_PATH: dict[type[Model], str] = {
@@ -711,7 +711,7 @@ def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
             )
         )
     found = _PatientRows()
-    with connection.cursor() as cursor:
+    with read_cursor() as cursor:
         patient_rows, site_rows, death_rows, treatment_rows, query_rows, *user_site_rows = (
             each_result(cursor, first)
         )
