@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.encoding import force_str
 from django.utils.hashable import make_hashable
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
 
@@ -35,23 +36,28 @@ def validate_identifier(value: str) -> None:
 
 
 @functools.cache
-def _choice_labels(field: models.Field) -> dict:
-    """A field's value -> label, its labels still lazy (translated when shown)."""
-    return dict(make_hashable(field.flatchoices))
+def _choice_labels(field: models.Field, language: str | None) -> dict:
+    """A field's value -> label, translated into this language (the one active when asked)."""
+    return {
+        value: force_str(label, strings_only=True)
+        for value, label in make_hashable(field.flatchoices)
+    }
 
 
 class ChoiceLabels(models.Model):
-    """`get_FOO_display()` from a table built once per field. Django builds the table again at
-    each call, hashing every label of the field, which translates each one: on the patient
-    page, about 190 translations for some 30 labels shown (docs/PERFORMANCE.md). The same
-    label, in the language of the moment; a field's choices are fixed when the models load."""
+    """`get_FOO_display()` from a table built once per field and language. Django builds the
+    table again at each call, hashing every label of the field, which translates each one: on
+    the patient page, about 190 translations for some 30 labels shown (docs/PERFORMANCE.md);
+    translating the one label shown was still a twentieth of the page. The same label, in the
+    language of the moment; a field's choices and a language's catalogue are fixed when the
+    process loads them."""
 
     class Meta:
         abstract = True
 
     def _get_FIELD_display(self, field: models.Field) -> str:
         value = getattr(self, field.attname)
-        label = _choice_labels(field).get(make_hashable(value), value)
+        label = _choice_labels(field, get_language()).get(make_hashable(value), value)
         return force_str(label, strings_only=True)
 
 
