@@ -19,14 +19,14 @@ from django.contrib.staticfiles.storage import staticfiles_storage
 from django.urls import get_script_prefix, get_urlconf, reverse
 
 # A number no primary key of ours reaches, reversed in the place of each integer argument.
-_MARK = 987654321987654321
+MARK = 987654321987654321
 
 
 @functools.lru_cache(maxsize=1024)
 def _shape(route: str, fixed: tuple[str | None, ...], prefix: str, urlconf: str) -> list[str]:
     """The reversed route cut at each integer argument's place (None in `fixed`)."""
-    arguments = [_MARK if value is None else value for value in fixed]
-    pieces = reverse(route, args=arguments, urlconf=urlconf).split(str(_MARK))
+    arguments = [MARK if value is None else value for value in fixed]
+    pieces = reverse(route, args=arguments, urlconf=urlconf).split(str(MARK))
     if len(pieces) != fixed.count(None) + 1:  # a mark lost or repeated by the route's pattern
         raise ValueError(f"{route!r} cannot be reversed around its integer arguments")
     return pieces
