@@ -54,3 +54,9 @@ def add_record_links(treatment_pk: int) -> str:
     """The links to add each kind of record under this treatment, rendered once for every
     treatment (registry.fragments.keyed)."""
     return fragments.keyed("registry/_add_record_links.html", treatment_pk)
+
+
+@register.simple_tag
+def language_select() -> str:
+    """The header's language menu, the same on every page in a language (registry.fragments)."""
+    return fragments.fragment("_language_select.html")

@@ -82,3 +82,14 @@ def test_the_header_links_nothing_for_someone_signed_out_or_without_a_site():
     assert "href" not in nav_links(AnonymousUser())
     assert "href" not in nav_links(None)
     assert "/worklist/" not in nav_links(UserFactory(role=Role.NURSE))  # no site of theirs
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_the_language_menu_selects_the_language_of_the_page(language):
+    from registry.templatetags.registry_tags import language_select
+
+    with translation.override(language):
+        shown = language_select()
+        assert shown == render_to_string("_language_select.html")
+    assert f'<option value="{language}" selected>' in shown
+    assert shown.count(" selected>") == 1
