@@ -95,16 +95,21 @@ def test_a_deactivated_user_is_refused():
     assert ModelBackend().get_user(str(user.pk)) is None
 
 
+def sign_in(client, user, backend: str) -> None:
+    """A session written by this store, signed in through `backend`, as the client's cookie."""
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = backend
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+
+
 def test_a_signed_in_request_reads_its_session_and_user(client):
     """Through the middleware, as every page does: the session this store wrote, the user this
     backend read; deactivated meanwhile, the next request is signed out."""
     user = UserFactory()
-    store = SessionStore()
-    store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = "registry.auth_backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.create()
-    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    sign_in(client, user, "registry.auth_backends.ModelBackend")
     assert client.get("/patients/").status_code == 200
     type(user).objects.filter(pk=user.pk).update(is_active=False)
     response = client.get("/patients/")
@@ -115,10 +120,5 @@ def test_a_session_signed_in_through_djangos_backend_is_signed_out(client):
     """Its backend is no longer one of the settings' (a session from before the upgrade): the
     person signs in again, as Django does for any backend removed from the settings."""
     user = UserFactory()
-    store = SessionStore()
-    store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.create()
-    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    sign_in(client, user, "django.contrib.auth.backends.ModelBackend")
     assert client.get("/patients/").status_code == 302
