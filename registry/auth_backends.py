@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.contrib.auth import backends, get_user_model
 from django.core.exceptions import ValidationError
 
-from registry.rows import instances, read_cursor, select_sql
+from registry.rows import each_result, instances, read_cursor, select_sql
 
 
 class ModelBackend(backends.ModelBackend):
@@ -23,8 +23,9 @@ class ModelBackend(backends.ModelBackend):
         except ValidationError:
             return None
         with read_cursor() as cursor:
-            cursor.execute(select_sql(model, f"{model._meta.pk.column} = %s", "1"), [pk])
-            found = instances(model, cursor.fetchall())
+            statement = select_sql(model, f"{model._meta.pk.column} = %s", "1")
+            [rows] = each_result(cursor, [(statement, [pk])])
+        found = instances(model, rows)
         if not found or not self.user_can_authenticate(found[0]):
             return None
         return found[0]

@@ -8,18 +8,27 @@ database converters and `Model.from_db`, as the ORM's compiler does.
 The connection is looked up once per call: `django.db.connection` finds the thread's connection
 again at each attribute read (an asgiref Local, some 2 µs), which, read per row and per
 converter, was a seventh of the patient page's reads.
+
+On PostgreSQL each statement is prepared once per connection and then executed by name
+(`EXECUTE`), several in one round trip: parsing and planning these small statements again at
+every request cost PostgreSQL more than running them (docs/PERFORMANCE.md, session 12).
+`DATABASE_PREPARED_STATEMENTS=0` (settings.IMMUNOREG_PREPARED_STATEMENTS) sends them as plain
+statements, for a pooler in transaction mode, where a connection's prepared statements do not
+follow its next transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
 
 
@@ -80,21 +89,89 @@ def select_sql(model: type[Model], where: str, order_by: str) -> str:
 
 
 def each_result(cursor, statements: list[tuple[str, list]]) -> Iterator[list[tuple]]:
-    """The rows of each (statement, parameters): in one round trip where the database takes
-    several statements at once (PostgreSQL, parameters bound by the client as Django's psycopg
-    cursor does), one statement at a time elsewhere (SQLite, `make demo`)."""
+    """The rows of each (statement, parameters): in one round trip on PostgreSQL, each statement
+    prepared once per connection (parameters bound by the client as Django's psycopg cursor
+    does); one statement at a time elsewhere (SQLite, `make demo`)."""
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         for statement, params in statements:
             cursor.execute(statement, params)
             yield cursor.fetchall()
         return
-    cursor.execute(
-        "; ".join(statement for statement, _params in statements),
-        [param for _statement, params in statements for param in params],
-    )
+    params = [param for _statement, params in statements for param in params]
+    if not settings.IMMUNOREG_PREPARED_STATEMENTS:
+        cursor.execute("; ".join(statement for statement, _params in statements), params)
+    else:
+        skipped = _execute_by_name(cursor, [statement for statement, _params in statements], params)
+        for _ in range(skipped):  # the results of DEALLOCATE and PREPARE hold no rows
+            cursor.nextset()
     yield cursor.fetchall()
     while cursor.nextset():
         yield cursor.fetchall()
+
+
+# The statements prepared on each of this process's PostgreSQL connections (by psycopg
+# connection, forgotten with it): their names; None after a failed round trip, whose PREPAREs
+# may or may not have been kept (PREPARE is not undone by a rollback), so the next round trip
+# deallocates them all first. Django never prepares statements of its own (psycopg's
+# prepare_threshold is None), so these are the connection's only ones.
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@functools.lru_cache(maxsize=512)
+def _prepared(statement: str) -> tuple[str, str, str]:
+    """The statement's name, its PREPARE (its %s numbered $1, $2...) and its EXECUTE (the
+    parameters bound by the client, as %s)."""
+    if "%%" in statement:
+        raise ValueError("a statement to prepare must not hold a literal %")
+    parts = statement.split("%s")
+    name = "immunoreg_" + hashlib.blake2b(statement.encode(), digest_size=10).hexdigest()
+    numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+    arguments = f"({', '.join(['%s'] * (len(parts) - 1))})" if len(parts) > 1 else ""
+    return name, f"PREPARE {name} AS {numbered}", f"EXECUTE {name}{arguments}"
+
+
+def _execute_by_name(cursor, statements: list[str], params: list) -> int:
+    """Send the statements by name (_by_name); how many results come before the first
+    EXECUTE's. A connection that lost its prepared statements (deallocated by a pooler, say) is
+    sent them again, once, where no transaction is open; otherwise the error is raised and the
+    connection's statements are prepared again at its next round trip."""
+    raw_connection = cursor.cursor.connection
+    try:
+        return _send_by_name(cursor, raw_connection, statements, params)
+    except DatabaseError as error:
+        lost = getattr(error.__cause__, "sqlstate", None) == "26000"  # no such statement
+        if not lost or connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            raise
+    return _send_by_name(cursor, raw_connection, statements, params)
+
+
+def _send_by_name(cursor, raw_connection, statements: list[str], params: list) -> int:
+    sent, skipped = _by_name(raw_connection, statements)
+    try:
+        cursor.execute(sent, params)
+    except DatabaseError:
+        _PREPARED[raw_connection] = None  # which PREPAREs were kept is not known
+        raise
+    return skipped
+
+
+def _by_name(raw_connection, statements: list[str]) -> tuple[str, int]:
+    """What to send for these statements on this connection: an EXECUTE of each, after the
+    PREPARE of those it does not hold yet; and how many results come before the first EXECUTE's.
+    The names are recorded as prepared now: if the round trip fails, each_result forgets them."""
+    held = _PREPARED.get(raw_connection, set())
+    head = []
+    if held is None:
+        head, held = ["DEALLOCATE ALL"], set()
+    executes = []
+    for statement in statements:
+        name, prepare, execute = _prepared(statement)
+        if name not in held:
+            head.append(prepare)
+            held.add(name)
+        executes.append(execute)
+    _PREPARED[raw_connection] = held
+    return "; ".join(head + executes), len(head)
 
 
 def instances(model: type[Model], rows: list[tuple]) -> list[Model]:

@@ -678,15 +678,14 @@ class _PatientRows:
 
 def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
     """The patient, at any site, or with `sites_of` (a user's id) only at one of that user's
-    sites, whose sites are then read too; its site and death,
-    its treatments, their records and its open queries. Two round trips: the user's sites, the
-    patient, its site, death, treatments and queries, then a plain SELECT per table of records,
-    sent together on PostgreSQL (one after the other elsewhere). Thirteen querysets compiled
-    and sent one by one by the ORM were most of the patient page's time (docs/PERFORMANCE.md);
-    the treatments' ids are written into the statements' parameters, which PostgreSQL plans
-    faster than a subquery. Each row becomes its model instance as the ORM builds it, through
-    the fields' database converters."""
-    one, patients = [patient_id], Patient._meta.db_table
+    sites, whose sites are then read too; its site and death, its treatments, their records and
+    its open queries. One round trip: a plain SELECT per table, sent together on PostgreSQL,
+    each prepared once per connection (registry.rows; one after the other elsewhere). Thirteen
+    querysets compiled and sent one by one by the ORM were most of the patient page's time
+    (docs/PERFORMANCE.md). What belongs to a patient who is not at the user's sites is read in
+    the same round trip and dropped here, never returned. Each row becomes its model instance as
+    the ORM builds it, through the fields' database converters."""
+    one, patients, treatments = [patient_id], Patient._meta.db_table, Treatment._meta.db_table
     membership = User.sites.through._meta
     of_the_user = (
         f"SELECT {membership.get_field('site').column} FROM {membership.db_table} "
@@ -695,16 +694,24 @@ def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
     scope, scope_params = "", []
     if sites_of is not None:
         scope, scope_params = f" AND site_id IN ({of_the_user})", [sites_of]
-    first = [
+    of_the_patient = f"treatment_id IN (SELECT id FROM {treatments} WHERE patient_id = %s)"
+    statements = [
         (select_sql(Patient, "id = %s" + scope, "id"), one + scope_params),
         (select_sql(Site, f"id = (SELECT site_id FROM {patients} WHERE id = %s)", "id"), one),
         (select_sql(Death, "patient_id = %s", "id"), one),
         (select_sql(Treatment, "patient_id = %s", "day0, id"), one),
         (select_sql(DataQualityQuery, "patient_id = %s AND is_open", "opened_at DESC, id"), one),
+        *(
+            (
+                select_sql(model, of_the_patient, f"{model._meta.get_field(dated_by).column}, id"),
+                one,
+            )
+            for _kind, model, dated_by in TIMELINE_RECORDS
+        ),
     ]
     if sites_of is not None:
         site_table = Site._meta.db_table
-        first.append(
+        statements.append(
             (
                 f"SELECT id, code FROM {site_table} WHERE id IN ({of_the_user}) ORDER BY code",
                 [sites_of],
@@ -712,34 +719,27 @@ def _patient_rows(patient_id: int, *, sites_of: int | None) -> _PatientRows:
         )
     found = _PatientRows()
     with read_cursor() as cursor:
-        patient_rows, site_rows, death_rows, treatment_rows, query_rows, *user_site_rows = (
-            each_result(cursor, first)
-        )
-        for rows in user_site_rows:
-            found.user_sites = [Site.from_db(connection.alias, ["id", "code"], r) for r in rows]
-        if not patient_rows:
-            return found
-        [found.patient] = instances(Patient, patient_rows)
-        [site] = instances(Site, site_rows)
-        found.death = next(iter(instances(Death, death_rows)), None)
-        Patient._meta.get_field("site").set_cached_value(found.patient, site)
-        Patient._meta.get_field("death").set_cached_value(found.patient, found.death)
-        if found.death is not None:
-            Death._meta.get_field("patient").set_cached_value(found.death, found.patient)
-        found.treatments = instances(Treatment, treatment_rows)
-        found.open_queries = instances(DataQualityQuery, query_rows)
-        if not found.treatments:
-            return found
-        ids = [treatment.pk for treatment in found.treatments]
-        where = f"treatment_id IN ({', '.join(['%s'] * len(ids))})"
-        statements = [
-            (select_sql(model, where, f"{model._meta.get_field(dated_by).column}, id"), ids)
-            for _kind, model, dated_by in TIMELINE_RECORDS
-        ]
         results = each_result(cursor, statements)
-        for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, results, strict=True):
-            for record in instances(model, rows):
-                found.records[kind, record.treatment_id].append(record)
+        patient_rows, site_rows, death_rows, treatment_rows, query_rows = (
+            next(results) for _ in range(5)
+        )
+        record_rows = [next(results) for _ in TIMELINE_RECORDS]
+        for rows in results:
+            found.user_sites = [Site.from_db(connection.alias, ["id", "code"], r) for r in rows]
+    if not patient_rows:
+        return found
+    [found.patient] = instances(Patient, patient_rows)
+    [site] = instances(Site, site_rows)
+    found.death = next(iter(instances(Death, death_rows)), None)
+    Patient._meta.get_field("site").set_cached_value(found.patient, site)
+    Patient._meta.get_field("death").set_cached_value(found.patient, found.death)
+    if found.death is not None:
+        Death._meta.get_field("patient").set_cached_value(found.death, found.patient)
+    found.treatments = instances(Treatment, treatment_rows)
+    found.open_queries = instances(DataQualityQuery, query_rows)
+    for (kind, model, _dated_by), rows in zip(TIMELINE_RECORDS, record_rows, strict=True):
+        for record in instances(model, rows):
+            found.records[kind, record.treatment_id].append(record)
     return found
 
 

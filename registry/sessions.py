@@ -12,6 +12,8 @@ from django.contrib.sessions.backends import db
 from django.db import connection
 from django.utils import timezone
 
+from registry.rows import each_result
+
 
 class SessionStore(db.SessionStore):
     def _get_session_from_db(self):
@@ -25,11 +27,9 @@ class SessionStore(db.SessionStore):
             for name in ("session_data", "session_key", "expire_date")
         )
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {data} FROM {table} WHERE {key} = %s AND {expiry} > %s",
-                [self.session_key, timezone.now()],
-            )
-            row = cursor.fetchone()
+            statement = f"SELECT {data} FROM {table} WHERE {key} = %s AND {expiry} > %s"
+            [rows] = each_result(cursor, [(statement, [self.session_key, timezone.now()])])
+        row = rows[0] if rows else None
         if row is None:
             self._session_key = None
             return None

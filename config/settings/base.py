@@ -99,6 +99,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 # A kept connection that the database dropped (a restart) is replaced at the next request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The statements read at every request (session, user, patient page) are prepared once per
+# connection on PostgreSQL (registry.rows); 0 for a pooler in transaction mode (PgBouncer's
+# pool_mode=transaction), where a connection's prepared statements do not follow it.
+IMMUNOREG_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "registry.User"

@@ -1,5 +1,5 @@
-"""The patient page reads the patient, every record of it and its open queries in two round
-trips (registry.selectors._patient_rows): what it builds must be what the ORM reads, field by
+"""The patient page reads the patient, every record of it and its open queries in one round
+trip (registry.selectors._patient_rows): what it builds must be what the ORM reads, field by
 field, on PostgreSQL (statements sent together) and elsewhere (one after the other, as on
 SQLite), and only for a patient at one of the user's sites."""
 

@@ -265,13 +265,13 @@ def test_the_patient_page_uses_a_constant_number_of_queries(
     client.force_login(nurse)
     patient = Patient.objects.filter(site=site).first()
     get_counting(
-        # session, user, the user's sites with the patient, its site, death, treatments and
-        # open data-quality queries (six statements sent together), the records of every kind
-        # (eleven statements sent together)
+        # session, user, then the patient with its site, death, treatments, open data-quality
+        # queries, the records of every kind and the user's sites (seventeen statements sent
+        # together)
         client,
         reverse("patient-detail", args=[patient.pk]),
         django_assert_num_queries,
-        4,
+        3,
     )
 
 
