@@ -4,155 +4,195 @@ A patient's page lists every record of each treatment, about fourteen at 100,000
 more for a patient followed for years. Worked out in the template (a `{% with %}`, a branch per
 kind, a `{% blocktranslate %}`, a `{% url %}` and two or three labels a line) a line took about
 135 µs, the largest part of the page's time (docs/PERFORMANCE.md). Here each kind's line is a
-small function, every value escaped by Django's `escape` (through format_html), every text
-translated in the active language with the template's own messages.
+small function of the record and of the timeline's words in the reader's language, every value
+escaped as Django's `escape` escapes it.
+
+The language is looked up once per timeline, not at each text: each `gettext` and each choice
+label found the active language again through a thread-local (asgiref), and with format_html's
+checks for lazy text that was two thirds of the timeline's time (docs/PERFORMANCE.md, session
+12). The words are translated once per language with the project's own messages.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
+from html import escape
 
 from django.db.models import Model
-from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
-from django.utils.translation import gettext
+from django.utils.translation import get_language, gettext, gettext_noop
 
-from registry.links import link
+from registry.links import MARK, link
+from registry.models.base import choice_label
 from registry.selectors import TimelineEntry
 
+# Every text of the timeline (marked for makemessages, translated by _words).
+MESSAGES = (
+    gettext_noop("day %(day)s"),
+    gettext_noop("Edit"),
+    gettext_noop("edit"),
+    gettext_noop("Treatment"),
+    gettext_noop("CRS"),
+    gettext_noop("ICANS"),
+    gettext_noop("Follow-up contact"),
+    gettext_noop("B-cell aplasia"),
+    gettext_noop("ASTCT 2019, derived"),
+    gettext_noop("grade %(grade)s"),
+    gettext_noop("CTCAE grade %(grade)s"),
+    gettext_noop("Response"),
+    gettext_noop("Transplant"),
+    gettext_noop("Relapse"),
+    gettext_noop("Infection"),
+    gettext_noop("IEC-HS"),
+    gettext_noop("as recorded"),
+    gettext_noop("Immunoglobulin replacement"),
+    gettext_noop("until %(stop)s"),
+    gettext_noop("ongoing"),
+    gettext_noop("CAR persistence"),
+    gettext_noop("detected"),
+    gettext_noop("not detected"),
+    gettext_noop("Second cancer"),
+    gettext_noop("T-cell malignancy"),
+    gettext_noop("CAR transgene tested"),
+    gettext_noop("Death"),
+)
 
-def _text(value) -> str:
-    """A value as the line shows it: nothing for a value not recorded."""
-    return "" if value is None else str(value)
+
+@functools.cache
+def _translated(language: str | None) -> dict[str, str]:
+    """MESSAGES translated into this language (the active one when asked)."""
+    return {message: gettext(message) for message in MESSAGES}
 
 
-def _graded(grade: int | None, message: str) -> SafeString:
-    """A grade's badge; "?" for a grade not known (never for grade 0)."""
-    label = message % {"grade": "?" if grade is None else grade}
-    return format_html('<span class="badge grade-{}">{}</span>', _text(grade), label)
+@functools.cache
+def _words(language: str | None) -> dict[str, str]:
+    """MESSAGES translated into this language, escaped."""
+    return {message: escape(text) for message, text in _translated(language).items()}
 
 
-def _treatment(r: Model) -> SafeString:
-    return format_html(
-        "<strong>{}</strong> {} · {} · {} · {}: {} · {}: {}",
-        gettext("Treatment"),
-        _text(r.product),
-        _text(r.get_disease_burden_display()),
-        _text(r.get_relapse_status_display()),
-        gettext("CRS"),
-        _text(r.get_crs_status_display()),
-        gettext("ICANS"),
-        _text(r.get_icans_status_display()),
+class _Reader:
+    """What a line needs in the reader's language: its words (`words` escaped, `texts` not:
+    for a message with a placeholder, filled in before it is escaped) and the choices' labels."""
+
+    def __init__(self, language: str | None) -> None:
+        self.language = language
+        self.texts = _translated(language)
+        self.words = _words(language)
+
+    def label(self, record: Model, name: str) -> str:
+        """The choice's label of the record's field `name`, escaped; nothing if not recorded."""
+        field = record._meta.get_field(name)
+        return _e(choice_label(record, field, self.language))
+
+    def graded(self, grade: int | None, message: str) -> str:
+        """A grade's badge; "?" for a grade not known (never for grade 0)."""
+        shown = _e(self.texts[message] % {"grade": "?" if grade is None else grade})
+        return f'<span class="badge grade-{_e(grade)}">{shown}</span>'
+
+
+def _e(value) -> str:
+    """A value as the line shows it, escaped as Django's `escape` does (a SafeString kept):
+    nothing for a value not recorded."""
+    if value is None:
+        return ""
+    if hasattr(value, "__html__"):
+        return value.__html__()
+    return escape(str(value))
+
+
+def _treatment(r: Model, t: _Reader) -> str:
+    w = t.words
+    return (
+        f"<strong>{w['Treatment']}</strong> {_e(r.product)} · {t.label(r, 'disease_burden')} · "
+        f"{t.label(r, 'relapse_status')} · {w['CRS']}: {t.label(r, 'crs_status')} · "
+        f"{w['ICANS']}: {t.label(r, 'icans_status')}"
     )
 
 
-def _contact(r: Model) -> SafeString:
+def _contact(r: Model, t: _Reader) -> str:
+    w = t.words
     aplasia = ""
     if r.b_cell_aplasia != "unknown":
-        aplasia = f" · {gettext('B-cell aplasia')}: {r.get_b_cell_aplasia_display()}"
-    return format_html(
-        "<strong>{}</strong> {}{}",
-        gettext("Follow-up contact"),
-        _text(r.get_disease_status_display()),
-        aplasia,
-    )
+        aplasia = f" · {w['B-cell aplasia']}: {t.label(r, 'b_cell_aplasia')}"
+    return f"<strong>{w['Follow-up contact']}</strong> {t.label(r, 'disease_status')}{aplasia}"
 
 
-def _crs(r: Model) -> SafeString:
+def _crs(r: Model, t: _Reader) -> str:
+    w = t.words
     if r.derived_grade is not None:
-        system = gettext("ASTCT 2019, derived")
+        system = w["ASTCT 2019, derived"]
     else:
-        system = _text(r.get_grading_system_display())
-    return format_html(
-        "<strong>{}</strong> {} ({})",
-        gettext("CRS"),
-        _graded(r.grade, gettext("grade %(grade)s")),
-        system,
+        system = t.label(r, "grading_system")
+    return f"<strong>{w['CRS']}</strong> {t.graded(r.grade, 'grade %(grade)s')} ({system})"
+
+
+def _icans(r: Model, t: _Reader) -> str:
+    return f"<strong>{t.words['ICANS']}</strong> {t.graded(r.grade, 'grade %(grade)s')}"
+
+
+def _response(r: Model, t: _Reader) -> str:
+    mrd = f" · {t.label(r, 'mrd_status')}" if r.mrd_status else ""
+    return f"<strong>{t.words['Response']}</strong> {t.label(r, 'response')}{mrd}"
+
+
+def _transplant(r: Model, t: _Reader) -> str:
+    return f"<strong>{t.words['Transplant']}</strong> {t.label(r, 'type')}"
+
+
+def _relapse(r: Model, t: _Reader) -> str:
+    return (
+        f"<strong>{t.words['Relapse']}</strong> {t.label(r, 'kind')} · {t.label(r, 'cd19_status')}"
     )
 
 
-def _icans(r: Model) -> SafeString:
-    return format_html(
-        "<strong>{}</strong> {}", gettext("ICANS"), _graded(r.grade, gettext("grade %(grade)s"))
+def _infection(r: Model, t: _Reader) -> str:
+    return (
+        f"<strong>{t.words['Infection']}</strong> {t.label(r, 'site')} · "
+        f"{t.label(r, 'organism_class')} · {t.graded(r.ctcae_grade, 'CTCAE grade %(grade)s')}"
     )
 
 
-def _response(r: Model) -> SafeString:
-    mrd = f" · {r.get_mrd_status_display()}" if r.mrd_status else ""
-    return format_html(
-        "<strong>{}</strong> {}{}", gettext("Response"), _text(r.get_response_display()), mrd
+def _iec_hs(r: Model, t: _Reader) -> str:
+    w = t.words
+    return (
+        f"<strong>{w['IEC-HS']}</strong> {t.graded(r.recorded_grade, 'grade %(grade)s')} "
+        f"({w['as recorded']})"
     )
 
 
-def _transplant(r: Model) -> SafeString:
-    return format_html("<strong>{}</strong> {}", gettext("Transplant"), _text(r.get_type_display()))
+def _ivig(r: Model, t: _Reader) -> str:
+    w = t.words
+    stop = {"stop": r.stop.isoformat()} if r.stop else None
+    until = _e(t.texts["until %(stop)s"] % stop) if stop else w["ongoing"]
+    return f"<strong>{w['Immunoglobulin replacement']}</strong> {until}"
 
 
-def _relapse(r: Model) -> SafeString:
-    return format_html(
-        "<strong>{}</strong> {} · {}",
-        gettext("Relapse"),
-        _text(r.get_kind_display()),
-        _text(r.get_cd19_status_display()),
-    )
+def _persistence(r: Model, t: _Reader) -> str:
+    w = t.words
+    detected = w["detected"] if r.detected else w["not detected"]
+    return f"<strong>{w['CAR persistence']}</strong> {detected} ({t.label(r, 'method')})"
 
 
-def _infection(r: Model) -> SafeString:
-    return format_html(
-        "<strong>{}</strong> {} · {} · {}",
-        gettext("Infection"),
-        _text(r.get_site_display()),
-        _text(r.get_organism_class_display()),
-        _graded(r.ctcae_grade, gettext("CTCAE grade %(grade)s")),
-    )
-
-
-def _iec_hs(r: Model) -> SafeString:
-    return format_html(
-        "<strong>{}</strong> {} ({})",
-        gettext("IEC-HS"),
-        _graded(r.recorded_grade, gettext("grade %(grade)s")),
-        gettext("as recorded"),
-    )
-
-
-def _ivig(r: Model) -> SafeString:
-    if r.stop:
-        until = gettext("until %(stop)s") % {"stop": r.stop.isoformat()}
-    else:
-        until = gettext("ongoing")
-    return format_html("<strong>{}</strong> {}", gettext("Immunoglobulin replacement"), until)
-
-
-def _persistence(r: Model) -> SafeString:
-    return format_html(
-        "<strong>{}</strong> {} ({})",
-        gettext("CAR persistence"),
-        gettext("detected") if r.detected else gettext("not detected"),
-        _text(r.get_method_display()),
-    )
-
-
-def _second_cancer(r: Model) -> SafeString:
+def _second_cancer(r: Model, t: _Reader) -> str:
+    w = t.words
     details = ""
     if r.t_cell_malignancy:
         details = (
-            f" · {gettext('T-cell malignancy')} · {gettext('CAR transgene tested')}: "
-            f"{r.get_car_transgene_tested_display()}"
+            f" · {w['T-cell malignancy']} · {w['CAR transgene tested']}: "
+            f"{t.label(r, 'car_transgene_tested')}"
         )
         if r.car_transgene_tested == "yes":
-            details += f" · {gettext('detected')}: {r.get_car_transgene_detected_display()}"
-    return format_html(
-        "<strong>{}</strong> {}{}", gettext("Second cancer"), _text(r.cancer_type), details
-    )
+            details += f" · {w['detected']}: {t.label(r, 'car_transgene_detected')}"
+    return f"<strong>{w['Second cancer']}</strong> {_e(r.cancer_type)}{details}"
 
 
-def _death(r: Model) -> SafeString:
-    return format_html("<strong>{}</strong> {}", gettext("Death"), _text(r.get_cause_display()))
+def _death(r: Model, t: _Reader) -> str:
+    return f"<strong>{t.words['Death']}</strong> {t.label(r, 'cause')}"
 
 
 # What each kind of entry says (registry.selectors.TIMELINE_RECORDS, its treatment and death).
-SUMMARIES: dict[str, Callable[[Model], SafeString]] = {
+SUMMARIES: dict[str, Callable[[Model, _Reader], str]] = {
     "treatment": _treatment,
     "crs": _crs,
     "icans": _icans,
@@ -172,29 +212,23 @@ SUMMARIES: dict[str, Callable[[Model], SafeString]] = {
 def timeline_html(entries: Iterable[TimelineEntry], *, can_edit: bool) -> SafeString:
     """The <li> of each entry of a treatment's timeline, in the active language: its day, its
     date, what it says, and for someone who may edit at the patient's site its edit link."""
-    day = gettext("day %(day)s")
-    edit_label, edit_text = gettext("Edit"), gettext("edit")
+    reader = _Reader(get_language())
+    w = reader.words
+    day = reader.texts["day %(day)s"]
+    edit_links: dict[str, str] = {}  # by kind: the route reversed once, MARK for the key
     lines = []
     for entry in entries:
         iso = entry.date.isoformat()
         edit = ""
         if can_edit:
-            edit = format_html(
-                ' · <a href="{}" aria-label="{}">{}</a>',
-                link("record-edit", entry.kind, entry.record.pk),
-                edit_label,
-                edit_text,
-            )
+            if entry.kind not in edit_links:
+                edit_links[entry.kind] = _e(link("record-edit", entry.kind, MARK))
+            url = edit_links[entry.kind].replace(str(MARK), str(int(entry.record.pk)))
+            edit = f' · <a href="{url}" aria-label="{w["Edit"]}">{w["edit"]}</a>'
         lines.append(
-            format_html(
-                '<li data-kind="{}"><span class="day">{}</span> '
-                '<time datetime="{}">{}</time> · {}{}</li>\n',
-                entry.kind,
-                day % {"day": entry.day},
-                iso,
-                iso,
-                SUMMARIES[entry.kind](entry.record),
-                edit,
-            )
+            f'<li data-kind="{_e(entry.kind)}"><span class="day">'
+            f"{_e(day % {'day': entry.day})}</span> "
+            f'<time datetime="{iso}">{iso}</time> · {SUMMARIES[entry.kind](entry.record, reader)}'
+            f"{edit}</li>\n"
         )
-    return mark_safe("".join(lines))  # each line built by format_html, every value escaped
+    return mark_safe("".join(lines))  # every value escaped by _e, every word by _words

@@ -56,9 +56,15 @@ class ChoiceLabels(models.Model):
         abstract = True
 
     def _get_FIELD_display(self, field: models.Field) -> str:
-        value = getattr(self, field.attname)
-        label = _choice_labels(field, get_language()).get(make_hashable(value), value)
-        return force_str(label, strings_only=True)
+        return choice_label(self, field, get_language())
+
+
+def choice_label(record: models.Model, field: models.Field, language: str | None) -> str:
+    """`record.get_FOO_display()` in this language (the active one), for a caller that showing
+    many labels looks the language up once (registry.timeline_html)."""
+    value = getattr(record, field.attname)
+    label = _choice_labels(field, language).get(make_hashable(value), value)
+    return force_str(label, strings_only=True)
 
 
 class ClinicalRecord(ChoiceLabels):

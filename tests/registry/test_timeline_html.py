@@ -186,3 +186,27 @@ def test_the_edit_link_is_the_records_edit_page_and_only_for_an_editor(language)
             edit = translation.gettext("Edit")
             assert f'<a href="{url}" aria-label="{edit}">' in _line(record, kind, can_edit=True)
             assert "<a " not in _line(record, kind, can_edit=False)
+
+
+def test_a_translated_word_is_escaped_too(monkeypatch):
+    """The words are translated once per language and escaped like the values: a translation
+    holding markup shows as text (a placeholder filled in before escaping)."""
+    from registry import timeline_html as module
+
+    monkeypatch.setattr(module, "gettext", lambda message: f"<b>{message}</b> & co")
+    module._translated.cache_clear()
+    module._words.cache_clear()
+    try:
+        with translation.override("en"):
+            records = _records()
+            lines = [_line(records[kind], kind, can_edit=True) for kind in ("crs", "ivig")]
+    finally:
+        monkeypatch.undo()
+        module._translated.cache_clear()
+        module._words.cache_clear()
+    for line in lines:
+        assert "<b>" not in line and "&lt;b&gt;" in line and "&amp; co" in line
+    assert "&lt;b&gt;day 5&lt;/b&gt;" in lines[0] and "&lt;b&gt;grade 2&lt;/b&gt;" in lines[0]
+    assert "&lt;b&gt;until 2024-05-02&lt;/b&gt;" in lines[1]
+    with translation.override("en"):  # the real words again
+        assert '<span class="day">day 5</span>' in _line(records["crs"], "crs")
