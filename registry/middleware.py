@@ -19,7 +19,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils import translation
-from django.utils.functional import empty
+from django.utils.functional import LazyObject, empty
 from django.utils.translation import gettext as _
 
 from config.logging import request_id
@@ -38,6 +38,30 @@ class UserLanguageMiddleware:
         if user is not None and user.is_authenticated and user.language:
             translation.activate(user.language)
             request.LANGUAGE_CODE = translation.get_language()
+        return self.get_response(request)
+
+
+class LoadedUserMiddleware:
+    """`request.user` as the user itself once it is loaded, for the view and the page.
+
+    Django's AuthenticationMiddleware and django-otp's OTPMiddleware each put the user behind a
+    lazy wrapper, one around the other: every attribute read then went through both (a failed
+    lookup and a call each), a fifteenth of the patient page (docs/PERFORMANCE.md, session
+    12). The middleware before this one have loaded the user anyway (the two-factor check
+    reads it); signed in or not, the object is the same, with the device django-otp set on it.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = request.__dict__.get("user")
+        while isinstance(user, LazyObject):
+            if user._wrapped is empty:
+                user._setup()
+            user = user._wrapped
+        if user is not None:
+            request.user = user
         return self.get_response(request)
 
 

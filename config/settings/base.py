@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "registry.otp.TwoFactorRequiredMiddleware",
+    "registry.middleware.LoadedUserMiddleware",  # request.user itself, not behind two wrappers
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "registry.middleware.UserLanguageMiddleware",

@@ -122,3 +122,52 @@ def test_a_session_signed_in_through_djangos_backend_is_signed_out(client):
     user = UserFactory()
     sign_in(client, user, "django.contrib.auth.backends.ModelBackend")
     assert client.get("/patients/").status_code == 302
+
+
+# --- The user handed to the view as itself (registry.middleware.LoadedUserMiddleware) -----------
+def _user_seen_by_the_view(rf, session) -> object:
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.http import HttpResponse
+    from django_otp.middleware import OTPMiddleware
+
+    from registry.middleware import LoadedUserMiddleware
+
+    seen = []
+
+    def view(request):
+        seen.append(request.user)
+        return HttpResponse()
+
+    request = rf.get("/")
+    request.session = session
+    AuthenticationMiddleware(OTPMiddleware(LoadedUserMiddleware(view)))(request)
+    return seen[0]
+
+
+def test_the_view_gets_the_signed_in_user_itself_with_its_two_factor_state(rf, client):
+    from django.utils.functional import LazyObject
+
+    from registry.models import User
+
+    user = UserFactory()
+    client.force_login(user)
+    seen = _user_seen_by_the_view(rf, client.session)
+    assert type(seen) is User and not isinstance(seen, LazyObject)
+    assert seen.pk == user.pk and seen.is_authenticated
+    assert seen.otp_device is None and seen.is_verified() is False  # set by django-otp
+
+
+def test_the_view_gets_an_anonymous_user_itself(rf):
+    from django.contrib.auth.models import AnonymousUser
+
+    seen = _user_seen_by_the_view(rf, SessionStore())
+    assert type(seen) is AnonymousUser and not seen.is_authenticated and not seen.is_verified()
+
+
+def test_the_middleware_hands_on_the_user_after_the_two_factor_check():
+    order = settings.MIDDLEWARE
+    assert (
+        order.index("registry.middleware.LoadedUserMiddleware")
+        > order.index("registry.otp.TwoFactorRequiredMiddleware")
+        > order.index("django_otp.middleware.OTPMiddleware")
+    )
