@@ -117,6 +117,10 @@ def each_result(cursor, statements: list[tuple[str, list]]) -> Iterator[list[tup
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+# Each statement by its name, for reading what was sent (sent_statements).
+_NAMED: dict[str, str] = {}
+
+
 @functools.lru_cache(maxsize=512)
 def _prepared(statement: str) -> tuple[str, str, str]:
     """The statement's name, its PREPARE (its %s numbered $1, $2...) and its EXECUTE (the
@@ -125,6 +129,7 @@ def _prepared(statement: str) -> tuple[str, str, str]:
         raise ValueError("a statement to prepare must not hold a literal %")
     parts = statement.split("%s")
     name = "immunoreg_" + hashlib.blake2b(statement.encode(), digest_size=10).hexdigest()
+    _NAMED[name] = statement
     numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
     arguments = f"({', '.join(['%s'] * (len(parts) - 1))})" if len(parts) > 1 else ""
     return name, f"PREPARE {name} AS {numbered}", f"EXECUTE {name}{arguments}"
@@ -172,6 +177,19 @@ def _by_name(raw_connection, statements: list[str]) -> tuple[str, int]:
         executes.append(execute)
     _PREPARED[raw_connection] = held
     return "; ".join(head + executes), len(head)
+
+
+def sent_statements(sent: str) -> list[str]:
+    """The statements behind one round trip of each_result as a query log shows it (each
+    EXECUTE by name, after any PREPARE), in order: for reading a log or a test's queries."""
+    statements = []
+    for part in sent.split("; "):
+        if part.startswith(("PREPARE immunoreg_", "DEALLOCATE ALL")):
+            continue
+        if part.startswith("EXECUTE immunoreg_"):
+            part = _NAMED[part.split()[1].split("(")[0]]
+        statements.append(part)
+    return statements
 
 
 def instances(model: type[Model], rows: list[tuple]) -> list[Model]:

@@ -8,6 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from bench import report
+from registry.rows import sent_statements
 
 
 @pytest.mark.urls("bench.floor")
@@ -16,7 +17,8 @@ def test_the_pages_floor_loads_the_session_and_the_user_and_nothing_else(client,
     with CaptureQueriesContext(connection) as queries:
         response = client.get("/bench/floor/")
     assert response.status_code == 200 and nurse.username in response.content.decode()
-    tables = [q["sql"].split(" FROM ")[1].split()[0].strip('"') for q in queries.captured_queries]
+    statements = [s for q in queries.captured_queries for s in sent_statements(q["sql"])]
+    tables = [statement.split(" FROM ")[1].split()[0].strip('"') for statement in statements]
     assert tables == ["django_session", "registry_user"]
 
 

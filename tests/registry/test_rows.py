@@ -10,7 +10,7 @@ from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from registry.models import User
-from registry.rows import each_result, instances, read_cursor, select_sql
+from registry.rows import each_result, instances, read_cursor, select_sql, sent_statements
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +166,21 @@ def test_with_prepared_statements_off_the_statements_are_sent_as_they_are(settin
 def test_a_statement_with_a_literal_percent_is_not_prepared():
     with pytest.raises(ValueError, match="literal %"), read_cursor() as cursor:
         list(each_result(cursor, [(select_sql(User, "username LIKE 'a%%'", "id"), [])]))
+
+
+def test_the_statements_sent_by_name_can_be_read_back(settings):
+    users = [UserFactory()]
+    where = "id = ANY(%s) AND 'read back' <> ''"
+    for prepared in (True, False):
+        settings.IMMUNOREG_PREPARED_STATEMENTS = prepared
+        for _ in range(2):  # preparing, then prepared
+            with CaptureQueriesContext(connection) as sent:
+                _read_by_name(users, where)
+            [statement] = sent_statements(_sent(sent)[0])
+            expected = select_sql(User, where, "id")
+            if prepared:
+                assert statement == expected
+            else:  # sent as it is, a log shows it with its values
+                head = expected.partition(" WHERE ")[0]
+                assert statement.startswith(head + " WHERE id = ANY(")
+                assert statement.endswith("AND 'read back' <> '' ORDER BY id")
