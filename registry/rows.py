@@ -101,9 +101,7 @@ def each_result(cursor, statements: list[tuple[str, list]]) -> Iterator[list[tup
     if not settings.IMMUNOREG_PREPARED_STATEMENTS:
         cursor.execute("; ".join(statement for statement, _params in statements), params)
     else:
-        skipped = _execute_by_name(cursor, [statement for statement, _params in statements], params)
-        for _ in range(skipped):  # the results of DEALLOCATE and PREPARE hold no rows
-            cursor.nextset()
+        _execute_by_name(cursor, [statement for statement, _params in statements], params)
     yield cursor.fetchall()
     while cursor.nextset():
         yield cursor.fetchall()
@@ -135,19 +133,21 @@ def _prepared(statement: str) -> tuple[str, str, str]:
     return name, f"PREPARE {name} AS {numbered}", f"EXECUTE {name}{arguments}"
 
 
-def _execute_by_name(cursor, statements: list[str], params: list) -> int:
-    """Send the statements by name (_by_name); how many results come before the first
-    EXECUTE's. A connection that lost its prepared statements (deallocated by a pooler, say) is
+def _execute_by_name(cursor, statements: list[str], params: list) -> None:
+    """Send the statements by name (_by_name), the cursor left on the first EXECUTE's result
+    (those of DEALLOCATE and PREPARE hold no rows). A connection that lost its prepared statements (deallocated by a pooler, say) is
     sent them again, once, where no transaction is open; otherwise the error is raised and the
     connection's statements are prepared again at its next round trip."""
     raw_connection = cursor.cursor.connection
     try:
-        return _send_by_name(cursor, raw_connection, statements, params)
+        skipped = _send_by_name(cursor, raw_connection, statements, params)
     except DatabaseError as error:
         lost = getattr(error.__cause__, "sqlstate", None) == "26000"  # no such statement
         if not lost or connections[DEFAULT_DB_ALIAS].in_atomic_block:
             raise
-    return _send_by_name(cursor, raw_connection, statements, params)
+        skipped = _send_by_name(cursor, raw_connection, statements, params)
+    for _ in range(skipped):
+        cursor.nextset()
 
 
 def _send_by_name(cursor, raw_connection, statements: list[str], params: list) -> int:
@@ -163,7 +163,7 @@ def _send_by_name(cursor, raw_connection, statements: list[str], params: list) -
 def _by_name(raw_connection, statements: list[str]) -> tuple[str, int]:
     """What to send for these statements on this connection: an EXECUTE of each, after the
     PREPARE of those it does not hold yet; and how many results come before the first EXECUTE's.
-    The names are recorded as prepared now: if the round trip fails, each_result forgets them."""
+    The names are recorded as prepared now: if the round trip fails, _send_by_name forgets them."""
     held = _PREPARED.get(raw_connection, set())
     head = []
     if held is None:

@@ -29,8 +29,7 @@ class SessionStore(db.SessionStore):
         with connection.cursor() as cursor:
             statement = f"SELECT {data} FROM {table} WHERE {key} = %s AND {expiry} > %s"
             [rows] = each_result(cursor, [(statement, [self.session_key, timezone.now()])])
-        row = rows[0] if rows else None
-        if row is None:
+        if not rows:
             self._session_key = None
             return None
-        return model(session_key=self.session_key, session_data=row[0])
+        return model(session_key=self.session_key, session_data=rows[0][0])
