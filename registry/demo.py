@@ -590,7 +590,10 @@ def icaht_of_plan(plan: PatientPlan) -> Fields:
     """The ICAHT fields registry.services would store on the plan's treatment."""
     ends = [record["date"] for record in (*plan.relapses, *plan.transplants)]
     return demo_labs.icaht_fields(
-        plan.labs, day0=plan.treatment["day0"], censor=min(ends, default=None)
+        plan.labs,
+        day0=plan.treatment["day0"],
+        censor=min(ends, default=None),
+        death=plan.death["date"] if plan.death else None,
     )
 
 

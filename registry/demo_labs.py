@@ -123,14 +123,17 @@ def lab_series(
     return rows
 
 
-def icaht_fields(labs: list[Fields], *, day0: date, censor: date | None) -> Fields:
+def icaht_fields(
+    labs: list[Fields], *, day0: date, censor: date | None, death: date | None = None
+) -> Fields:
     """The ICAHT fields registry.services stores on the treatment for this series (the same
-    pure function, for the loaders that write the rows in bulk)."""
+    pure function, for the loaders that write the rows in bulk): `censor`, the first relapse,
+    transplant or next treatment; `death`, the patient's death."""
     anc_values = [
         (row["date"], row["anc_per_ul"]) for row in labs if row.get("anc_per_ul") is not None
     ]
     return icaht.stored_fields(
-        *icaht.results_from_dates(day0, anc_values, [censor] if censor else [])
+        *icaht.results_from_dates(day0, anc_values, [censor] if censor else [], death)
     )
 
 

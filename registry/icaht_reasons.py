@@ -22,6 +22,10 @@ REASONS = {
     ),
     IcahtRule.EARLY_NEVER_ABOVE_500: gettext_lazy("ANC never above 500/µL in days 0-30."),
     IcahtRule.EARLY_NO_VALUES: gettext_lazy("Not gradable: no ANC is recorded in days 0-30."),
+    IcahtRule.EARLY_NO_WINDOW: gettext_lazy(
+        "Not gradable: a relapse or the next therapy on day %(censor_day)s leaves no day of days "
+        "0-30 to count."
+    ),
     IcahtRule.EARLY_DAYS_MISSING: gettext_lazy(
         "Not gradable: grade %(lowest)s to %(highest)s, depending on days %(days)s, which no "
         "ANC settles; record the ANC of those days."
@@ -33,8 +37,8 @@ REASONS = {
         "%(values)s ANC after day 30 at or below %(threshold)s/µL (lowest %(lowest_anc)s/µL)."
     ),
     IcahtRule.LATE_NO_WINDOW: gettext_lazy(
-        "Not gradable: a relapse or the next therapy on day %(censor_day)s ends the follow-up "
-        "before day 31."
+        "Not gradable: a death, a relapse or the next therapy on day %(censor_day)s ends the "
+        "follow-up before day 31."
     ),
     IcahtRule.LATE_TOO_FEW_VALUES: gettext_lazy(
         "Not gradable: %(values)s ANC from day 31 to day %(last_day)s; two are needed."
@@ -49,6 +53,11 @@ REASONS = {
     ),
 }
 
+# Appended when a death, a relapse or the next therapy ended the early window before day 30.
+COUNTED_UNTIL = gettext_lazy(
+    "Counted to day %(until_day)s: a death, a relapse or the next therapy ends the follow-up there."
+)
+
 
 def _number(value: object) -> object:
     return f"{value:g}" if isinstance(value, float) else value
@@ -62,4 +71,12 @@ def icaht_reason(rule: str, params: Mapping[str, object]) -> str:
         sentence = REASONS[IcahtRule(rule)]
     except ValueError:
         return _("Unknown rule %(rule)s.") % {"rule": rule}
-    return str(sentence) % {name: _number(value) for name, value in params.items()}
+    values = {name: _number(value) for name, value in params.items()}
+    text = str(sentence) % values
+    if "until_day" in values:
+        # two sentences, as the reader's language puts them one after the other
+        text = _("%(reason)s %(counted_until)s") % {
+            "reason": text,
+            "counted_until": COUNTED_UNTIL % values,
+        }
+    return text

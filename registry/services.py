@@ -103,8 +103,9 @@ ICAHT_FIELDS = (
 
 def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult]:
     """Early and late ICAHT of a treatment, from its saved ANC series (days from its day 0 as
-    the object holds it). The late window ends the day before the first relapse, transplant or
-    next index treatment of the patient (docs/DOMAIN_DECISIONS.md "ICAHT")."""
+    the object holds it). The days are counted to the day before the first relapse, transplant
+    or next index treatment of the patient, or to the day of the patient's death
+    (docs/DOMAIN_DECISIONS.md "ICAHT")."""
     if treatment.pk is None or treatment.day0 is None:
         return icaht.results_from_dates(None, [], [])
     series = LabValue.objects.filter(treatment=treatment, anc_per_ul__isnull=False)
@@ -123,8 +124,12 @@ def icaht_of(treatment: Treatment) -> tuple[icaht.IcahtResult, icaht.IcahtResult
             all=True,
         )
     )
+    death = Death.objects.filter(patient_id=treatment.patient_id).values_list("date", flat=True)
     return icaht.results_from_dates(
-        treatment.day0, series.values_list("date", "anc_per_ul"), [when for (when,) in ends]
+        treatment.day0,
+        series.values_list("date", "anc_per_ul"),
+        [when for (when,) in ends],
+        death.first(),
     )
 
 
@@ -163,13 +168,19 @@ def icaht_derive_all(*, user, reason: str, chunk: int = ICAHT_CHUNK) -> tuple[in
                     .values_list("treatment_id", "date")
                 ):
                     ends[treatment_id].append(when)
+            patients = {t.patient_id for t in treatments}
             day0s: dict[int, list[tuple[int, date]]] = defaultdict(list)
             for patient_id, pk, day0 in (
-                Treatment.objects.filter(patient_id__in={t.patient_id for t in treatments})
+                Treatment.objects.filter(patient_id__in=patients)
                 .order_by()
                 .values_list("patient_id", "pk", "day0")
             ):
                 day0s[patient_id].append((pk, day0))
+            deaths = dict(
+                Death.objects.filter(patient_id__in=patients)
+                .order_by()
+                .values_list("patient_id", "date")
+            )
             changed = []
             for treatment in treatments:
                 later = [
@@ -179,7 +190,10 @@ def icaht_derive_all(*, user, reason: str, chunk: int = ICAHT_CHUNK) -> tuple[in
                 ]
                 values = icaht.stored_fields(
                     *icaht.results_from_dates(
-                        treatment.day0, series[treatment.pk], [*ends[treatment.pk], *later]
+                        treatment.day0,
+                        series[treatment.pk],
+                        [*ends[treatment.pk], *later],
+                        deaths.get(treatment.patient_id),
                     )
                 )
                 if any(getattr(treatment, name) != value for name, value in values.items()):
@@ -248,8 +262,15 @@ def _icaht_refresh_after(
         treatments = list(
             Treatment.objects.filter(patient_id=record.patient_id).exclude(pk=record.pk)
         )
+    elif isinstance(record, Death):
+        # a death ends the days counted of every treatment of the patient
+        treatments = list(Treatment.objects.filter(patient_id=record.patient_id))
     else:
         return
+    if isinstance(left, Patient):
+        # a treatment or death moved away: the patient it left has one index treatment or its
+        # death fewer
+        treatments += Treatment.objects.filter(patient_id=left.pk).exclude(pk=record.pk)
     _icaht_refreshed(treatments, user=user, reason=reason)
 
 
@@ -761,6 +782,7 @@ def death_record(
             _write(
                 fatal_episode, user=user, reason=reason or _("fatal episode of the recorded death")
             )
+        _icaht_refresh_after(death, user=user, reason=reason)
         _after_write(patient, death)
     return death
 

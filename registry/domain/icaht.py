@@ -6,7 +6,8 @@ grading and best practice recommendations. Blood 2023;142:865-877 (grading table
 (days 0-30) from how long the ANC stays at or below 500/uL and 100/uL; late ICAHT (after day 30)
 from the lowest ANC, confirmed by a second value. The consensus counts recoveries shorter than
 three days as days of neutropenia ("nonstable count recovery", restated by the same group for
-thrombocytopenia, Blood Adv 2024).
+thrombocytopenia, Blood Adv 2024), and counts the days to the end of the follow-up: "censoring at
+the time of disease progression, subsequent line of therapy, or death" (the same restatement).
 
 Where the consensus is silent (the days between two counts, the edges of the series, the values
 of one day, what "too sparse" means), docs/DOMAIN_DECISIONS.md "ICAHT" says what is done here.
@@ -66,6 +67,7 @@ class IcahtRule(StrEnum):
     EARLY_ANC_100_DAYS = "early_anc_100_days"
     EARLY_NEVER_ABOVE_500 = "early_never_above_500"
     EARLY_NO_VALUES = "early_no_values"
+    EARLY_NO_WINDOW = "early_no_window"
     EARLY_DAYS_MISSING = "early_days_missing"
     LATE_NO_CYTOPENIA = "late_no_cytopenia"
     LATE_LOWEST_ANC = "late_lowest_anc"
@@ -188,17 +190,59 @@ def early_grade_of(days_at_or_below_500: int, days_at_or_below_100: int) -> tupl
     return grade, rule
 
 
-def early_icaht(counts: Iterable[AncCount]) -> IcahtResult:
-    """Early ICAHT (days 0-30) from a patient's ANC series (any order, any days)."""
-    lowest = {day: anc for day, anc in lowest_of_each_day(counts).items() if day >= 0}
-    if not any(EARLY_FIRST_DAY <= day <= EARLY_LAST_DAY for day in lowest):
+def followed_to(censor_day: int | None, death_day: int | None) -> int | None:
+    """The last day of the treatment's follow-up: the day before a relapse or the next therapy
+    (`censor_day`), the day of a death (`death_day`, whose counts are kept); None when neither
+    ended it."""
+    ends = [day for day in (_before(censor_day), death_day) if day is not None]
+    return min(ends, default=None)
+
+
+def _before(day: int | None) -> int | None:
+    return None if day is None else day - 1
+
+
+def _end_day(censor_day: int | None, death_day: int | None) -> int:
+    """The day of the event that ends the follow-up (for the reasons' sentences)."""
+    if censor_day is None or (death_day is not None and death_day < censor_day):
+        assert death_day is not None
+        return death_day
+    return censor_day
+
+
+def early_icaht(
+    counts: Iterable[AncCount], *, censor_day: int | None = None, death_day: int | None = None
+) -> IcahtResult:
+    """Early ICAHT (days 0-30) from a patient's ANC series (any order, any days). A relapse or
+    the next therapy (`censor_day`) or a death (`death_day`) before day 30 ends the days
+    counted: to the day before the relapse or therapy, to the day of the death (the
+    consensus's censoring; docs/DOMAIN_DECISIONS.md). Counts after that are not read, and
+    "never above 500 in days 0-30" needs the whole window."""
+    followed = followed_to(censor_day, death_day)
+    if followed is not None and followed < EARLY_FIRST_DAY:
+        return IcahtResult(
+            None,
+            IcahtRule.EARLY_NO_WINDOW,
+            lowest=0,
+            highest=4,
+            params={"censor_day": _end_day(censor_day, death_day)},
+        )
+    lowest = {
+        day: anc
+        for day, anc in lowest_of_each_day(counts).items()
+        if day >= 0 and (followed is None or day <= followed)
+    }
+    window_end = EARLY_LAST_DAY if followed is None else min(EARLY_LAST_DAY, followed)
+    if not any(EARLY_FIRST_DAY <= day <= window_end for day in lowest):
         return IcahtResult(None, IcahtRule.EARLY_NO_VALUES, lowest=0, highest=4)
     # Counts after day 30 settle the days before it, and show whether a recovery that
     # straddles day 30 was a stable one.
-    last_day = max(EARLY_LAST_DAY, max(lowest))
+    last_day = max(window_end, max(lowest))
     fewest_500, most_500 = _at_or_below(lowest, ANC_500, last_day)
     fewest_100, most_100 = _at_or_below(lowest, ANC_100, last_day)
-    window = range(EARLY_FIRST_DAY, EARLY_LAST_DAY + 1)
+    window = range(EARLY_FIRST_DAY, window_end + 1)
+    # a window ended early shows where it ends: "counted to day N" in the reason
+    until = {"until_day": window_end} if window_end < EARLY_LAST_DAY else {}
 
     def days(at_or_below: list[bool]) -> int:
         return sum(at_or_below[day] for day in window)
@@ -211,7 +255,7 @@ def early_icaht(counts: Iterable[AncCount]) -> IcahtResult:
             rule,
             lowest=lowest_grade,
             highest=highest_grade,
-            params={"days_500": days(fewest_500), "days_100": days(fewest_100)},
+            params={"days_500": days(fewest_500), "days_100": days(fewest_100), **until},
         )
     unsettled = [
         day
@@ -223,18 +267,23 @@ def early_icaht(counts: Iterable[AncCount]) -> IcahtResult:
         IcahtRule.EARLY_DAYS_MISSING,
         lowest=lowest_grade,
         highest=highest_grade,
-        params={"days": _day_ranges(unsettled), "lowest": lowest_grade, "highest": highest_grade},
+        params={
+            "days": _day_ranges(unsettled),
+            "lowest": lowest_grade,
+            "highest": highest_grade,
+            **until,
+        },
     )
 
 
 # --- late ICAHT --------------------------------------------------------------------------
 
 
-def late_last_day(censor_day: int | None) -> int:
-    """The late window ends on day 100, or the day before a relapse or the next therapy."""
-    if censor_day is None:
-        return LATE_LAST_DAY
-    return min(LATE_LAST_DAY, censor_day - 1)
+def late_last_day(censor_day: int | None, death_day: int | None = None) -> int:
+    """The late window ends on day 100, or the day before a relapse or the next therapy, or on
+    the day of a death."""
+    followed = followed_to(censor_day, death_day)
+    return LATE_LAST_DAY if followed is None else min(LATE_LAST_DAY, followed)
 
 
 def late_grade_bounds(window: Mapping[int, float]) -> tuple[int, int, float | None]:
@@ -254,17 +303,19 @@ def late_grade_bounds(window: Mapping[int, float]) -> tuple[int, int, float | No
     return lowest, highest, unconfirmed
 
 
-def late_icaht(counts: Iterable[AncCount], *, censor_day: int | None = None) -> IcahtResult:
+def late_icaht(
+    counts: Iterable[AncCount], *, censor_day: int | None = None, death_day: int | None = None
+) -> IcahtResult:
     """Late ICAHT (day 31 to day 100, or to the day before `censor_day`: a relapse or the next
-    therapy) from a patient's ANC series (any order, any days)."""
-    last_day = late_last_day(censor_day)
+    therapy, or to `death_day`) from a patient's ANC series (any order, any days)."""
+    last_day = late_last_day(censor_day, death_day)
     if last_day < LATE_FIRST_DAY:
         return IcahtResult(
             None,
             IcahtRule.LATE_NO_WINDOW,
             lowest=0,
             highest=4,
-            params={"censor_day": censor_day if censor_day is not None else 0},
+            params={"censor_day": _end_day(censor_day, death_day)},
         )
     window = {
         day: anc
@@ -338,14 +389,21 @@ def stored_fields(early: IcahtResult, late: IcahtResult) -> dict[str, Any]:
 
 
 def results_from_dates(
-    day0: date | None, anc_values: Iterable[tuple[date, Any]], ends: Iterable[date]
+    day0: date | None,
+    anc_values: Iterable[tuple[date, Any]],
+    ends: Iterable[date],
+    death: date | None = None,
 ) -> tuple[IcahtResult, IcahtResult]:
-    """Early and late ICAHT from (date, ANC) values of a treatment with this day 0, the late
-    window ending the day before the first of `ends` (a relapse, a transplant, the next index
-    treatment; docs/DOMAIN_DECISIONS.md "ICAHT")."""
+    """Early and late ICAHT from (date, ANC) values of a treatment with this day 0, the days
+    counted to the day before the first of `ends` (a relapse, a transplant, the next index
+    treatment) or to the day of the `death` (docs/DOMAIN_DECISIONS.md "ICAHT")."""
     if day0 is None:
         return early_icaht([]), late_icaht([], censor_day=None)
     counts = [AncCount((when - day0).days, anc) for when, anc in anc_values]
     first_end = min(ends, default=None)
     censor = None if first_end is None else (first_end - day0).days
-    return early_icaht(counts), late_icaht(counts, censor_day=censor)
+    died = None if death is None else (death - day0).days
+    return (
+        early_icaht(counts, censor_day=censor, death_day=died),
+        late_icaht(counts, censor_day=censor, death_day=died),
+    )

@@ -16,7 +16,7 @@ from django.utils import translation
 from registry import services
 from registry.domain.icaht import IcahtRule
 from registry.domain.vocabulary import Role
-from registry.models import LabValue, Relapse, Transplant, Treatment
+from registry.models import Death, LabValue, Relapse, Transplant, Treatment
 from tests import factories
 from tests.factories import DAY0
 
@@ -420,6 +420,71 @@ def test_the_next_index_treatment_ends_the_late_window_of_the_one_before(treatme
     assert treatment.icaht_late_grade == 0
 
 
+def test_a_death_ends_the_days_counted_and_its_deletion_opens_them_again(
+    treatment, nurse, administrator
+):
+    # 50/uL from day 0 to day 12: without an end, days 13-30 could still be counted
+    save(treatment, nurse, rows_of({n: 50 for n in range(13)}))
+    treatment.refresh_from_db()
+    assert (treatment.icaht_early_grade, treatment.icaht_early_rule) == (None, "early_days_missing")
+
+    death = services.death_record(
+        patient=treatment.patient, user=nurse, date=day(12), cause="infection", reason="ward call"
+    )
+    treatment.refresh_from_db()
+    assert (treatment.icaht_early_grade, treatment.icaht_early_rule) == (3, "early_anc_100_days")
+    assert treatment.icaht_early_params == {"days_500": 13, "days_100": 13, "until_day": 12}
+    assert treatment.icaht_early_reason == (
+        "ANC at or below 100/µL on 13 days of days 0-30. Counted to day 12: a death, a relapse "
+        "or the next therapy ends the follow-up there."
+    )
+    with translation.override("zh-hans"):
+        assert treatment.icaht_early_reason == (
+            "第 0-30 天中有 13 天 ANC ≤ 100/µL。计数至第 12 天：死亡、复发或后续治疗使观察期在此结束。"
+        )
+    assert (treatment.icaht_late_rule, treatment.icaht_late_params) == (
+        "late_no_window",
+        {"censor_day": 12},
+    )
+    assert treatment.history.latest("history_id").history_change_reason == "ward call"
+
+    services.record_delete(Death.objects.get(pk=death.pk), user=administrator, reason="wrong")
+    treatment.refresh_from_db()
+    assert (treatment.icaht_early_grade, treatment.icaht_early_rule) == (None, "early_days_missing")
+
+
+def test_a_death_dated_again_derives_the_grade_again(treatment, nurse):
+    save(treatment, nurse, rows_of({n: 50 for n in range(13)}))
+    death = services.death_record(
+        patient=treatment.patient, user=nurse, date=day(13), cause="infection"
+    )
+    treatment.refresh_from_db()
+    # day 13, the day of the death, has no count: 13 or 14 days at or below 100
+    assert (treatment.icaht_early_grade, treatment.icaht_early_params["days"]) == (None, "13")
+
+    services.record_update(death, user=nurse, reason="date from the certificate", date=day(12))
+    treatment.refresh_from_db()
+    assert (treatment.icaht_early_grade, treatment.icaht_early_params["until_day"]) == (3, 12)
+    assert treatment.history.latest("history_id").history_change_reason == (
+        "date from the certificate"
+    )
+
+
+def test_a_treatment_moved_to_another_patient_gives_back_the_late_window_it_ended(
+    treatment, nurse, site
+):
+    save(treatment, nurse, rows_of({40: 3000, 59: 3000, 60: 50, 65: 50}))
+    later = factories.treatment(user=nurse, patient=treatment.patient, day0=day(60))
+    treatment.refresh_from_db()
+    assert treatment.icaht_late_grade == 0
+    other = factories.patient(user=nurse, site=site, study_id="P2")
+    services.record_update(
+        later, user=nurse, reason="entered under the wrong patient", patient=other
+    )
+    treatment.refresh_from_db()
+    assert treatment.icaht_late_grade == 4
+
+
 def test_a_write_that_does_not_change_the_grade_writes_no_treatment_history(treatment, nurse):
     save(treatment, nurse, rows_of(neutropenic_days(7)))
     history = treatment.history.count()
@@ -506,6 +571,20 @@ def test_derive_icaht_sets_what_the_series_gives_audits_the_change_and_leaves_th
     assert (
         Treatment.history.count() == history + 1 and untouched.history.count() == untouched_before
     )
+
+
+def test_derive_icaht_ends_the_days_counted_at_the_death(treatment, nurse):
+    save(treatment, nurse, rows_of({n: 50 for n in range(13)}))
+    services.death_record(patient=treatment.patient, user=nurse, date=day(12), cause="infection")
+    expected = {
+        name: getattr(Treatment.objects.get(pk=treatment.pk), name)
+        for name in services.ICAHT_FIELDS
+    }
+    Treatment.objects.filter(pk=treatment.pk).update(icaht_early_grade=None, icaht_early_rule="")
+    services.icaht_derive_all(user=None, reason="test", chunk=1)
+    after = Treatment.objects.get(pk=treatment.pk)
+    assert {name: getattr(after, name) for name in services.ICAHT_FIELDS} == expected
+    assert after.icaht_early_grade == 3
 
 
 def test_derive_icaht_ends_the_late_window_at_a_relapse_or_the_next_treatment(treatment, nurse):

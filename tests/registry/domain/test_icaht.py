@@ -3,6 +3,9 @@ decisions of docs/DOMAIN_DECISIONS.md "ICAHT" (gaps, edges, one day's values).""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+from functools import partial
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,8 +17,10 @@ from registry.domain.icaht import (
     IcahtRule,
     early_grade_of,
     early_icaht,
+    followed_to,
     late_icaht,
     lowest_of_each_day,
+    results_from_dates,
 )
 
 HIGH = 3000.0  # a recovered count
@@ -180,6 +185,88 @@ def test_a_second_higher_value_of_a_neutropenic_day_does_not_shorten_the_neutrop
     assert early_icaht(series).grade == 2
 
 
+# --- early: the end of the follow-up (a death, a relapse, the next therapy) ---------------
+
+
+def test_a_death_ends_the_early_days_counted_on_its_day():
+    # ANC at or below 100 from day 0 to the death on day 12: 13 days, grade 3 (7-13 days)
+    result = early_icaht(daily([50.0] * 13), death_day=12)
+    assert (result.grade, result.rule) == (3, IcahtRule.EARLY_ANC_100_DAYS)
+    assert result.params == {"days_500": 13, "days_100": 13, "until_day": 12}
+
+
+def test_without_the_death_the_same_series_is_not_gradable():
+    result = early_icaht(daily([50.0] * 13))
+    assert (result.grade, result.rule) == (None, IcahtRule.EARLY_DAYS_MISSING)
+    assert (result.lowest, result.highest) == (3, 4)
+
+
+@pytest.mark.parametrize("death_day, grade", [(12, 3), (13, 4)])
+def test_days_at_or_below_100_to_a_death_grade_as_the_table_says(death_day, grade):
+    assert early_icaht(daily([50.0] * (death_day + 1)), death_day=death_day).grade == grade
+
+
+def test_never_above_500_needs_the_whole_window_so_a_death_grades_by_the_days():
+    # 300/uL from day 0 to a death on day 20: 21 days at or below 500 (grade 3), not grade 4
+    result = early_icaht(daily([300.0] * 21), death_day=20)
+    assert (result.grade, result.rule) == (3, IcahtRule.EARLY_ANC_500_DAYS)
+
+
+def test_a_relapse_ends_the_early_days_counted_the_day_before_and_later_counts_are_not_read():
+    # recovered on day 0, 300/uL on days 1-9, relapse on day 10, 50/uL after it
+    series = daily([HIGH] + [300.0] * 9 + [50.0] * 25)
+    result = early_icaht(series, censor_day=10)
+    assert (result.grade, result.rule) == (2, IcahtRule.EARLY_ANC_500_DAYS)
+    assert result.params == {"days_500": 9, "days_100": 0, "until_day": 9}
+
+
+def test_a_series_that_stops_before_the_death_is_still_not_gradable_when_it_matters():
+    # counts to day 5, death on day 12: days 6-12 could be above 500 (grade 1) or at or below
+    # 100 (7 days: grade 3)
+    result = early_icaht(daily([HIGH] + [300.0] * 5), death_day=12)
+    assert (result.grade, result.rule) == (None, IcahtRule.EARLY_DAYS_MISSING)
+    assert result.params == {"days": "6-12", "lowest": 1, "highest": 3, "until_day": 12}
+
+
+@pytest.mark.parametrize("death_day, until", [(29, {"until_day": 29}), (30, {}), (31, {})])
+def test_a_death_from_day_30_leaves_the_whole_early_window(death_day, until):
+    result = early_icaht(daily([HIGH] * (death_day + 1)), death_day=death_day)
+    assert (result.grade, result.params) == (0, {"days_500": 0, "days_100": 0, **until})
+
+
+def test_a_relapse_on_day_0_leaves_no_early_day_to_count():
+    result = early_icaht(daily([300.0] * 10), censor_day=0)
+    assert (result.grade, result.rule) == (None, IcahtRule.EARLY_NO_WINDOW)
+    assert result.params == {"censor_day": 0}
+
+
+def test_a_death_on_day_0_counts_day_0():
+    result = early_icaht(daily([50.0]), death_day=0)
+    assert (result.grade, result.params["until_day"]) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "censor_day, death_day, followed",
+    [(None, None, None), (10, None, 9), (None, 10, 10), (10, 10, 9), (11, 10, 10), (12, 10, 10)],
+)
+def test_the_follow_up_ends_the_day_before_a_relapse_or_on_the_day_of_a_death(
+    censor_day, death_day, followed
+):
+    assert followed_to(censor_day, death_day) == followed
+
+
+def test_results_from_dates_end_both_windows_at_the_death():
+    day0 = date(2024, 1, 1)
+    values = [(day0 + timedelta(days=n), 50.0) for n in range(13)]
+    values += [(day0 + timedelta(days=n), 50.0) for n in (40, 50)]
+    early, late = results_from_dates(day0, values, [], day0 + timedelta(days=52))
+    assert late.grade == 4  # days 31-52, observed to the death
+    assert early.rule == IcahtRule.EARLY_DAYS_MISSING  # days 13-30 have no count
+    early, late = results_from_dates(day0, values[:13], [], day0 + timedelta(days=12))
+    assert (early.grade, early.params["until_day"]) == (3, 12)
+    assert (late.rule, late.params) == (IcahtRule.LATE_NO_WINDOW, {"censor_day": 12})
+
+
 # --- late ICAHT --------------------------------------------------------------------------
 
 
@@ -259,6 +346,23 @@ def test_a_relapse_before_day_32_leaves_no_late_window():
     assert (result.grade, result.rule) == (None, IcahtRule.LATE_NO_WINDOW)
 
 
+def test_a_death_ends_the_late_window_on_its_day():
+    # counts monthly to a death on day 60: observed to its end, graded from what was seen
+    values = [AncCount(40, 300.0), AncCount(60, 300.0)]
+    assert late_icaht(values, death_day=60).grade == 3
+    result = late_icaht(values)  # without it, the window to day 100 is not observed
+    assert (result.grade, result.rule) == (None, IcahtRule.LATE_TAIL_MISSING)
+
+
+@pytest.mark.parametrize("death_day, rule", [(30, IcahtRule.LATE_NO_WINDOW), (31, None)])
+def test_a_death_by_day_30_leaves_no_late_window(death_day, rule):
+    result = late_icaht([AncCount(31, 50.0)], death_day=death_day)
+    if rule is None:
+        assert result.rule == IcahtRule.LATE_TOO_FEW_VALUES  # day 31 alone: one count
+    else:
+        assert (result.rule, result.params) == (rule, {"censor_day": death_day})
+
+
 def test_the_late_window_never_passes_day_100():
     values = [AncCount(40, HIGH), AncCount(90, HIGH), AncCount(120, 50.0), AncCount(130, 50.0)]
     assert late_icaht(values, censor_day=200).grade == 0
@@ -276,7 +380,16 @@ counts = st.lists(
     ),
     max_size=60,
 )
-graders = st.sampled_from([early_icaht, late_icaht])
+graders = st.sampled_from(
+    [
+        early_icaht,
+        late_icaht,
+        partial(early_icaht, death_day=12),
+        partial(early_icaht, censor_day=20),
+        partial(late_icaht, death_day=60),
+        partial(late_icaht, censor_day=70, death_day=90),
+    ]
+)
 
 
 @settings(max_examples=200, deadline=None)
