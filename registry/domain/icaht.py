@@ -194,20 +194,15 @@ def followed_to(censor_day: int | None, death_day: int | None) -> int | None:
     """The last day of the treatment's follow-up: the day before a relapse or the next therapy
     (`censor_day`), the day of a death (`death_day`, whose counts are kept); None when neither
     ended it."""
-    ends = [day for day in (_before(censor_day), death_day) if day is not None]
-    return min(ends, default=None)
+    before = None if censor_day is None else censor_day - 1
+    return min((day for day in (before, death_day) if day is not None), default=None)
 
 
-def _before(day: int | None) -> int | None:
-    return None if day is None else day - 1
-
-
-def _end_day(censor_day: int | None, death_day: int | None) -> int:
-    """The day of the event that ends the follow-up (for the reasons' sentences)."""
-    if censor_day is None or (death_day is not None and death_day < censor_day):
-        assert death_day is not None
-        return death_day
-    return censor_day
+def _no_window(rule: IcahtRule, censor_day: int | None, death_day: int | None) -> IcahtResult:
+    """Not gradable: the follow-up ends before the window's first day. `censor_day` in the
+    reason is the day of the event that ends it, the earlier of the two."""
+    ended = min(day for day in (censor_day, death_day) if day is not None)
+    return IcahtResult(None, rule, lowest=0, highest=4, params={"censor_day": ended})
 
 
 def early_icaht(
@@ -220,13 +215,7 @@ def early_icaht(
     "never above 500 in days 0-30" needs the whole window."""
     followed = followed_to(censor_day, death_day)
     if followed is not None and followed < EARLY_FIRST_DAY:
-        return IcahtResult(
-            None,
-            IcahtRule.EARLY_NO_WINDOW,
-            lowest=0,
-            highest=4,
-            params={"censor_day": _end_day(censor_day, death_day)},
-        )
+        return _no_window(IcahtRule.EARLY_NO_WINDOW, censor_day, death_day)
     lowest = {
         day: anc
         for day, anc in lowest_of_each_day(counts).items()
@@ -310,13 +299,7 @@ def late_icaht(
     therapy, or to `death_day`) from a patient's ANC series (any order, any days)."""
     last_day = late_last_day(censor_day, death_day)
     if last_day < LATE_FIRST_DAY:
-        return IcahtResult(
-            None,
-            IcahtRule.LATE_NO_WINDOW,
-            lowest=0,
-            highest=4,
-            params={"censor_day": _end_day(censor_day, death_day)},
-        )
+        return _no_window(IcahtRule.LATE_NO_WINDOW, censor_day, death_day)
     window = {
         day: anc
         for day, anc in lowest_of_each_day(counts).items()

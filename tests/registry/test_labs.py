@@ -470,6 +470,14 @@ def test_a_death_dated_again_derives_the_grade_again(treatment, nurse):
     )
 
 
+def moved_to_another_patient(record, user, site) -> None:
+    """The record moved to a new patient of the site (as the admin and the API can)."""
+    other = factories.patient(user=user, site=site, study_id="P2")
+    services.record_update(
+        record, user=user, reason="entered under the wrong patient", patient=other
+    )
+
+
 def test_a_treatment_moved_to_another_patient_gives_back_the_late_window_it_ended(
     treatment, nurse, site
 ):
@@ -477,12 +485,21 @@ def test_a_treatment_moved_to_another_patient_gives_back_the_late_window_it_ende
     later = factories.treatment(user=nurse, patient=treatment.patient, day0=day(60))
     treatment.refresh_from_db()
     assert treatment.icaht_late_grade == 0
-    other = factories.patient(user=nurse, site=site, study_id="P2")
-    services.record_update(
-        later, user=nurse, reason="entered under the wrong patient", patient=other
-    )
+    moved_to_another_patient(later, nurse, site)
     treatment.refresh_from_db()
     assert treatment.icaht_late_grade == 4
+
+
+def test_a_death_moved_to_another_patient_gives_back_the_days_it_ended(treatment, nurse, site):
+    save(treatment, nurse, rows_of({n: 50 for n in range(13)}))
+    death = services.death_record(
+        patient=treatment.patient, user=nurse, date=day(12), cause="infection"
+    )
+    treatment.refresh_from_db()
+    assert treatment.icaht_early_grade == 3
+    moved_to_another_patient(death, nurse, site)
+    treatment.refresh_from_db()
+    assert (treatment.icaht_early_grade, treatment.icaht_early_rule) == (None, "early_days_missing")
 
 
 def test_a_write_that_does_not_change_the_grade_writes_no_treatment_history(treatment, nurse):
